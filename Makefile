@@ -1,0 +1,31 @@
+# Two commands: `make run` and `make test`. Both create .venv and install into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/quickstart.yaml
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: anything that later asks for torch finds it satisfied
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/fedray run $(CONFIG)
+
+test: install
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

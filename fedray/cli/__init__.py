@@ -1,0 +1,1 @@
+"""The `fedray` command line."""

@@ -1,0 +1,1 @@
+"""Running on Ray clusters: resource checks before the first round."""

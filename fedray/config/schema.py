@@ -1,0 +1,289 @@
+"""The configuration schema: dataclasses that omegaconf merges and type-checks.
+
+Every field is part of the public contract (YAML files, `key=value` overrides,
+tests). Unknown keys and wrong types are rejected by omegaconf while merging;
+value ranges and cross-field rules are checked here, all at once, so the user
+sees every problem in one message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import field
+from typing import Dict, List, Optional
+
+from fedray.config.errors import ConfigError
+
+
+class Placement(enum.Enum):
+    """How simulated clients map onto Ray actors."""
+
+    actor_per_client = "actor_per_client"
+    """One actor per client, each with `clients.resources` (cross-silo)."""
+    pool = "pool"
+    """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class Optimizer(enum.Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+@dataclasses.dataclass
+class RayConfig:
+    address: Optional[str] = None
+    """null: start a local Ray (or join the job's cluster under `ray job submit`);
+    `auto` or `host:port`/`ray://...`: connect to an existing cluster."""
+    num_cpus: Optional[int] = None
+    """CPUs of a locally started Ray (null: all cores). Ignored when connecting."""
+    num_gpus: Optional[int] = None
+    """GPUs of a locally started Ray (null: detect). Ignored when connecting."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.num_cpus is not None and self.num_cpus < 1:
+            out.append(f"ray.num_cpus must be >= 1 or null, got {self.num_cpus}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            out.append(f"ray.num_gpus must be >= 0 or null, got {self.num_gpus}")
+        return out
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dataset: str = "digits"
+    """Registered dataset name (`digits`) or a dotted path `pkg.module:builder`."""
+    partition: str = "iid"
+    """How examples are split among clients: `iid` or `dirichlet` (label skew)."""
+    alpha: float = 0.5
+    """Dirichlet concentration; smaller is more non-IID. Used by `dirichlet`."""
+    test_fraction: float = 0.2
+    """Share of the dataset held out on the server for evaluation."""
+    min_examples_per_client: int = 2
+    """Dirichlet draws are repeated until every client has at least this many."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.alpha > 0:
+            out.append(f"data.alpha must be > 0, got {self.alpha}")
+        if not 0 < self.test_fraction < 1:
+            out.append(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.min_examples_per_client < 1:
+            out.append(
+                f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"
+            )
+        return out
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = "mlp"
+    """Registered model name (`mlp`) or a dotted path `pkg.module:builder`."""
+    hidden: List[int] = field(default_factory=lambda: [64])
+    """Hidden layer widths of the MLP."""
+
+    def errors(self) -> list[str]:
+        bad = [h for h in self.hidden if h < 1]
+        return [f"model.hidden widths must be >= 1, got {list(self.hidden)}"] if bad else []
+
+
+@dataclasses.dataclass
+class ResourcesConfig:
+    """Ray resources of one actor; fractional GPUs are allowed."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: Optional[int] = None
+    """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
+    custom: Dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources, e.g. `{silo_a: 1}` to pin to nodes that advertise it."""
+
+    def errors(self, prefix: str) -> list[str]:
+        out = []
+        if self.num_cpus < 0:
+            out.append(f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
+        if self.num_gpus < 0:
+            out.append(f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        elif self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            out.append(f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}")
+        for key, value in self.custom.items():
+            if value < 0:
+                out.append(f"{prefix}.custom.{key} must be >= 0, got {value}")
+        return out
+
+    def as_ray_options(self) -> dict:
+        """Keyword arguments for `ActorClass.options(...)`."""
+        options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            options["memory"] = self.memory
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+@dataclasses.dataclass
+class ClientsConfig:
+    num_clients: int = 10
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    placement: Placement = Placement.actor_per_client
+    pool_size: int = 2
+    """Number of actors with `placement: pool`."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.num_clients < 1:
+            out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
+        if self.pool_size < 1:
+            out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        out += self.resources.errors("clients.resources")
+        return out
+
+    @property
+    def num_actors(self) -> int:
+        if self.placement is Placement.pool:
+            return min(self.pool_size, self.num_clients)
+        return self.num_clients
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    local_steps: Optional[int] = None
+    """If set, train exactly this many minibatch steps instead of `local_epochs`."""
+    batch_size: int = 32
+    optimizer: Optimizer = Optimizer.sgd
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    persist_optimizer_state: bool = False
+    """Keep each client's optimizer state between its rounds (stored per client id)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.local_epochs < 1:
+            out.append(f"train.local_epochs must be >= 1, got {self.local_epochs}")
+        if self.local_steps is not None and self.local_steps < 1:
+            out.append(f"train.local_steps must be >= 1 or null, got {self.local_steps}")
+        if self.batch_size < 1:
+            out.append(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            out.append(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            out.append(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            out.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        return out
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Server-side aggregation and update rule."""
+
+    name: str = "fedavg"
+    """`fedavg`, `fedavgm`, `fedadam`, or a dotted path to a builder."""
+    server_lr: float = 1.0
+    """Scale of the aggregated update (fedavgm, fedadam)."""
+    momentum: float = 0.9
+    """Server momentum (fedavgm)."""
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-3
+    """Adaptivity of fedadam (Reddi et al. 2021 use tau = 1e-3)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.server_lr > 0:
+            out.append(f"server.strategy.server_lr must be > 0, got {self.server_lr}")
+        for key in ("momentum", "beta1", "beta2"):
+            value = getattr(self, key)
+            if not 0 <= value < 1:
+                out.append(f"server.strategy.{key} must be in [0, 1), got {value}")
+        if not self.eps > 0:
+            out.append(f"server.strategy.eps must be > 0, got {self.eps}")
+        return out
+
+
+@dataclasses.dataclass
+class SelectionConfig:
+    name: str = "random"
+    """Client selector: `random`, or a dotted path to a builder."""
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    rounds: int = 10
+    clients_per_round: int = 10
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    round_timeout_s: Optional[float] = 600.0
+    """Results not in after this many seconds count as failed for the round."""
+    min_clients: int = 1
+    """A round whose successful clients are fewer than this keeps the old model."""
+    eval_every: int = 1
+    """Evaluate the global model every N rounds (and always after the last)."""
+    checkpoint_every: int = 1
+    """Checkpoint every N rounds (and always after the last); 0 disables."""
+    keep_checkpoints: int = 3
+    resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
+    """Resources of the server actor. It mostly waits and aggregates, so by default it
+    reserves no CPU and does not take a slot from the clients."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.rounds < 1:
+            out.append(f"server.rounds must be >= 1, got {self.rounds}")
+        if self.clients_per_round < 1:
+            out.append(f"server.clients_per_round must be >= 1, got {self.clients_per_round}")
+        if self.round_timeout_s is not None and not self.round_timeout_s > 0:
+            out.append(f"server.round_timeout_s must be > 0 or null, got {self.round_timeout_s}")
+        if self.min_clients < 1:
+            out.append(f"server.min_clients must be >= 1, got {self.min_clients}")
+        elif self.min_clients > self.clients_per_round:
+            out.append(
+                f"server.min_clients ({self.min_clients}) must be <= "
+                f"server.clients_per_round ({self.clients_per_round})"
+            )
+        if self.eval_every < 1:
+            out.append(f"server.eval_every must be >= 1, got {self.eval_every}")
+        if self.checkpoint_every < 0:
+            out.append(f"server.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.keep_checkpoints < 1:
+            out.append(f"server.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        out += self.strategy.errors()
+        out += self.resources.errors("server.resources")
+        return out
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A whole federated run. Sections mirror the YAML file."""
+
+    name: str = "fedray"
+    """Run name; the run directory is `<output_dir>/<name>/`."""
+    seed: int = 0
+    output_dir: str = "runs"
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self) -> None:
+        problems = self.errors()
+        if problems:
+            raise ConfigError(problems)
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
+        for section in (self.ray, self.data, self.model, self.clients, self.train, self.server):
+            out += section.errors()
+        if self.server.clients_per_round > self.clients.num_clients:
+            out.append(
+                f"server.clients_per_round ({self.server.clients_per_round}) must be <= "
+                f"clients.num_clients ({self.clients.num_clients})"
+            )
+        return out

@@ -1,0 +1,5 @@
+"""Datasets, partitioning among clients, and the Arrow tables that carry them."""
+
+from fedray.data.federated import DataInfo, FederatedDataset, build_federated_dataset
+
+__all__ = ["DataInfo", "FederatedDataset", "build_federated_dataset"]

@@ -1,0 +1,76 @@
+"""Build the federated view of a dataset: per-client shards and a server test split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from fedray.config.schema import DataConfig
+from fedray.data.arrow import compact, features_table
+from fedray.data.datasets import DATASETS
+from fedray.data.partition import PARTITIONERS
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a model builder needs to know about the data."""
+
+    task: str
+    """Name of the task in `fedray.models.tasks.TASKS` (loss and metrics)."""
+    num_features: int
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedDataset:
+    """All training rows, grouped by client, plus the held-out test split.
+
+    `train` is sorted by client so that a client's shard is the row range
+    `offsets[c]:offsets[c+1]`: one table for a pool actor, or a compact copy of
+    one range for a client's own actor.
+    """
+
+    train: pa.Table
+    offsets: np.ndarray
+    test: pa.Table
+    info: DataInfo
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.offsets) - 1
+
+    def num_examples(self, client_id: int) -> int:
+        return int(self.offsets[client_id + 1] - self.offsets[client_id])
+
+    def shard(self, client_id: int) -> pa.Table:
+        start = int(self.offsets[client_id])
+        return compact(self.train.slice(start, self.num_examples(client_id)))
+
+
+def build_federated_dataset(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDataset:
+    """Load, split off the test set (stratified), and partition the rest among clients."""
+    data = DATASETS.build(cfg.dataset, cfg)
+    rng = np.random.default_rng([seed, 0xDA7A])
+    train_idx, test_idx = _stratified_split(data.y, cfg.test_fraction, rng)
+    shards = PARTITIONERS.build(cfg.partition, data.y[train_idx], num_clients, cfg, rng)
+    order = np.concatenate([train_idx[s] for s in shards])
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in shards])]).astype(np.int64)
+    info = DataInfo("classification", data.x.shape[1], data.num_classes)
+    return FederatedDataset(
+        train=features_table(data.x[order], data.y[order]),
+        offsets=offsets,
+        test=features_table(data.x[test_idx], data.y[test_idx]),
+        info=info,
+    )
+
+
+def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
+    test = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test.append(idx[: max(1, int(round(fraction * len(idx))))])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    return train_idx, test_idx

@@ -1,0 +1,1 @@
+"""The server side: the Ray actor, the round, checkpoints and the run directory."""

@@ -1,0 +1,1 @@
+"""Server strategies: how updates are combined (aggregate) and applied (presets)."""

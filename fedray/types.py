@@ -1,0 +1,113 @@
+"""The nouns of a federated run: who trains, what they are told, what comes back."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+ClientId = int
+"""Clients are numbered 0..num_clients-1; the id, not the actor, owns client state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """Layout of a model's travelling parameters inside one flat float32 vector.
+
+    Weights travel as a single contiguous array so that the object store can hand
+    it to every client zero-copy and the server can aggregate into one buffer.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(np.prod(s, dtype=np.int64)) for s in self.shapes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.sizes)])[:-1])
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(self.sizes))
+
+    @property
+    def num_bytes(self) -> int:
+        return 4 * self.num_params
+
+    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Views (no copies) of each named tensor inside `flat`."""
+        assert flat.shape == (self.num_params,), (flat.shape, self.num_params)
+        return {
+            name: flat[off : off + size].reshape(shape)
+            for name, shape, off, size in zip(self.names, self.shapes, self.offsets, self.sizes)
+        }
+
+    def flatten(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        out = np.empty(self.num_params, dtype=np.float32)
+        for name, off, size in zip(self.names, self.offsets, self.sizes):
+            out[off : off + size] = np.asarray(tensors[name], dtype=np.float32).reshape(-1)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FitInstructions:
+    """What the server asks of one client in one round."""
+
+    server_round: int
+    client_id: ClientId
+    seed: int
+    """Per (round, client) seed so results do not depend on which actor runs the client."""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Per-round overrides of the training settings (e.g. lr schedules); usually empty."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientResult:
+    """One client's answer for one round. A failure is a result, not an exception."""
+
+    client_id: ClientId
+    server_round: int
+    num_examples: int = 0
+    update: np.ndarray | None = None
+    """Flat float32 delta: local weights minus the broadcast global weights."""
+    train_loss: float = float("nan")
+    wall_s: float = 0.0
+    """Seconds the client spent on this round, measured on the client."""
+    error: str | None = None
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def num_bytes(self) -> int:
+        return 0 if self.update is None else int(self.update.nbytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundResult:
+    """What one round did; one row of metrics.parquet."""
+
+    server_round: int
+    clients_selected: int
+    clients_succeeded: int
+    clients_failed: int
+    updates_rejected: int
+    train_loss: float
+    eval_loss: float
+    eval_accuracy: float
+    bytes_up: int
+    bytes_down: int
+    round_wall_s: float
+    wall_s: float
+    """Seconds since the run started, at the end of this round."""
+
+    def as_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["round"] = row.pop("server_round")
+        return row

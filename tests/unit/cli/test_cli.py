@@ -1,0 +1,59 @@
+"""The command line: exit status 2 and a one-paragraph message for every user mistake."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fedray.cli.main import main
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("trian:\n  lr: 0.1\n", [], "trian: unknown key"),
+        ("server:\n  rounds: many\n", [], "server.rounds: Value 'many'"),
+        ("server:\n  rounds: -1\n", [], "server.rounds must be >= 1, got -1"),
+        ("server:\n  clients_per_round: 11\n", [], "server.clients_per_round (11) must be <= clients.num_clients (10)"),
+        ("data:\n  alpha: 0\n", [], "data.alpha must be > 0, got 0.0"),
+        ("{}\n", ["server.strategy.name=fedavgg"], "Unknown strategy 'fedavgg'"),
+        ("{}\n", ["data.dataset=mnist"], "Unknown dataset 'mnist'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_config_exits_2_naming_key_and_file(tmp_path, capsys, command, text, overrides, expected):
+    path = write(tmp_path, text)
+    assert main([command, path, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert path in err or "Unknown" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    missing = str(tmp_path / "missing.yaml")
+    assert main(["run", missing]) == 2
+    assert f"config file not found: {missing}" in capsys.readouterr().err
+
+
+def test_validate_prints_the_resolved_config(tmp_path, capsys):
+    path = write(tmp_path, "server:\n  rounds: 4\n")
+    assert main(["validate", path, "train.lr=0.3"]) == 0
+    out, err = capsys.readouterr()
+    assert "rounds: 4" in out and "lr: 0.3" in out
+    assert "# ok: 10 clients" in err
+
+
+def test_real_process_exit_status_and_no_traceback(tmp_path):
+    path = write(tmp_path, "server:\n  rounds: -2\n")
+    proc = subprocess.run([sys.executable, "-m", "fedray", "run", path],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "server.rounds must be >= 1, got -2" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from fedray.client.state import ClientStateStore
+from fedray.client.train import train_local
+from fedray.config.schema import DataConfig, ModelConfig, Optimizer, TrainConfig
+from fedray.data.federated import build_federated_dataset
+from fedray.models.build import build_model
+from fedray.models.flat import get_flat, param_spec
+from fedray.models.tasks import Classification
+
+
+@pytest.fixture(scope="module")
+def shard():
+    data = build_federated_dataset(DataConfig(), num_clients=4, seed=0)
+    task = Classification()
+    return data, task, task.prepare(data.shard(0), __import__("torch").device("cpu"))
+
+
+def fresh(data):
+    return build_model(ModelConfig(hidden=[32]), data.info, seed=0)
+
+
+def test_local_training_lowers_the_loss(shard):
+    data, task, tensors = shard
+    model = fresh(data)
+    before = task.evaluate(model, tensors, 256)["loss"]
+    train_local(model, task, tensors, TrainConfig(local_epochs=5, lr=0.1, momentum=0.9), seed=1)
+    assert task.evaluate(model, tensors, 256)["loss"] < 0.5 * before
+
+
+def test_local_steps_counts_minibatches_exactly(shard):
+    data, task, tensors = shard
+    result = train_local(fresh(data), task, tensors, TrainConfig(local_steps=7, batch_size=8), seed=1)
+    assert result.steps == 7
+    assert result.num_examples == data.num_examples(0)
+
+
+def test_same_seed_same_weights_other_seed_differs(shard):
+    data, task, tensors = shard
+    runs = []
+    for seed in (5, 5, 6):
+        model = fresh(data)
+        train_local(model, task, tensors, TrainConfig(batch_size=8), seed=seed)
+        runs.append(get_flat(model, param_spec(model)))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_optimizer_state_is_returned_only_when_persisted(shard):
+    data, task, tensors = shard
+    cfg = TrainConfig(optimizer=Optimizer.adam, lr=1e-3, persist_optimizer_state=True)
+    result = train_local(fresh(data), task, tensors, cfg, seed=1)
+    assert result.optimizer_state["state"]  # Adam moments for every parameter
+    cfg = TrainConfig(optimizer=Optimizer.adam, lr=1e-3)
+    assert train_local(fresh(data), task, tensors, cfg, seed=1).optimizer_state is None
+
+
+def test_state_store_keeps_clients_apart():
+    store = ClientStateStore()
+    store.put(1, "optimizer", {"a": 1})
+    store.put(2, "optimizer", {"a": 2})
+    assert store.get(1, "optimizer") == {"a": 1} and store.get(2, "optimizer") == {"a": 2}
+    store.put(1, "optimizer", None)
+    assert store.get(1, "optimizer") is None and store.clients() == [1, 2]
