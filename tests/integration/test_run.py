@@ -1,0 +1,145 @@
+"""End-to-end federated runs on a real local Ray."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fedray.config import ConfigError, load_config
+from fedray.launcher import prepare, run
+from tests.conftest import REPO, small_config
+
+METRIC_COLUMNS = {
+    "round", "clients_selected", "clients_succeeded", "clients_failed", "updates_rejected",
+    "train_loss", "eval_loss", "eval_accuracy", "bytes_up", "bytes_down", "round_wall_s", "wall_s",
+}
+TIMING = {"round_wall_s", "wall_s"}
+
+
+def run_quiet(cfg):
+    lines = []
+    summary = run(prepare(cfg), console=lines.append)
+    return summary, lines
+
+
+def metrics(run_dir):
+    return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
+
+
+def test_pool_run_writes_a_complete_run_directory(ray_cluster, tmp_path):
+    cfg = small_config(tmp_path, "server.checkpoint_every=2", "server.keep_checkpoints=1")
+    summary, lines = run_quiet(cfg)
+    run_dir = tmp_path / "test"
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 3
+    assert summary["run_dir"] == str(run_dir)
+
+    rows = metrics(run_dir)
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert METRIC_COLUMNS <= set(rows[0])
+    num_params = 64 * 64 + 64 + 64 * 10 + 10
+    for r in rows:
+        assert r["clients_selected"] == r["clients_succeeded"] == 5
+        assert r["bytes_down"] == r["bytes_up"] == 5 * 4 * num_params
+    assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
+
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["final_metrics"]["accuracy"] == pytest.approx(rows[-1]["eval_accuracy"])
+    assert on_disk["final_metrics"]["loss"] == pytest.approx(rows[-1]["eval_loss"])
+    assert on_disk["wall_s"] > 0
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["server"]["rounds"] == 3
+    # checkpoint_every=2 and always after the last round; keep only the newest
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["round_000003.pkl"]
+    assert any(line.startswith("round 3/3 | clients 5/5") for line in lines)
+
+
+def test_placement_does_not_change_the_result(ray_cluster, tmp_path):
+    """Seeds are per (round, client) and sums run in client order, so the same clients
+    on one actor each or multiplexed over a pool give bit-identical metrics."""
+    common = ["clients.num_clients=6", "server.clients_per_round=4", "clients.resources.num_cpus=0.5"]
+    per_client, _ = run_quiet(small_config(tmp_path / "a", *common, "clients.placement=actor_per_client"))
+    pooled, _ = run_quiet(small_config(tmp_path / "b", *common, "clients.placement=pool"))
+    a, b = metrics(per_client["run_dir"]), metrics(pooled["run_dir"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path):
+    cfg = small_config(
+        tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
+        "server.clients_per_round=10", "server.min_clients=5",
+    )
+    summary, lines = run_quiet(cfg)
+    assert summary["status"] == "completed"
+    rows = metrics(summary["run_dir"])
+    for r in rows:
+        assert (r["clients_selected"], r["clients_succeeded"], r["clients_failed"]) == (10, 9, 1)
+    log = (tmp_path / "test" / "log.txt").read_text()
+    assert "client 3 failed: ValueError: the client has no training examples" in log
+    assert any("warning: client 3 failed" in line for line in lines)
+    assert rows[-1]["eval_accuracy"] > rows[0]["eval_accuracy"]
+
+
+def test_too_few_successful_clients_keep_the_old_model(ray_cluster, tmp_path):
+    cfg = small_config(
+        tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
+        "clients.num_clients=4", "server.clients_per_round=4", "server.min_clients=4",
+        "server.rounds=2",
+    )
+    summary, _ = run_quiet(cfg)
+    rows = metrics(summary["run_dir"])
+    assert [r["clients_succeeded"] for r in rows] == [3, 3]
+    assert rows[0]["eval_loss"] == rows[1]["eval_loss"]  # nothing was applied
+
+
+def test_same_seed_same_metrics(ray_cluster, tmp_path):
+    first, _ = run_quiet(small_config(tmp_path / "a", "data.partition=dirichlet"))
+    second, _ = run_quiet(small_config(tmp_path / "b", "data.partition=dirichlet"))
+    other, _ = run_quiet(small_config(tmp_path / "c", "data.partition=dirichlet", "seed=1"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(metrics(first["run_dir"])) == strip(metrics(second["run_dir"]))
+    assert strip(metrics(first["run_dir"])) != strip(metrics(other["run_dir"]))
+
+
+def test_unsatisfiable_resources_fail_fast_naming_them(ray_cluster, tmp_path):
+    cfg = small_config(tmp_path, "clients.resources.custom.silo_z=1")
+    with pytest.raises(ConfigError, match="client actor 0 needs .*silo_z.*no node offers 'silo_z'"):
+        run_quiet(cfg)
+
+
+def test_pool_keeps_per_client_optimizer_state(ray_cluster, tmp_path):
+    """With a persistent optimizer, clients sharing an actor keep separate state."""
+    import ray
+
+    from fedray.client.actor import ClientActor
+    from fedray.client.pool import ClientPool
+    from fedray.models.build import build_model
+    from fedray.models.flat import get_flat, param_spec
+    from fedray.types import FitInstructions
+
+    cfg = small_config(tmp_path, "train.optimizer=adam", "train.lr=0.001",
+                       "train.persist_optimizer_state=true", "clients.num_clients=4",
+                       "server.clients_per_round=2")
+    prepared = prepare(cfg)
+    pool = ClientPool(cfg, prepared.dataset, "state-test")
+    model = build_model(cfg.model, prepared.dataset.info, cfg.seed)
+    params = ray.put(get_flat(model, param_spec(model)))
+    results = ray.get([pool.fit(FitInstructions(1, c, c), params) for c in (0, 2)])
+    assert all(r.ok for r in results)
+    actor = pool.actors[0]  # clients 0 and 2 share actor 0 of 2
+    assert ray.get([actor.has_state.remote(c) for c in (0, 1, 2)]) == [True, False, True]
+    assert ClientActor  # the class stays importable for type checkers
+    pool.shutdown()
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_the_target_accuracy(ray_cluster, tmp_path):
+    """configs/quickstart.yaml as shipped (only the output directory moved)."""
+    cfg = load_config(f"{REPO}/configs/quickstart.yaml", [f"output_dir={tmp_path}"])
+    summary, _ = run_quiet(cfg)
+    assert summary["final_metrics"]["accuracy"] >= 0.90
+    rows = metrics(summary["run_dir"])
+    assert len(rows) == 20 and all(r["clients_succeeded"] == 10 for r in rows)
+    accuracy = np.array([r["eval_accuracy"] for r in rows])
+    assert accuracy[-5:].mean() > accuracy[:5].mean() + 0.2
