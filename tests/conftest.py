@@ -17,7 +17,7 @@ def ray_cluster():
     import ray
 
     assert not ray.is_initialized()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
