@@ -16,7 +16,7 @@ from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
-from fedray.models.flat import get_flat, param_spec, set_flat
+from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.tasks import TASKS
 from fedray.types import ClientId, ClientResult, FitInstructions
 
@@ -39,6 +39,9 @@ class ClientActor:
         self.shards = shards
         self._tensors: dict[ClientId, object] = {}
         self.state = ClientStateStore()
+        # Reused for every result: Ray copies a return value into the object store
+        # before this actor runs its next call, so one buffer serves all rounds.
+        self._delta = np.empty(self.spec.num_params, dtype=np.float32)
         # torch.optim imports torch._dynamo on first use (~1.4 s): pay it at start-up,
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
@@ -84,13 +87,11 @@ class ClientActor:
             optimizer_state=self.state.get(cid, "optimizer"),
         )
         self.state.put(cid, "optimizer", result.optimizer_state)
-        update = get_flat(self.model, self.spec)
-        np.subtract(update, global_params, out=update)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
             num_examples=result.num_examples,
-            update=update,
+            update=get_delta(self.model, self.spec, global_params, out=self._delta),
             train_loss=result.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(result.steps)},

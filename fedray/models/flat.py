@@ -29,6 +29,22 @@ def get_flat(model: torch.nn.Module, spec: ParamSpec, out: np.ndarray | None = N
     return out
 
 
+def get_delta(
+    model: torch.nn.Module, spec: ParamSpec, base: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """`out = params - base` in one pass over memory (no separate copy, then subtract)."""
+    params = dict(model.named_parameters())
+    out_views, base_views = spec.unflatten(out), spec.unflatten(base)
+    with torch.no_grad():
+        for name in spec.names:
+            torch.sub(
+                params[name].detach().to("cpu", torch.float32),
+                as_tensor(base_views[name]),
+                out=torch.from_numpy(out_views[name]),
+            )
+    return out
+
+
 def set_flat(model: torch.nn.Module, spec: ParamSpec, flat: np.ndarray) -> None:
     """Load the travelling parameters from `flat` (which may be a read-only view)."""
     params = dict(model.named_parameters())

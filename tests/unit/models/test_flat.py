@@ -37,3 +37,15 @@ def test_only_trainable_parameters_travel():
     model = build_model(ModelConfig(hidden=[4]), INFO, seed=0)
     model[0].weight.requires_grad_(False)
     assert param_spec(model).names == ("0.bias", "2.weight", "2.bias")
+
+
+def test_get_delta_is_params_minus_base_in_place():
+    from fedray.models.flat import get_delta
+
+    model = build_model(ModelConfig(hidden=[8]), INFO, seed=0)
+    spec = param_spec(model)
+    base = np.random.default_rng(0).standard_normal(spec.num_params).astype(np.float32)
+    out = np.full(spec.num_params, np.nan, dtype=np.float32)
+    result = get_delta(model, spec, base, out)
+    assert result is out
+    np.testing.assert_array_equal(out, get_flat(model, spec) - base)

@@ -1,0 +1,36 @@
+"""The README's configuration reference names every config key, and shipped configs load."""
+
+import dataclasses
+import pathlib
+import typing
+
+import pytest
+
+from fedray.config import load_config
+from fedray.config.schema import RunConfig
+from tests.conftest import REPO
+
+
+def leaf_keys(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from leaf_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name
+
+
+def test_readme_documents_every_config_key():
+    readme = (pathlib.Path(REPO) / "README.md").read_text()
+    missing = [k for k in leaf_keys(RunConfig)
+               if f"`{k}`" not in readme and not k.startswith("server.resources.")]
+    assert not missing, f"README.md's configuration reference lacks {missing}"
+
+
+CONFIGS = sorted(p for p in (pathlib.Path(REPO) / "configs").glob("*.yaml"))
+CONFIGS += sorted(p for p in (pathlib.Path(REPO) / "benchmarks" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_resolves(path):
+    assert load_config(path).name
