@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -33,6 +34,7 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     """Build the data and check every named component; all problems in one ConfigError."""
     import torch
 
+    from fedray.client.attacks import ATTACKS
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
@@ -42,7 +44,10 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         ("server.strategy.name", STRATEGIES, cfg.server.strategy.name),
         ("server.selection.name", SELECTORS, cfg.server.selection.name),
         ("model.name", MODELS, cfg.model.name),
+        ("clients.attack.name", ATTACKS, cfg.clients.attack.name),
     ):
+        if name is None:
+            continue
         try:
             registry.get(name)
         except ValueError as err:
@@ -115,10 +120,15 @@ def run(
     console: Callable[[str], None] = print,
     resume: str | None = None,
 ) -> dict:
-    """Run every round; returns summary.json's content (plus `run_dir`)."""
-    import ray
+    """Run every round; returns summary.json's content (plus `run_dir`).
 
-    from fedray.server.actor import Server
+    With `resume`, continue the run in that directory from its newest complete
+    checkpoint. If the server actor dies, it is restarted from the newest
+    checkpoint up to `server.max_restarts` times.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
     from fedray.server.rundir import RunDirectory, unique_run_dir
 
     cfg = prepared.cfg
@@ -134,32 +144,93 @@ def run(
                 ["the Ray cluster can never place these actors: " + "; ".join(missing)],
                 "clients.resources / server.resources",
             )
-        server = ray.remote(Server).options(
-            name=f"fedray-server/{run_dir.name}/{os.getpid()}",
-            **cfg.server.resources.as_ray_options(),
-        ).remote(cfg, prepared.dataset, str(run_dir), run_dir.name)
-        first_round = 1
-        if resume:
-            first_round = ray.get(server.resume_from.remote(str(run_dir))) + 1
-            console(f"resumed from round {first_round - 1}")
-        info = ray.get(server.start.remote())
-        console(
-            f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
-            f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
-            f"({time.perf_counter() - started:.1f} s)"
-        )
-        status = "interrupted"
+        server, next_round = _start_server(prepared, run_dir, bool(resume), 0, console, started)
+        status, restarts = "interrupted", 0
         try:
-            for server_round in range(first_round, cfg.server.rounds + 1):
-                result, failures = ray.get(server.run_round.remote(server_round))
-                for note in failures:
+            while next_round <= cfg.server.rounds:
+                try:
+                    result, notes = ray.get(server.run_round.remote(next_round))
+                except RayActorError as err:
+                    if restarts >= cfg.server.max_restarts:
+                        console(f"fedray: the server actor died and server.max_restarts="
+                                f"{cfg.server.max_restarts} restarts are used up: {_first_line(err)}")
+                        status = "failed"
+                        break
+                    restarts += 1
+                    console(f"fedray: the server actor died in round {next_round} ({_first_line(err)}); "
+                            f"restart {restarts}/{cfg.server.max_restarts} from the newest checkpoint")
+                    server, next_round = _start_server(prepared, run_dir, True, restarts, console, started)
+                    continue
+                for note in notes:
                     console(f"  warning: {note}")
+                if result is None:
+                    console(f"fedray: stopping: round {next_round} fell short of server.min_clients="
+                            f"{cfg.server.min_clients} in {cfg.server.max_round_retries + 1} attempt(s); "
+                            "the newest checkpoint is intact")
+                    status = "failed"
+                    break
                 console(format_round(result, cfg.server.rounds))
-            status = "completed"
+                next_round += 1
+            else:
+                status = "completed"
         finally:
-            summary = ray.get(server.finish.remote(status))
-            ray.kill(server)
+            summary = _finish(server, run_dir, status)
     summary["run_dir"] = str(run_dir)
     summary["wall_s"] = time.perf_counter() - started
     RunDirectory(run_dir).write_summary(summary)
     return summary
+
+
+def run_key(run_dir: Path) -> str:
+    """A name for a run's actors, unique per run directory, so concurrent runs on one
+    cluster never collide: `<dir name>-<hash of its absolute path>`."""
+    digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(run_dir).name}-{digest}"
+
+
+def _start_server(prepared: PreparedRun, run_dir: Path, resume: bool, restarts: int,
+                  console: Callable[[str], None], started: float):
+    """Create the server actor (resuming from the newest checkpoint if asked); (handle, next round)."""
+    import ray
+
+    from fedray.server.actor import Server
+
+    cfg = prepared.cfg
+    prefix = f"fedray/{run_key(run_dir)}/{restarts}"
+    server = ray.remote(Server).options(
+        name=f"{prefix}/server", **cfg.server.resources.as_ray_options(),
+    ).remote(cfg, prepared.dataset, str(run_dir), prefix, resume)
+    info = ray.get(server.start.remote())
+    if info["next_round"] > 1:
+        console(f"resuming after round {info['next_round'] - 1}")
+    console(
+        f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
+        f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return server, info["next_round"]
+
+
+def _finish(server, run_dir: Path, status: str) -> dict:
+    """Summary from the server; if it is gone, from the newest checkpoint on disk."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    from fedray.server.actor import summarize
+    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
+    from fedray.server.rundir import RunDirectory
+
+    try:
+        summary = ray.get(server.finish.remote(status))
+        ray.kill(server)
+        return summary
+    except RayActorError:
+        path = latest_checkpoint(RunDirectory(run_dir).checkpoints)
+        if path is None:
+            return {"status": status, "rounds_completed": 0, "final_metrics": {}}
+        return summarize(load_checkpoint(path), status)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

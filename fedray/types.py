@@ -98,6 +98,8 @@ class RoundResult:
     clients_succeeded: int
     clients_failed: int
     updates_rejected: int
+    attempts: int
+    """1, plus the retries needed to reach `server.min_clients` successes."""
     train_loss: float
     eval_loss: float
     eval_accuracy: float
@@ -105,9 +107,12 @@ class RoundResult:
     bytes_down: int
     round_wall_s: float
     wall_s: float
-    """Seconds since the run started, at the end of this round."""
+    """Seconds spent in rounds so far, at the end of this one."""
+    clients: tuple[ClientId, ...] = ()
+    """Ids of the clients whose updates were aggregated."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["round"] = row.pop("server_round")
+        row["clients"] = list(self.clients)
         return row

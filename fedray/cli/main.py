@@ -7,6 +7,7 @@ clear paragraph to stderr and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -21,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a federated experiment from a YAML config")
-    run.add_argument("config", help="YAML config file")
+    run.add_argument("config", nargs="?", help="YAML config file (not with --resume)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. server.rounds=5")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue RUN_DIR from its newest checkpoint, with its config.yaml")
 
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
@@ -46,8 +49,20 @@ def _run(args: argparse.Namespace) -> int:
     from fedray.config.load import load_config
     from fedray.launcher import prepare, run
 
-    cfg = load_config(args.config, args.overrides)
-    summary = run(prepare(cfg, args.config))
+    config, overrides = args.config, list(args.overrides)
+    if args.resume:
+        if config is not None and "=" in config:  # `run --resume DIR key=value`
+            overrides.insert(0, config)
+        elif config is not None:
+            raise ConfigError([f"give either CONFIG ({config}) or --resume, not both"], "command line")
+        config = os.path.join(args.resume, "config.yaml")
+        if not os.path.isfile(config):
+            raise ConfigError([f"--resume {args.resume}: no config.yaml there; not a fedray run directory"],
+                              "command line")
+    elif config is None:
+        raise ConfigError(["fedray run needs a CONFIG file (or --resume RUN_DIR)"], "command line")
+    cfg = load_config(config, overrides)
+    summary = run(prepare(cfg, config), resume=args.resume)
     final = summary.get("final_metrics", {})
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "round")
     print(

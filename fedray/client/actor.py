@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from fedray.client.attacks import ATTACKS
 from fedray.client.state import ClientStateStore
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
@@ -29,7 +30,8 @@ class ClientActor:
     locally, and the difference is returned as one flat float32 array.
     """
 
-    def __init__(self, cfg: RunConfig, info: DataInfo, shards: dict[ClientId, pa.Table]):
+    def __init__(self, cfg: RunConfig, info: DataInfo, shards: dict[ClientId, pa.Table],
+                 states: dict[ClientId, dict] | None = None):
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg = cfg
         self.device = assigned_device()
@@ -38,7 +40,9 @@ class ClientActor:
         self.spec = param_spec(self.model)
         self.shards = shards
         self._tensors: dict[ClientId, object] = {}
-        self.state = ClientStateStore()
+        self.state = ClientStateStore(states)
+        attack = cfg.clients.attack
+        self._attack = ATTACKS.get(attack.name) if attack.name and attack.clients else None
         # Reused for every result: Ray copies a return value into the object store
         # before this actor runs its next call, so one buffer serves all rounds.
         self._delta = np.empty(self.spec.num_params, dtype=np.float32)
@@ -87,11 +91,14 @@ class ClientActor:
             optimizer_state=self.state.get(cid, "optimizer"),
         )
         self.state.put(cid, "optimizer", result.optimizer_state)
+        update = get_delta(self.model, self.spec, global_params, out=self._delta)
+        if self._attack is not None and cid in self.cfg.clients.attack.clients:
+            update = self._attack(update, self.cfg.clients.attack)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
             num_examples=result.num_examples,
-            update=get_delta(self.model, self.spec, global_params, out=self._delta),
+            update=update,
             train_loss=result.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(result.steps)},
@@ -99,3 +106,7 @@ class ClientActor:
 
     def has_state(self, client_id: ClientId) -> bool:
         return bool(self.state.get(client_id, "optimizer"))
+
+    def export_state(self) -> dict[ClientId, dict]:
+        """Kept per-client state, for the server's checkpoint."""
+        return self.state.export()

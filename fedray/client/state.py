@@ -15,8 +15,8 @@ from fedray.types import ClientId
 class ClientStateStore:
     """A dict of dicts: `store[client_id][key]`."""
 
-    def __init__(self) -> None:
-        self._states: dict[ClientId, dict[str, Any]] = {}
+    def __init__(self, states: dict[ClientId, dict[str, Any]] | None = None) -> None:
+        self._states: dict[ClientId, dict[str, Any]] = {c: dict(s) for c, s in (states or {}).items()}
 
     def get(self, client_id: ClientId, key: str, default: Any = None) -> Any:
         return self._states.get(client_id, {}).get(key, default)
@@ -29,3 +29,6 @@ class ClientStateStore:
 
     def clients(self) -> list[ClientId]:
         return sorted(self._states)
+
+    def export(self) -> dict[ClientId, dict[str, Any]]:
+        return {c: dict(s) for c, s in self._states.items() if s}

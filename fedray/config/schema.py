@@ -123,12 +123,28 @@ class ResourcesConfig:
 
 
 @dataclasses.dataclass
+class AttackConfig:
+    """Simulated malicious clients, for robustness experiments (off by default)."""
+
+    name: Optional[str] = None
+    """`nan`, `wrong_shape`, `scale`, `sign_flip`, or a dotted path; null: no attack."""
+    clients: List[int] = field(default_factory=list)
+    """Ids of the attacking clients."""
+    scale: float = 100.0
+    """Factor for `scale` (the update is multiplied by it)."""
+
+
+@dataclasses.dataclass
 class ClientsConfig:
     num_clients: int = 10
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     placement: Placement = Placement.actor_per_client
     pool_size: int = 2
     """Number of actors with `placement: pool`."""
+    max_restarts: int = 3
+    """Times Ray restarts a client actor that died (-1: always). Its in-flight
+    clients fail for that round; they rejoin once the actor is back."""
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def errors(self) -> list[str]:
         out = []
@@ -136,6 +152,11 @@ class ClientsConfig:
             out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
         if self.pool_size < 1:
             out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        if self.max_restarts < -1:
+            out.append(f"clients.max_restarts must be >= -1, got {self.max_restarts}")
+        bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
+        if bad:
+            out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
         out += self.resources.errors("clients.resources")
         return out
 
@@ -211,6 +232,29 @@ class SelectionConfig:
 
 
 @dataclasses.dataclass
+class ValidationConfig:
+    """Checks on every client update before aggregation (shape, dtype, NaN/Inf always)."""
+
+    max_norm_ratio: Optional[float] = 10.0
+    """Reject an update whose L2 norm exceeds this multiple of the median norm of
+    recently accepted updates; null disables the norm check."""
+    norm_window: int = 100
+    """How many recently accepted norms form the reference."""
+    min_reference: int = 3
+    """The norm check applies once this many norms have been accepted."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.max_norm_ratio is not None and not self.max_norm_ratio > 1:
+            out.append(f"server.validation.max_norm_ratio must be > 1 or null, got {self.max_norm_ratio}")
+        if self.norm_window < 1:
+            out.append(f"server.validation.norm_window must be >= 1, got {self.norm_window}")
+        if self.min_reference < 1:
+            out.append(f"server.validation.min_reference must be >= 1, got {self.min_reference}")
+        return out
+
+
+@dataclasses.dataclass
 class ServerConfig:
     rounds: int = 10
     clients_per_round: int = 10
@@ -219,12 +263,18 @@ class ServerConfig:
     round_timeout_s: Optional[float] = 600.0
     """Results not in after this many seconds count as failed for the round."""
     min_clients: int = 1
-    """A round whose successful clients are fewer than this keeps the old model."""
+    """Fewest successful clients for a round to count (else it is retried)."""
     eval_every: int = 1
     """Evaluate the global model every N rounds (and always after the last)."""
     checkpoint_every: int = 1
     """Checkpoint every N rounds (and always after the last); 0 disables."""
     keep_checkpoints: int = 3
+    max_round_retries: int = 2
+    """A round with fewer than `min_clients` successes is run again (with a new
+    selection) up to this many times; then the run stops, its checkpoints intact."""
+    max_restarts: int = 3
+    """Times the driver restarts a dead server actor from the last checkpoint."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
@@ -250,7 +300,12 @@ class ServerConfig:
             out.append(f"server.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.keep_checkpoints < 1:
             out.append(f"server.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.max_round_retries < 0:
+            out.append(f"server.max_round_retries must be >= 0, got {self.max_round_retries}")
+        if self.max_restarts < 0:
+            out.append(f"server.max_restarts must be >= 0, got {self.max_restarts}")
         out += self.strategy.errors()
+        out += self.validation.errors()
         out += self.resources.errors("server.resources")
         return out
 

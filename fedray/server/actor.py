@@ -17,11 +17,11 @@ from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import TASKS
 from fedray.selection import SELECTORS
-from fedray.server.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fedray.server.loop import run_round
 from fedray.server.rundir import RunDirectory
 from fedray.server.state import ServerState
-from fedray.strategy.aggregate import WeightedMean
+from fedray.strategy.aggregate import InOrder, WeightedMean
 from fedray.strategy.presets import STRATEGIES
 from fedray.types import RoundResult
 
@@ -35,10 +35,12 @@ class Server:
 
     Components (strategy, selector, client pool) are built here once; everything
     that changes between rounds lives in `self.state`, which is what a
-    checkpoint holds.
+    checkpoint holds. With `resume`, the state comes from the run directory's
+    newest complete checkpoint (and a fresh start if it has none).
     """
 
-    def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_dir: str, run_name: str):
+    def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_dir: str, name_prefix: str,
+                 resume: bool = False):
         limit_threads(max(1.0, cfg.server.resources.num_cpus))
         self.cfg = cfg
         self.run_dir = RunDirectory(run_dir)
@@ -49,22 +51,30 @@ class Server:
         self.test_data = self.task.prepare(dataset.test, self.device)
         self.strategy = STRATEGIES.build(cfg.server.strategy.name, cfg.server.strategy)
         self.selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
+        self.in_order = InOrder()
         self.aggregator = WeightedMean(self.spec.num_params)
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
-        params = get_flat(self.model, self.spec)
-        self.state = ServerState(
-            server_round=0,
-            params=params,
-            strategy_state=self.strategy.init(params),
-            selector_state=self.selector.init(cfg.clients.num_clients),
-            rng_state=self.rng.bit_generator.state,
-        )
+        checkpoint = latest_checkpoint(self.run_dir.checkpoints) if resume else None
+        if checkpoint is not None:
+            self.state = load_checkpoint(checkpoint)
+            self.rng.bit_generator.state = self.state.rng_state
+        else:
+            params = get_flat(self.model, self.spec)
+            self.state = ServerState(
+                server_round=0,
+                params=params,
+                strategy_state=self.strategy.init(params),
+                selector_state=self.selector.init(cfg.clients.num_clients),
+                rng_state=self.rng.bit_generator.state,
+            )
         self.run_dir.write_config(to_yaml(cfg))
-        self.pool = ClientPool(cfg, dataset, run_name)
+        if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
+            self.run_dir.write_metrics(self.state.metrics)
+        self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states)
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:
-        """Wait for the client actors; a summary of where they run."""
+        """Wait for the client actors; where they run and which round comes next."""
         started = time.perf_counter()
         actors = self.pool.describe()
         return {
@@ -73,33 +83,38 @@ class Server:
             "devices": sorted({a["device"] for a in actors}),
             "num_params": self.spec.num_params,
             "start_s": time.perf_counter() - started,
+            "next_round": self.state.server_round + 1,
         }
 
-    def resume_from(self, path: str) -> int:
-        """Load a checkpoint (a file, or a run directory's newest); the round it holds."""
-        candidate = Path(path)
-        if candidate.is_dir():
-            found = list_checkpoints(candidate / "checkpoints") or list_checkpoints(candidate)
-            if not found:
-                raise FileNotFoundError(f"no checkpoint under {candidate}")
-            candidate = found[-1]
-        self.state = load_checkpoint(candidate)
-        self.rng.bit_generator.state = self.state.rng_state
-        return self.state.server_round
-
-    def run_round(self, server_round: int) -> tuple[RoundResult, list[str]]:
+    def run_round(self, server_round: int) -> tuple[RoundResult | None, list[str]]:
+        """Run a round, retrying it (new selection) while too few clients succeed.
+        Returns (None, notes) if every attempt fell short; the state is then unchanged
+        apart from the generator and selector, and the last checkpoint stands."""
         assert server_round == self.state.server_round + 1, "rounds must run in order"
-        result, failures = run_round(self, server_round)
-        for note in failures:
+        notes: list[str] = []
+        result = None
+        for attempt in range(1, self.cfg.server.max_round_retries + 2):
+            result, attempt_notes = run_round(self, server_round, attempt)
+            notes += attempt_notes
+            if result is not None:
+                break
+        for note in notes:
             logger.warning(note)
             self.run_dir.log(note)
         self.state.rng_state = self.rng.bit_generator.state
+        if result is None:
+            return None, notes
         self.state.metrics.append(result.as_row())
         self.run_dir.write_metrics(self.state.metrics)
         every = self.cfg.server.checkpoint_every
         if every and (server_round % every == 0 or server_round == self.cfg.server.rounds):
-            save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints)
-        return result, failures
+            self.checkpoint()
+        return result, notes
+
+    def checkpoint(self) -> Path:
+        if self.cfg.train.persist_optimizer_state:
+            self.state.client_states = self.pool.client_states()
+        return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints)
 
     def finish(self, status: str = "completed") -> dict:
         """Write summary.json and stop the client actors."""

@@ -41,6 +41,11 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
 def load_checkpoint(path: Path) -> ServerState:
     with open(path, "rb") as fh:
         state = pickle.load(fh)

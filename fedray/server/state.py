@@ -19,5 +19,10 @@ class ServerState:
     rng_state: dict
     """`np.random.Generator.bit_generator.state` of the server's generator."""
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    norm_history: list[float] = dataclasses.field(default_factory=list)
+    """L2 norms of recently accepted updates: the reference of the norm check."""
+    client_states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per-client state kept between rounds (e.g. optimizer moments), gathered
+    from the client actors at checkpoint time when there is any."""
     wall_s: float = 0.0
     """Seconds spent in rounds so far (carried across a resume)."""

@@ -14,6 +14,7 @@ from tests.conftest import REPO, small_config
 METRIC_COLUMNS = {
     "round", "clients_selected", "clients_succeeded", "clients_failed", "updates_rejected",
     "train_loss", "eval_loss", "eval_accuracy", "bytes_up", "bytes_down", "round_wall_s", "wall_s",
+    "attempts", "clients",
 }
 TIMING = {"round_wall_s", "wall_s"}
 
@@ -81,18 +82,6 @@ def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path):
     assert rows[-1]["eval_accuracy"] > rows[0]["eval_accuracy"]
 
 
-def test_too_few_successful_clients_keep_the_old_model(ray_cluster, tmp_path):
-    cfg = small_config(
-        tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
-        "clients.num_clients=4", "server.clients_per_round=4", "server.min_clients=4",
-        "server.rounds=2",
-    )
-    summary, _ = run_quiet(cfg)
-    rows = metrics(summary["run_dir"])
-    assert [r["clients_succeeded"] for r in rows] == [3, 3]
-    assert rows[0]["eval_loss"] == rows[1]["eval_loss"]  # nothing was applied
-
-
 def test_same_seed_same_metrics(ray_cluster, tmp_path):
     first, _ = run_quiet(small_config(tmp_path / "a", "data.partition=dirichlet"))
     second, _ = run_quiet(small_config(tmp_path / "b", "data.partition=dirichlet"))
@@ -122,7 +111,7 @@ def test_pool_keeps_per_client_optimizer_state(ray_cluster, tmp_path):
                        "train.persist_optimizer_state=true", "clients.num_clients=4",
                        "server.clients_per_round=2")
     prepared = prepare(cfg)
-    pool = ClientPool(cfg, prepared.dataset, "state-test")
+    pool = ClientPool(cfg, prepared.dataset, f"state-test-{tmp_path.name}")
     model = build_model(cfg.model, prepared.dataset.info, cfg.seed)
     params = ray.put(get_flat(model, param_spec(model)))
     results = ray.get([pool.fit(FitInstructions(1, c, c), params) for c in (0, 2)])
