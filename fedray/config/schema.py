@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
 
@@ -254,6 +254,64 @@ class ValidationConfig:
         return out
 
 
+class PlacementStrategy(enum.Enum):
+    """How a placement group spreads its bundles over nodes (Ray's strategies)."""
+
+    PACK = "PACK"
+    SPREAD = "SPREAD"
+    STRICT_PACK = "STRICT_PACK"
+    STRICT_SPREAD = "STRICT_SPREAD"
+
+
+class DType(enum.Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclasses.dataclass
+class FoundationConfig:
+    """The server's own large model, sharded with DeepSpeed ZeRO over Ray actors."""
+
+    model: Optional[ModelConfig] = None
+    """Model spec as in `model`; null: no server-side foundation model."""
+    zero_stage: int = 3
+    num_workers: int = 2
+    """Ranks of the ZeRO group: one per GPU, or one per CPU process without GPUs."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Ray resources of each worker (e.g. `num_gpus: 1`)."""
+    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
+    """How the workers' placement group is spread over nodes."""
+    offload: bool = False
+    """Offload optimizer state (and parameters under ZeRO-3) to CPU memory."""
+    dtype: DType = DType.float32
+    lr: float = 1e-3
+    micro_batch_size: int = 8
+    """Examples per rank per step."""
+    timeout_s: float = 120.0
+    """Collective-operation timeout: a rank whose peer died errors out instead of hanging."""
+    deepspeed: Dict[str, Any] = field(default_factory=dict)
+    """Passed to DeepSpeed over the generated config, untouched (DeepSpeed validates it)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.model is None:
+            return out
+        if self.zero_stage not in (1, 2, 3):
+            out.append(f"server.foundation_model.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+        if self.num_workers < 1:
+            out.append(f"server.foundation_model.num_workers must be >= 1, got {self.num_workers}")
+        if not self.lr > 0:
+            out.append(f"server.foundation_model.lr must be > 0, got {self.lr}")
+        if self.micro_batch_size < 1:
+            out.append(f"server.foundation_model.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if not self.timeout_s > 0:
+            out.append(f"server.foundation_model.timeout_s must be > 0, got {self.timeout_s}")
+        out += self.model.errors()
+        out += self.resources.errors("server.foundation_model.resources")
+        return out
+
+
 @dataclasses.dataclass
 class ServerConfig:
     rounds: int = 10
@@ -275,6 +333,7 @@ class ServerConfig:
     max_restarts: int = 3
     """Times the driver restarts a dead server actor from the last checkpoint."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
@@ -306,6 +365,7 @@ class ServerConfig:
             out.append(f"server.max_restarts must be >= 0, got {self.max_restarts}")
         out += self.strategy.errors()
         out += self.validation.errors()
+        out += self.foundation_model.errors()
         out += self.resources.errors("server.resources")
         return out
 

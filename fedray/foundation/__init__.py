@@ -1,0 +1,1 @@
+"""The server-side foundation model: sharded with DeepSpeed ZeRO over Ray actors."""
