@@ -38,11 +38,12 @@ def test_aggregating_full_teachers_is_the_weighted_mean_of_their_distributions()
 
 
 def test_aggregating_different_supports_keeps_the_heaviest_entries():
-    one = top_k(np.array([[10.0, 9.0, 0.0, 0.0]], dtype=np.float32), 2)   # mass on 0, 1
-    two = top_k(np.array([[0.0, 9.0, 10.0, 0.0]], dtype=np.float32), 2)   # mass on 2, 1
+    one = top_k(np.array([[10.0, 10.0, 0.0, 0.0]], dtype=np.float32), 2)  # 1/2 on 0 and on 1
+    two = top_k(np.array([[0.0, 10.0, 10.0, 0.0]], dtype=np.float32), 2)  # 1/2 on 1 and on 2
     agg = aggregate_top_k([one, two], [1.0, 1.0], k=2, temperature=1.0)
-    # index 1 is in both supports, so it carries the most mass
+    # index 1 is in both supports: mass 1/2, against 1/4 for 0 and for 2
     assert agg.indices[0, 0] == 1 and agg.indices.shape == (1, 2)
+    assert np.exp(agg.values[0, 0]) == pytest.approx(0.5, rel=1e-6)
 
 
 def test_deepspeed_config_is_generated_and_the_user_section_wins():
