@@ -62,6 +62,17 @@ def scale(factor: float) -> UpdateTransform:
     return stateless(lambda update, params: update * np.float32(factor))
 
 
+def clip_by_global_norm(max_norm: float) -> UpdateTransform:
+    """Scale the update down to L2 norm `max_norm` if it is longer (Pascanu et al. 2013;
+    the clipping step of DP-FedAvg)."""
+
+    def clip(update: np.ndarray, params: np.ndarray) -> np.ndarray:
+        norm = float(np.sqrt(np.dot(update, update)))
+        return update * np.float32(max_norm / norm) if norm > max_norm else update
+
+    return stateless(clip)
+
+
 class MomentumState(NamedTuple):
     velocity: np.ndarray
 

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Dotted paths in configs (`package.module:attr`) resolve from the working
+    # directory, as under `python -m`; Ray passes the driver's path on to workers.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:

@@ -63,3 +63,14 @@ def test_presets_build_from_config(name, problem):
     out, _ = run_transform(transform, params, grads)
     assert out.shape == params.shape and np.isfinite(out).all()
     assert not np.array_equal(out, params)
+
+
+def test_clip_by_global_norm_bounds_the_norm_and_keeps_the_direction():
+    from fedray.transforms import clip_by_global_norm
+
+    clip = clip_by_global_norm(1.0)
+    long = np.array([3.0, 4.0], dtype=np.float32)
+    out, _ = clip.apply(long, clip.init(long), long)
+    np.testing.assert_allclose(out, [0.6, 0.8], rtol=1e-6)
+    short = np.array([0.3, 0.4], dtype=np.float32)
+    assert clip.apply(short, (), short)[0] is short
