@@ -313,6 +313,45 @@ class FoundationConfig:
 
 
 @dataclasses.dataclass
+class DistillConfig:
+    """Knowledge transfer between the server's foundation model and the clients'
+    models, on a public (non-private) set of inputs."""
+
+    public_size: int = 256
+    """Examples (or sequences) held out of the clients' data as the public set."""
+    server_to_client: bool = False
+    """Send the foundation model's top-k logits on the public set with each broadcast;
+    clients add `weight` x KD loss to their local objective."""
+    client_to_server: bool = False
+    """Clients return top-k logits on the public set; the server distils their
+    weighted mean into the foundation model with `server_steps` ZeRO steps."""
+    temperature: float = 2.0
+    weight: float = 0.5
+    """lambda of the clients' distillation term."""
+    top_k: int = 10
+    """Logits kept per position (payload size against fidelity)."""
+    server_steps: int = 5
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.public_size < 1:
+            out.append(f"server.distill.public_size must be >= 1, got {self.public_size}")
+        if not self.temperature > 0:
+            out.append(f"server.distill.temperature must be > 0, got {self.temperature}")
+        if self.weight < 0:
+            out.append(f"server.distill.weight must be >= 0, got {self.weight}")
+        if self.top_k < 1:
+            out.append(f"server.distill.top_k must be >= 1, got {self.top_k}")
+        if self.server_steps < 0:
+            out.append(f"server.distill.server_steps must be >= 0, got {self.server_steps}")
+        return out
+
+    @property
+    def enabled(self) -> bool:
+        return self.server_to_client or self.client_to_server
+
+
+@dataclasses.dataclass
 class ServerConfig:
     rounds: int = 10
     clients_per_round: int = 10
@@ -334,6 +373,7 @@ class ServerConfig:
     """Times the driver restarts a dead server actor from the last checkpoint."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
@@ -366,6 +406,9 @@ class ServerConfig:
         out += self.strategy.errors()
         out += self.validation.errors()
         out += self.foundation_model.errors()
+        out += self.distill.errors()
+        if self.distill.enabled and self.foundation_model.model is None:
+            out.append("server.distill needs a server.foundation_model.model to transfer knowledge with")
         out += self.resources.errors("server.resources")
         return out
 
