@@ -13,7 +13,6 @@ import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 from fedray.config.errors import ConfigError
@@ -90,12 +89,9 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
 
 def resource_problems(cfg: RunConfig) -> list[str]:
     """What the connected cluster can never provide for this run's actors."""
-    from fedray.cluster.resources import actor_demand, check_cluster
+    from fedray.cluster.resources import check_cluster
 
-    client = actor_demand(cfg.clients.resources.as_ray_options())
-    demands = [("server actor", actor_demand(cfg.server.resources.as_ray_options()))]
-    demands += [(f"client actor {i}", client) for i in range(cfg.clients.num_actors)]
-    return check_cluster(demands)
+    return check_cluster(cfg) if cfg.ray.check_resources else []
 
 
 def format_round(result: RoundResult, rounds: int) -> str:
@@ -118,31 +114,40 @@ def run(
     """Run every round; returns summary.json's content (plus `run_dir`)."""
     import ray
 
+    from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group, server_options
+    from fedray.cluster.resources import unplaceable_error
     from fedray.server.actor import Server
-    from fedray.server.rundir import RunDirectory, unique_run_dir
+    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
 
     cfg = prepared.cfg
     started = time.perf_counter()
-    run_dir = Path(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Location.parse(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
+    run_dir.mkdir()
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
 
-    with ray_session(cfg):
+    with ray_session(cfg), contextlib.ExitStack() as cleanup:
         missing = resource_problems(cfg)
         if missing:
-            raise ConfigError(
-                ["the Ray cluster can never place these actors: " + "; ".join(missing)],
-                "clients.resources / server.resources",
-            )
+            raise unplaceable_error(missing, "")
+        placement: dict = {"driver_node": ray.get_runtime_context().get_node_id()}
+        workers = None
+        if cfg.server.workers.num_workers:
+            workers = reserve_worker_group(cfg.server.workers, f"fedray-workers/{run_dir.name}/{os.getpid()}")
+            cleanup.callback(release, workers)
+            placement["worker_nodes"] = bundle_nodes(workers)
+            console(f"server worker group: {cfg.server.workers.num_workers} bundle(s) "
+                    f"{cfg.server.workers.strategy.value} on {len(set(placement['worker_nodes']))} node(s)")
         server = ray.remote(Server).options(
             name=f"fedray-server/{run_dir.name}/{os.getpid()}",
             **cfg.server.resources.as_ray_options(),
-        ).remote(cfg, prepared.dataset, str(run_dir), run_dir.name)
+            **server_options(),
+        ).remote(cfg, prepared.dataset, str(run_dir), run_dir.name, workers)
         first_round = 1
         if resume:
             first_round = ray.get(server.resume_from.remote(str(run_dir))) + 1
             console(f"resumed from round {first_round - 1}")
         info = ray.get(server.start.remote())
+        placement["server_node"] = info["server_node"]
         console(
             f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
             f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
@@ -160,6 +165,7 @@ def run(
             summary = ray.get(server.finish.remote(status))
             ray.kill(server)
     summary["run_dir"] = str(run_dir)
+    summary["placement"] = placement
     summary["wall_s"] = time.perf_counter() - started
     RunDirectory(run_dir).write_summary(summary)
     return summary

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
 
@@ -23,6 +24,19 @@ class Placement(enum.Enum):
     """One actor per client, each with `clients.resources` (cross-silo)."""
     pool = "pool"
     """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class PlacementStrategy(enum.Enum):
+    """How a placement group's bundles spread over nodes (Ray's strategies)."""
+
+    PACK = "PACK"
+    """As few nodes as possible; spills over when one node is not enough."""
+    SPREAD = "SPREAD"
+    """As many nodes as possible; shares nodes when there are too few."""
+    STRICT_PACK = "STRICT_PACK"
+    """All bundles on one node, or not at all."""
+    STRICT_SPREAD = "STRICT_SPREAD"
+    """Every bundle on a different node, or not at all."""
 
 
 class Optimizer(enum.Enum):
@@ -40,6 +54,10 @@ class RayConfig:
     """CPUs of a locally started Ray (null: all cores). Ignored when connecting."""
     num_gpus: Optional[int] = None
     """GPUs of a locally started Ray (null: detect). Ignored when connecting."""
+    check_resources: bool = True
+    """Before starting actors (and before `fedray submit`), check that the cluster's
+    nodes can ever place them and fail naming what is missing. Turn off on an
+    autoscaling cluster whose nodes are not up yet: Ray then adds nodes for the demand."""
 
     def errors(self) -> list[str]:
         out = []
@@ -98,6 +116,9 @@ class ResourcesConfig:
     """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
     custom: Dict[str, float] = field(default_factory=dict)
     """Custom Ray resources, e.g. `{silo_a: 1}` to pin to nodes that advertise it."""
+    label_selector: Dict[str, str] = field(default_factory=dict)
+    """Ray node labels the node must carry, e.g. `{silo: a}` (`ray start --labels silo=a`).
+    A value may be `v`, `!v`, `in(v1,v2)` or `!in(v1,v2)`."""
 
     def errors(self, prefix: str) -> list[str]:
         out = []
@@ -110,6 +131,14 @@ class ResourcesConfig:
         for key, value in self.custom.items():
             if value < 0:
                 out.append(f"{prefix}.custom.{key} must be >= 0, got {value}")
+        for key, value in self.label_selector.items():
+            if not _LABEL_KEY.match(key):
+                out.append(f"{prefix}.label_selector key {key!r} is not a valid label name")
+            if not _SELECTOR_VALUE.match(value):
+                out.append(
+                    f"{prefix}.label_selector.{key} must be 'v', '!v', 'in(v1,v2)' or "
+                    f"'!in(v1,v2)' with label values, got {value!r}"
+                )
         return out
 
     def as_ray_options(self) -> dict:
@@ -119,7 +148,31 @@ class ResourcesConfig:
             options["memory"] = self.memory
         if self.custom:
             options["resources"] = dict(self.custom)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
         return options
+
+    def as_bundle(self) -> dict[str, float]:
+        """The placement-group bundle for one such actor: Ray resource names -> amounts."""
+        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory or 0, **self.custom}
+        return {k: float(v) for k, v in bundle.items() if v}
+
+
+# Kubernetes label syntax, which Ray's node labels and selectors share.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL}$")
+_SELECTOR_VALUE = re.compile(rf"^!?({_LABEL}|in\({_LABEL}(, ?{_LABEL})*\))$")
+
+
+@dataclasses.dataclass
+class PinnedClientsConfig:
+    """Clients whose actors get their own resources, e.g. to run inside one silo."""
+
+    clients: List[int] = field(default_factory=list)
+    """Client ids (0-based) pinned by `resources`."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Replaces `clients.resources` for these clients' actors; unset fields take
+    their defaults (`num_cpus: 1`), not the values of `clients.resources`."""
 
 
 @dataclasses.dataclass
@@ -129,6 +182,10 @@ class ClientsConfig:
     placement: Placement = Placement.actor_per_client
     pool_size: int = 2
     """Number of actors with `placement: pool`."""
+    pinned: List[PinnedClientsConfig] = field(default_factory=list)
+    """Per-client resources (`placement: actor_per_client` only), e.g.
+    `[{clients: [0, 1], resources: {custom: {silo_a: 1}}}]` runs clients 0 and 1 on
+    the node that advertises `silo_a`; a `label_selector` or `num_gpus` pins likewise."""
 
     def errors(self) -> list[str]:
         out = []
@@ -137,7 +194,27 @@ class ClientsConfig:
         if self.pool_size < 1:
             out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
         out += self.resources.errors("clients.resources")
+        if self.pinned and self.placement is not Placement.actor_per_client:
+            out.append("clients.pinned needs clients.placement: actor_per_client (one actor per client)")
+        seen: set[int] = set()
+        for i, pin in enumerate(self.pinned):
+            bad = sorted(c for c in pin.clients if not 0 <= c < self.num_clients)
+            if bad:
+                out.append(f"clients.pinned[{i}].clients {bad} out of range 0..{self.num_clients - 1}")
+            twice = sorted(seen.intersection(pin.clients))
+            if twice:
+                out.append(f"clients.pinned[{i}].clients {twice} are already pinned by an earlier entry")
+            seen.update(pin.clients)
+            out += pin.resources.errors(f"clients.pinned[{i}].resources")
         return out
+
+    def actor_resources(self, actor: int) -> ResourcesConfig:
+        """Resources of client actor `actor` (pinned clients' own, else the default)."""
+        if self.placement is Placement.actor_per_client:
+            for pin in self.pinned:
+                if actor in pin.clients:
+                    return pin.resources
+        return self.resources
 
     @property
     def num_actors(self) -> int:
@@ -211,6 +288,32 @@ class SelectionConfig:
 
 
 @dataclasses.dataclass
+class WorkersConfig:
+    """The server's foundation-model workers (e.g. a ZeRO group), reserved together
+    as one Ray placement group before the first round."""
+
+    num_workers: int = 0
+    """Workers to reserve; 0 for none (the server actor does all server-side work)."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Resources of each worker: one placement-group bundle per worker."""
+    strategy: PlacementStrategy = PlacementStrategy.PACK
+    """How the bundles spread over nodes: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
+    ready_timeout_s: float = 300.0
+    """How long to wait for the group's resources to become free."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.num_workers < 0:
+            out.append(f"server.workers.num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers > 0 and not self.resources.as_bundle():
+            out.append("server.workers.resources must request some resource (Ray rejects empty bundles)")
+        if not self.ready_timeout_s > 0:
+            out.append(f"server.workers.ready_timeout_s must be > 0, got {self.ready_timeout_s}")
+        out += self.resources.errors("server.workers.resources")
+        return out
+
+
+@dataclasses.dataclass
 class ServerConfig:
     rounds: int = 10
     clients_per_round: int = 10
@@ -228,6 +331,7 @@ class ServerConfig:
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
 
     def errors(self) -> list[str]:
         out = []
@@ -252,7 +356,19 @@ class ServerConfig:
             out.append(f"server.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         out += self.strategy.errors()
         out += self.resources.errors("server.resources")
+        out += self.workers.errors()
         return out
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """Experiment grid for `fedray sweep`; `fedray run` ignores it and runs the base config."""
+
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    """Config key -> values, e.g. `{train.lr: [0.05, 0.1]}`; every combination is a run."""
+
+    def errors(self) -> list[str]:
+        return [f"sweep.grid.{key} must list at least one value" for key, values in self.grid.items() if not values]
 
 
 @dataclasses.dataclass
@@ -269,6 +385,7 @@ class RunConfig:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         problems = self.errors()
@@ -279,7 +396,7 @@ class RunConfig:
         out = []
         if not self.name or "/" in self.name or self.name in (".", ".."):
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
-        for section in (self.ray, self.data, self.model, self.clients, self.train, self.server):
+        for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
         if self.server.clients_per_round > self.clients.num_clients:
             out.append(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import ray
 
-from fedray.client.pool import ClientPool
+from fedray.client.pool import ClientPool, clients_table
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset
@@ -19,11 +20,14 @@ from fedray.models.tasks import TASKS
 from fedray.selection import SELECTORS
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from fedray.server.loop import run_round
-from fedray.server.rundir import RunDirectory
+from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
 from fedray.strategy.aggregate import WeightedMean
 from fedray.strategy.presets import STRATEGIES
 from fedray.types import RoundResult
+
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
 
 logger = logging.getLogger("fedray.server")
 
@@ -38,7 +42,14 @@ class Server:
     checkpoint holds.
     """
 
-    def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_dir: str, run_name: str):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        dataset: FederatedDataset,
+        run_dir: str,
+        run_name: str,
+        worker_group: "PlacementGroup | None" = None,
+    ):
         limit_threads(max(1.0, cfg.server.resources.num_cpus))
         self.cfg = cfg
         self.run_dir = RunDirectory(run_dir)
@@ -61,23 +72,27 @@ class Server:
         )
         self.run_dir.write_config(to_yaml(cfg))
         self.pool = ClientPool(cfg, dataset, run_name)
+        self.worker_group = worker_group
+        """The placement group reserved for `server.workers` (None without workers)."""
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:
-        """Wait for the client actors; a summary of where they run."""
+        """Wait for the client actors, write clients.parquet; a summary of where they run."""
         started = time.perf_counter()
         actors = self.pool.describe()
+        self.run_dir.write_clients(clients_table(actors, self.pool.num_examples))
         return {
             "num_actors": len(actors),
             "num_nodes": len({a["node_id"] for a in actors}),
             "devices": sorted({a["device"] for a in actors}),
             "num_params": self.spec.num_params,
+            "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
         }
 
     def resume_from(self, path: str) -> int:
         """Load a checkpoint (a file, or a run directory's newest); the round it holds."""
-        candidate = Path(path)
+        candidate = Location.parse(path)
         if candidate.is_dir():
             found = list_checkpoints(candidate / "checkpoints") or list_checkpoints(candidate)
             if not found:
