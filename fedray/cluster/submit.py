@@ -108,7 +108,7 @@ def cluster_nodes(address: str) -> list[Node]:
 
     try:
         client = StateApiClient(address, headers={"Content-Type": "application/json", **auth_headers()})
-        nodes = client.list(StateResource.NODES, ListApiOptions(detail=True, limit=100_000), False)
+        nodes = client.list(StateResource.NODES, ListApiOptions(detail=True, limit=10_000), False)
     except AuthenticationError:
         raise ClusterError(f"the Ray dashboard at {address} refused the request; {_TOKEN_HINT}") from None
     except ConnectionError as err:
