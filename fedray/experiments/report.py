@@ -83,7 +83,7 @@ def differing_keys(records: Sequence[RunRecord]) -> list[str]:
 def summary_table(records: Sequence[RunRecord]) -> str:
     """Markdown: one row per run with the varied config keys and the headline numbers."""
     varied = differing_keys(records)
-    header = ["run", *varied, "rounds", "final acc", "best acc", "final loss", "time (s)",
+    header = ["run", *varied, "rounds", "final acc", "best acc", "final loss", "time in rounds (s)",
               "MB up/round", "MB down/round", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in records:

@@ -34,7 +34,7 @@ def test_the_table_shows_what_differs_and_the_headline_numbers(two_runs):
     assert [r.label for r in records] == ["a/exp", "b/exp"]  # equal names get their parent
     assert differing_keys(records) == ["train.lr"]
     lines = summary_table(records).splitlines()
-    assert lines[0] == ("| run | train.lr | rounds | final acc | best acc | final loss | time (s) | "
+    assert lines[0] == ("| run | train.lr | rounds | final acc | best acc | final loss | time in rounds (s) | "
                         "MB up/round | MB down/round | status |")
     assert lines[2] == "| a/exp | 0.05 | 3 | 0.7000 | 0.7000 | 0.3000 | 6.0 | 1.000 | 2.000 | completed |"
     assert lines[3] == "| b/exp | 0.2 | 3 | 0.7500 | 0.8000 | 0.2500 | 6.0 | 0.500 | 1.000 | completed |"
