@@ -136,7 +136,7 @@ def _fmt(mapping: Mapping[str, object]) -> str:
 def unplaceable_error(missing: list[str], where: str) -> ConfigError:
     """The one message for what a cluster can never place (`fedray run` and `fedray submit`)."""
     return ConfigError(
-        [f"the Ray cluster{where} can never place these actors: " + "; ".join(missing)],
+        [f"the Ray cluster{where} can never place these actors:" + "".join(f"\n      {m}" for m in missing)],
         "clients.resources / clients.pinned / server.resources / server.workers",
     )
 

@@ -178,9 +178,17 @@ def test_resources_the_cluster_never_has_fail_in_seconds_naming_them(two_nodes, 
     assert elapsed < 30
 
 
-def test_a_submitted_run_can_be_stopped(two_nodes, tmp_path, capsys):
-    assert main(["submit", f"{REPO}/configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=1000",
-                 "--no-wait", "--working-dir", REPO, "--address", two_nodes["address"]]) == 0
-    job_id = capsys.readouterr().out.split("submitted job ")[1].split()[0]
-    assert main(["stop", job_id, "--address", two_nodes["address"]]) == 0
-    assert f"job {job_id} STOPPED" in capsys.readouterr().out
+def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nodes, tmp_path, capsys):
+    """Completion of a submitted run is shown above; here the sweep's fan-out and `fedray stop`."""
+    address = two_nodes["address"]
+    assert main(["sweep", f"{REPO}/configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=1000",
+                 "--grid", "train.lr=0.05,0.2", "--no-wait", "--working-dir", REPO, "--address", address]) == 0
+    out = capsys.readouterr().out
+    job_ids = [line.split()[1] for line in out.splitlines() if line.strip().startswith("submitted ")]
+    assert len(job_ids) == 2 and "(cross_silo-lr=0.05)" in out and "(cross_silo-lr=0.2)" in out
+    assert main(["jobs", "--address", address]) == 0
+    listing = capsys.readouterr().out
+    assert all(job_id in listing for job_id in job_ids)
+    for job_id in job_ids:
+        assert main(["stop", job_id, "--address", address]) == 0
+        assert f"job {job_id} STOPPED" in capsys.readouterr().out
