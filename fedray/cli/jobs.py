@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def add_submit_options(parser: argparse.ArgumentParser, address_help: str) -> None:
+    """Options shared by `submit` and `sweep`: where and how runs travel."""
     parser.add_argument("--address", help=address_help)
     parser.add_argument("--no-wait", action="store_true", help="return after submitting")
     parser.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default .)")
@@ -22,11 +23,13 @@ def add_submit_options(parser: argparse.ArgumentParser, address_help: str) -> No
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:
+    """The `--address` option of `jobs`, `logs` and `stop`."""
     parser.add_argument("--address", help="Ray dashboard, e.g. http://HEAD:8265 "
                         "(default: RAY_API_SERVER_ADDRESS, an http RAY_ADDRESS, or http://127.0.0.1:8265)")
 
 
 def submit(args: argparse.Namespace) -> int:
+    """`fedray submit`: check, submit one run, follow its log unless --no-wait."""
     from fedray.cluster import submit as jobs
 
     from fedray.config.load import load_config
@@ -53,6 +56,7 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
+    """`fedray jobs`: the cluster's fedray jobs (all jobs with --all)."""
     from fedray.cluster import submit as jobs
 
     address = jobs.dashboard_address(args.address)
@@ -62,8 +66,9 @@ def list_jobs(args: argparse.Namespace) -> int:
         name = (job.metadata or {}).get("fedray_name")
         if name is None and not args.all:
             continue
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "-"
-        rows.append((job.submission_id or job.job_id or "-", str(job.status.value), name or "-", started, job.entrypoint))
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((job.start_time or 0) / 1000))
+        job_id = job.submission_id or job.job_id or "-"
+        rows.append((job_id, str(job.status.value), name or "-", started, job.entrypoint))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
@@ -71,6 +76,7 @@ def list_jobs(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
+    """`fedray logs JOB [--follow]`."""
     from fedray.cluster import submit as jobs
 
     client = jobs.connect(jobs.dashboard_address(args.address))
@@ -83,6 +89,7 @@ def logs(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
+    """`fedray stop JOB`: stop it and wait until Ray says STOPPED."""
     from fedray.cluster import submit as jobs
 
     client = jobs.connect(jobs.dashboard_address(args.address))
@@ -95,6 +102,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def sweep(args: argparse.Namespace) -> int:
+    """`fedray sweep`: every grid combination, locally in turn or as jobs with --address."""
     from fedray.experiments.sweep import plan_sweep, run_local
 
     runs = plan_sweep(args.config, args.overrides, args.grid)

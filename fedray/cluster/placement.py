@@ -63,6 +63,7 @@ def bundle_nodes(group: "PlacementGroup") -> list[str]:
 
 
 def release(group: "PlacementGroup | None") -> None:
+    """Give the group's resources back (at the end of a run)."""
     if group is not None:
         from ray.util.placement_group import remove_placement_group
 

@@ -40,6 +40,7 @@ class Demand:
 
     @classmethod
     def of(cls, label: str, resources: ResourcesConfig, spread_group: str | None = None) -> "Demand":
+        """The demand of one actor (or bundle) with these configured resources."""
         return cls(label, resources.as_bundle(), dict(resources.label_selector), spread_group)
 
 

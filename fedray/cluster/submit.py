@@ -83,6 +83,7 @@ def auth_token() -> str | None:
 
 
 def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer <token>` when a token exists, else nothing."""
     token = auth_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
 

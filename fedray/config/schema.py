@@ -368,7 +368,7 @@ class SweepConfig:
     """Config key -> values, e.g. `{train.lr: [0.05, 0.1]}`; every combination is a run."""
 
     def errors(self) -> list[str]:
-        return [f"sweep.grid.{key} must list at least one value" for key, values in self.grid.items() if not values]
+        return [f"sweep.grid.{key} must list at least one value" for key, vals in self.grid.items() if not vals]
 
 
 @dataclasses.dataclass

@@ -40,12 +40,15 @@ class RunRecord:
 
 @dataclasses.dataclass(frozen=True)
 class ReportResult:
+    """What `write_report` wrote."""
+
     table: str
     """The Markdown table (also in report.md)."""
     files: list[Path]
 
 
 def load_run(where: str) -> RunRecord:
+    """One run directory (path or URI); ValueError if it holds no metrics.parquet."""
     location = Location.parse(where)
     metrics_file = location / "metrics.parquet"
     if not metrics_file.exists():

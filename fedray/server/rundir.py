@@ -22,11 +22,13 @@ __all__ = ["Location", "RunDirectory", "atomic_write", "read_parquet", "unique_r
 
 
 def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows (dicts with the same keys) as one Parquet file, replaced whole."""
     table = pa.Table.from_pylist(list(rows))
     Location.parse(where).write(lambda fh: pq.write_table(table, fh))
 
 
 def read_parquet(where: Location | str | os.PathLike) -> pa.Table:
+    """A Parquet file from a local path or a URI."""
     return pq.read_table(io.BytesIO(Location.parse(where).read_bytes()))
 
 
@@ -54,6 +56,7 @@ class RunDirectory:
 
     @property
     def clients_path(self) -> Location:
+        """clients.parquet: one row per client id."""
         return self.location / "clients.parquet"
 
     def write_config(self, yaml_text: str) -> None:

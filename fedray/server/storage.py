@@ -67,6 +67,7 @@ class Location:
 
     @classmethod
     def parse(cls, where: "str | os.PathLike | Location") -> "Location":
+        """A path or URI as given by the user (`file://` URIs count as local)."""
         if isinstance(where, Location):
             return where
         text = os.fspath(where)
@@ -80,10 +81,12 @@ class Location:
     # ---- naming ---------------------------------------------------------------
     @property
     def is_local(self) -> bool:
+        """On this machine's filesystem (atomic renames available)."""
         return self.fs is None
 
     @property
     def name(self) -> str:
+        """The last path component."""
         return posixpath.basename(self.path.rstrip("/")) if self.fs else os.path.basename(self.path)
 
     def __truediv__(self, part: str) -> "Location":
@@ -102,11 +105,13 @@ class Location:
 
     # ---- queries --------------------------------------------------------------
     def exists(self) -> bool:
+        """A file or directory is there."""
         if self.fs is None:
             return os.path.exists(self.path)
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
 
     def is_dir(self) -> bool:
+        """A directory (on object stores: a prefix that holds objects) is there."""
         if self.fs is None:
             return os.path.isdir(self.path)
         return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
@@ -124,15 +129,18 @@ class Location:
 
     # ---- reading and writing --------------------------------------------------
     def read_bytes(self) -> bytes:
+        """The whole file."""
         if self.fs is None:
             return Path(self.path).read_bytes()
         with self.fs.open_input_stream(self.path) as fh:
             return fh.read()
 
     def read_text(self) -> str:
+        """The whole file as UTF-8 text."""
         return self.read_bytes().decode("utf-8")
 
     def mkdir(self) -> None:
+        """Create this directory and its parents if missing."""
         if self.fs is None:
             os.makedirs(self.path, exist_ok=True)
         else:
@@ -156,6 +164,7 @@ class Location:
             out.write(data)
 
     def write_text(self, text: str) -> None:
+        """Replace the file with UTF-8 text, all or nothing."""
         self.write(lambda fh: fh.write(text.encode("utf-8")))
 
     def append_text(self, text: str) -> None:
@@ -169,6 +178,7 @@ class Location:
         self.write_text(old + text)
 
     def delete(self) -> None:
+        """Remove the file if it is there."""
         if self.fs is None:
             Path(self.path).unlink(missing_ok=True)
         elif self.exists():
