@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
+
+from fedray.cluster.errors import ClusterError
 
 
 def add_submit_options(parser: argparse.ArgumentParser, address_help: str) -> None:
@@ -47,7 +51,8 @@ def submit(args: argparse.Namespace) -> int:
         print(f"fedray: follow it with `fedray logs {job_id} --follow --address {options.address}`")
         return 0
     try:
-        status = jobs.follow_logs(client, job_id, lambda text: print(text, end="", flush=True))
+        with _about(job_id):
+            status = jobs.follow_logs(client, job_id, lambda text: print(text, end="", flush=True))
     except KeyboardInterrupt:
         print(f"\nfedray: stopped following; job {job_id} keeps running (`fedray stop {job_id}`)")
         return 130
@@ -80,10 +85,11 @@ def logs(args: argparse.Namespace) -> int:
     from fedray.cluster import submit as jobs
 
     client = jobs.connect(jobs.dashboard_address(args.address))
-    if not args.follow:
-        print(client.get_job_logs(args.job), end="")
-        return 0
-    status = jobs.follow_logs(client, args.job, lambda text: print(text, end="", flush=True))
+    with _about(args.job):
+        if not args.follow:
+            print(client.get_job_logs(args.job), end="")
+            return 0
+        status = jobs.follow_logs(client, args.job, lambda text: print(text, end="", flush=True))
     print(f"fedray: job {args.job} {status}")
     return 0
 
@@ -93,10 +99,11 @@ def stop(args: argparse.Namespace) -> int:
     from fedray.cluster import submit as jobs
 
     client = jobs.connect(jobs.dashboard_address(args.address))
-    if not client.stop_job(args.job):
-        print(f"fedray: job {args.job} had already ended ({client.get_job_status(args.job).value})")
-        return 0
-    status = jobs.wait_for(client, [args.job], poll_s=0.5)[args.job]
+    with _about(args.job):
+        if not client.stop_job(args.job):
+            print(f"fedray: job {args.job} had already ended ({client.get_job_status(args.job).value})")
+            return 0
+        status = jobs.wait_for(client, [args.job], poll_s=0.5)[args.job]
     print(f"fedray: job {args.job} {status}")
     return 0
 
@@ -137,6 +144,16 @@ def _sweep_on_cluster(args: argparse.Namespace, runs) -> int:
         return 0
     done = jobs.wait_for(client, ids, lambda job_id, status: print(f"  {status:<10} {job_id}", flush=True))
     return 0 if all(s == "SUCCEEDED" for s in done.values()) else 1
+
+
+@contextlib.contextmanager
+def _about(job_id: str) -> Iterator[None]:
+    """The Job SDK raises RuntimeError for an unknown job or a lost log stream: say which job."""
+    try:
+        yield
+    except RuntimeError as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ClusterError(f"job {job_id}: {reason}") from None
 
 
 def _check_locally(cfg, args: argparse.Namespace) -> None:

@@ -192,3 +192,5 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
     for job_id in job_ids:
         assert main(["stop", job_id, "--address", address]) == 0
         assert f"job {job_id} STOPPED" in capsys.readouterr().out
+    assert main(["logs", "fedray-no-such-job", "--address", address]) == 2
+    assert "fedray logs: job fedray-no-such-job: " in capsys.readouterr().err
