@@ -95,12 +95,9 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
 
 def resource_problems(cfg: RunConfig) -> list[str]:
     """What the connected cluster can never provide for this run's actors."""
-    from fedray.cluster.resources import actor_demand, check_cluster
+    from fedray.cluster.resources import check_cluster
 
-    client = actor_demand(cfg.clients.resources.as_ray_options())
-    demands = [("server actor", actor_demand(cfg.server.resources.as_ray_options()))]
-    demands += [(f"client actor {i}", client) for i in range(cfg.clients.num_actors)]
-    return check_cluster(demands)
+    return check_cluster(cfg) if cfg.ray.check_resources else []
 
 
 def format_round(result: RoundResult, rounds: int) -> str:
@@ -129,22 +126,31 @@ def run(
     import ray
     from ray.exceptions import RayActorError
 
-    from fedray.server.rundir import RunDirectory, unique_run_dir
+    from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group
+    from fedray.cluster.resources import unplaceable_error
+    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
 
     cfg = prepared.cfg
     started = time.perf_counter()
-    run_dir = Path(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Location.parse(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
+    run_dir.mkdir()
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
 
-    with ray_session(cfg):
+    with ray_session(cfg), contextlib.ExitStack() as cleanup:
         missing = resource_problems(cfg)
         if missing:
-            raise ConfigError(
-                ["the Ray cluster can never place these actors: " + "; ".join(missing)],
-                "clients.resources / server.resources",
-            )
-        server, next_round = _start_server(prepared, run_dir, bool(resume), 0, console, started)
+            raise unplaceable_error(missing, "")
+        placement: dict = {"driver_node": ray.get_runtime_context().get_node_id()}
+        ranks = None
+        if cfg.server.foundation_model.model is not None:
+            foundation = cfg.server.foundation_model
+            ranks = reserve_worker_group(foundation, f"fedray/{run_key(run_dir)}/foundation")
+            cleanup.callback(release, ranks)
+            placement["worker_nodes"] = bundle_nodes(ranks)
+            console(f"foundation model: {foundation.num_workers} rank(s) {foundation.placement_strategy.value} "
+                    f"on {len(set(placement['worker_nodes']))} node(s)")
+        server, info = _start_server(prepared, run_dir, bool(resume), 0, console, started, ranks)
+        next_round, placement["server_node"] = info["next_round"], info["server_node"]
         status, restarts = "interrupted", 0
         try:
             while next_round <= cfg.server.rounds:
@@ -159,7 +165,8 @@ def run(
                     restarts += 1
                     console(f"fedray: the server actor died in round {next_round} ({_first_line(err)}); "
                             f"restart {restarts}/{cfg.server.max_restarts} from the newest checkpoint")
-                    server, next_round = _start_server(prepared, run_dir, True, restarts, console, started)
+                    server, info = _start_server(prepared, run_dir, True, restarts, console, started, ranks)
+                    next_round, placement["server_node"] = info["next_round"], info["server_node"]
                     continue
                 for note in notes:
                     console(f"  warning: {note}")
@@ -176,30 +183,35 @@ def run(
         finally:
             summary = _finish(server, run_dir, status)
     summary["run_dir"] = str(run_dir)
+    summary["placement"] = placement
     summary["wall_s"] = time.perf_counter() - started
     RunDirectory(run_dir).write_summary(summary)
     return summary
 
 
-def run_key(run_dir: Path) -> str:
+def run_key(run_dir) -> str:
     """A name for a run's actors, unique per run directory, so concurrent runs on one
-    cluster never collide: `<dir name>-<hash of its absolute path>`."""
-    digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
-    return f"{Path(run_dir).name}-{digest}"
+    cluster never collide: `<dir name>-<hash of its absolute path or URI>`."""
+    text = str(run_dir)
+    if "://" not in text:
+        text = str(Path(text).resolve())
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{text.rstrip('/').rsplit('/', 1)[-1]}-{digest}"
 
 
-def _start_server(prepared: PreparedRun, run_dir: Path, resume: bool, restarts: int,
-                  console: Callable[[str], None], started: float):
-    """Create the server actor (resuming from the newest checkpoint if asked); (handle, next round)."""
+def _start_server(prepared: PreparedRun, run_dir, resume: bool, restarts: int,
+                  console: Callable[[str], None], started: float, ranks=None):
+    """Create the server actor (resuming from the newest checkpoint if asked); (handle, its start info)."""
     import ray
 
+    from fedray.cluster.placement import server_options
     from fedray.server.actor import Server
 
     cfg = prepared.cfg
     prefix = f"fedray/{run_key(run_dir)}/{restarts}"
     server = ray.remote(Server).options(
-        name=f"{prefix}/server", **cfg.server.resources.as_ray_options(),
-    ).remote(cfg, prepared.dataset, str(run_dir), prefix, resume)
+        name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
+    ).remote(cfg, prepared.dataset, str(run_dir), prefix, resume, ranks)
     info = ray.get(server.start.remote())
     if info["next_round"] > 1:
         console(f"resuming after round {info['next_round'] - 1}")
@@ -208,10 +220,10 @@ def _start_server(prepared: PreparedRun, run_dir: Path, resume: bool, restarts: 
         f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
         f"({time.perf_counter() - started:.1f} s)"
     )
-    return server, info["next_round"]
+    return server, info
 
 
-def _finish(server, run_dir: Path, status: str) -> dict:
+def _finish(server, run_dir, status: str) -> dict:
     """Summary from the server; if it is gone, from the newest checkpoint on disk."""
     import ray
     from ray.exceptions import RayActorError

@@ -1,7 +1,8 @@
-"""`fedray run | validate`: the command line.
+"""`fedray run | validate | submit | jobs | logs | stop | sweep | report`: the command line.
 
-User mistakes (bad config, missing files, resources the cluster lacks) print one
-clear paragraph to stderr and exit with status 2, without a traceback.
+User mistakes (bad config, missing files, resources the cluster lacks, an
+unreachable or refusing cluster) print one clear paragraph to stderr and exit
+with status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import sys
 from typing import Sequence
 
+from fedray.cli import jobs
+from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -30,18 +33,54 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
     validate.add_argument("overrides", nargs="*", help="key=value overrides")
+
+    submit = sub.add_parser("submit", help="run a config as a Ray job on a cluster")
+    submit.add_argument("config", help="YAML config file, inside the working directory")
+    submit.add_argument("overrides", nargs="*", help="key=value overrides")
+    jobs.add_submit_options(submit, "Ray dashboard, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
+                            "an http RAY_ADDRESS, or http://127.0.0.1:8265)")
+
+    listing = sub.add_parser("jobs", help="list the cluster's fedray jobs")
+    jobs.add_address(listing)
+    listing.add_argument("--all", action="store_true", help="also jobs not submitted by fedray")
+
+    logs = sub.add_parser("logs", help="print a job's output")
+    logs.add_argument("job", help="job id, as printed by fedray submit")
+    jobs.add_address(logs)
+    logs.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+
+    stop = sub.add_parser("stop", help="stop a job")
+    stop.add_argument("job", help="job id")
+    jobs.add_address(stop)
+
+    sweep = sub.add_parser("sweep", help="run every combination of a grid of config values")
+    sweep.add_argument("config", help="YAML config file (its sweep.grid section is used too)")
+    sweep.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values of one key; repeat for more keys")
+    jobs.add_submit_options(sweep, "submit every run as a job to this Ray dashboard instead of running locally")
+
+    report = sub.add_parser("report", help="plots and a Markdown table comparing run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
+    report.add_argument("--out", default="report", help="folder for the PNGs and report.md (default report)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `fedray submit c.yaml a=1 --address X b=2`: overrides after an option are overrides too
+    if extra and hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Dotted paths in configs (`package.module:attr`) resolve from the working
     # directory, as under `python -m`; Ray passes the driver's path on to workers.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as err:
+    except (ConfigError, ClusterError) as err:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -92,7 +131,30 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "validate": _validate}
+def _report(args: argparse.Namespace) -> int:
+    from fedray.experiments.report import load_runs, write_report
+
+    try:
+        records = load_runs(args.run_dirs)
+    except ValueError as err:
+        print(f"fedray report: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    result = write_report(records, args.out)
+    print(result.table, end="")
+    print(f"fedray: report in {args.out}/: " + ", ".join(f.name for f in result.files))
+    return 0
+
+
+COMMANDS = {
+    "run": _run,
+    "validate": _validate,
+    "submit": jobs.submit,
+    "jobs": jobs.list_jobs,
+    "logs": jobs.logs,
+    "stop": jobs.stop,
+    "sweep": jobs.sweep,
+    "report": _report,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

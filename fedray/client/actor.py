@@ -55,6 +55,7 @@ class ClientActor:
         return {
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
             "device": str(self.device),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "clients": sorted(self.shards),

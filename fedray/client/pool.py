@@ -28,6 +28,29 @@ def actor_index(client_id: ClientId, cfg: RunConfig) -> int:
     return client_id
 
 
+def clients_table(actors: list[dict], num_examples: np.ndarray) -> list[dict]:
+    """clients.parquet's rows, one per client id: its actor and where that actor runs.
+
+    `actors` are the actors' `describe()` answers in actor order. Later columns
+    (per-client profile statistics) join on `client_id`.
+    """
+    rows = [
+        {
+            "client_id": int(cid),
+            "actor": index,
+            "node_id": actor["node_id"],
+            "node_ip": actor["node_ip"],
+            "pid": actor["pid"],
+            "device": actor["device"],
+            "gpu_ids": ",".join(actor["gpu_ids"]),
+            "num_examples": int(num_examples[cid]),
+        }
+        for index, actor in enumerate(actors)
+        for cid in actor["clients"]
+    ]
+    return sorted(rows, key=lambda r: r["client_id"])
+
+
 class ClientPool:
     """Creates the client actors and routes each client's work to its actor."""
 
@@ -35,7 +58,6 @@ class ClientPool:
                  client_states: dict | None = None):
         self.cfg = cfg
         remote_cls = ray.remote(ClientActor)
-        options = cfg.clients.resources.as_ray_options()
         self.actors = []
         for i in range(cfg.clients.num_actors):
             hosted = [c for c in range(cfg.clients.num_clients) if actor_index(c, cfg) == i]
@@ -45,7 +67,7 @@ class ClientPool:
                 name=f"{name_prefix}/client-actor-{i}",
                 max_restarts=cfg.clients.max_restarts,
                 max_task_retries=0,  # a lost round is reported, not silently re-run
-                **options,
+                **cfg.clients.actor_resources(i).as_ray_options(),
             ).remote(cfg, dataset.info, shards, states)
             self.actors.append(actor)
         self._probes: dict[int, ray.ObjectRef] = {}

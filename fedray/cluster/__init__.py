@@ -1,1 +1,1 @@
-"""Running on Ray clusters: resource checks before the first round."""
+"""Running on Ray clusters: job submission, placement, and resource checks before the first round."""

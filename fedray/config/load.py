@@ -40,6 +40,12 @@ def to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+def override_value(value: object) -> str:
+    """A value as the right-hand side of a `key=value` override (`0.1`, `true`, `[64, 64]`)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
 def _merge_file(base: DictConfig, path: str, problems: list[str]) -> DictConfig:
     if not os.path.isfile(path):
         problems.append(f"config file not found: {path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import field
 from typing import Any, Dict, List, Optional
 
@@ -23,6 +24,19 @@ class Placement(enum.Enum):
     """One actor per client, each with `clients.resources` (cross-silo)."""
     pool = "pool"
     """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class PlacementStrategy(enum.Enum):
+    """How a placement group's bundles spread over nodes (Ray's strategies)."""
+
+    PACK = "PACK"
+    """As few nodes as possible; spills over when one node is not enough."""
+    SPREAD = "SPREAD"
+    """As many nodes as possible; shares nodes when there are too few."""
+    STRICT_PACK = "STRICT_PACK"
+    """All bundles on one node, or not at all."""
+    STRICT_SPREAD = "STRICT_SPREAD"
+    """Every bundle on a different node, or not at all."""
 
 
 class Optimizer(enum.Enum):
@@ -40,6 +54,10 @@ class RayConfig:
     """CPUs of a locally started Ray (null: all cores). Ignored when connecting."""
     num_gpus: Optional[int] = None
     """GPUs of a locally started Ray (null: detect). Ignored when connecting."""
+    check_resources: bool = True
+    """Before starting actors (and before `fedray submit`), check that the cluster's
+    nodes can ever place them and fail naming what is missing. Turn off on an
+    autoscaling cluster whose nodes are not up yet: Ray then adds nodes for the demand."""
 
     def errors(self) -> list[str]:
         out = []
@@ -98,6 +116,9 @@ class ResourcesConfig:
     """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
     custom: Dict[str, float] = field(default_factory=dict)
     """Custom Ray resources, e.g. `{silo_a: 1}` to pin to nodes that advertise it."""
+    label_selector: Dict[str, str] = field(default_factory=dict)
+    """Ray node labels the node must carry, e.g. `{silo: a}` (`ray start --labels silo=a`).
+    A value may be `v`, `!v`, `in(v1,v2)` or `!in(v1,v2)`."""
 
     def errors(self, prefix: str) -> list[str]:
         out = []
@@ -110,6 +131,14 @@ class ResourcesConfig:
         for key, value in self.custom.items():
             if value < 0:
                 out.append(f"{prefix}.custom.{key} must be >= 0, got {value}")
+        for key, value in self.label_selector.items():
+            if not _LABEL_KEY.match(key):
+                out.append(f"{prefix}.label_selector key {key!r} is not a valid label name")
+            if not _SELECTOR_VALUE.match(value):
+                out.append(
+                    f"{prefix}.label_selector.{key} must be 'v', '!v', 'in(v1,v2)' or "
+                    f"'!in(v1,v2)' with label values, got {value!r}"
+                )
         return out
 
     def as_ray_options(self) -> dict:
@@ -119,7 +148,31 @@ class ResourcesConfig:
             options["memory"] = self.memory
         if self.custom:
             options["resources"] = dict(self.custom)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
         return options
+
+    def as_bundle(self) -> dict[str, float]:
+        """The placement-group bundle for one such actor: Ray resource names -> amounts."""
+        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory or 0, **self.custom}
+        return {k: float(v) for k, v in bundle.items() if v}
+
+
+# Kubernetes label syntax, which Ray's node labels and selectors share.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL}$")
+_SELECTOR_VALUE = re.compile(rf"^!?({_LABEL}|in\({_LABEL}(, ?{_LABEL})*\))$")
+
+
+@dataclasses.dataclass
+class PinnedClientsConfig:
+    """Clients whose actors get their own resources, e.g. to run inside one silo."""
+
+    clients: List[int] = field(default_factory=list)
+    """Client ids (0-based) pinned by `resources`."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Replaces `clients.resources` for these clients' actors; unset fields take
+    their defaults (`num_cpus: 1`), not the values of `clients.resources`."""
 
 
 @dataclasses.dataclass
@@ -145,6 +198,10 @@ class ClientsConfig:
     """Times Ray restarts a client actor that died (-1: always). Its in-flight
     clients fail for that round; they rejoin once the actor is back."""
     attack: AttackConfig = field(default_factory=AttackConfig)
+    pinned: List[PinnedClientsConfig] = field(default_factory=list)
+    """Per-client resources (`placement: actor_per_client` only), e.g.
+    `[{clients: [0, 1], resources: {custom: {silo_a: 1}}}]` runs clients 0 and 1 on
+    the node that advertises `silo_a`; a `label_selector` or `num_gpus` pins likewise."""
 
     def errors(self) -> list[str]:
         out = []
@@ -158,7 +215,27 @@ class ClientsConfig:
         if bad:
             out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
         out += self.resources.errors("clients.resources")
+        if self.pinned and self.placement is not Placement.actor_per_client:
+            out.append("clients.pinned needs clients.placement: actor_per_client (one actor per client)")
+        seen: set[int] = set()
+        for i, pin in enumerate(self.pinned):
+            bad = sorted(c for c in pin.clients if not 0 <= c < self.num_clients)
+            if bad:
+                out.append(f"clients.pinned[{i}].clients {bad} out of range 0..{self.num_clients - 1}")
+            twice = sorted(seen.intersection(pin.clients))
+            if twice:
+                out.append(f"clients.pinned[{i}].clients {twice} are already pinned by an earlier entry")
+            seen.update(pin.clients)
+            out += pin.resources.errors(f"clients.pinned[{i}].resources")
         return out
+
+    def actor_resources(self, actor: int) -> ResourcesConfig:
+        """Resources of client actor `actor` (pinned clients' own, else the default)."""
+        if self.placement is Placement.actor_per_client:
+            for pin in self.pinned:
+                if actor in pin.clients:
+                    return pin.resources
+        return self.resources
 
     @property
     def num_actors(self) -> int:
@@ -254,15 +331,6 @@ class ValidationConfig:
         return out
 
 
-class PlacementStrategy(enum.Enum):
-    """How a placement group spreads its bundles over nodes (Ray's strategies)."""
-
-    PACK = "PACK"
-    SPREAD = "SPREAD"
-    STRICT_PACK = "STRICT_PACK"
-    STRICT_SPREAD = "STRICT_SPREAD"
-
-
 class DType(enum.Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -281,7 +349,10 @@ class FoundationConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """Ray resources of each worker (e.g. `num_gpus: 1`)."""
     placement_strategy: PlacementStrategy = PlacementStrategy.PACK
-    """How the workers' placement group is spread over nodes."""
+    """How the ranks' placement group spreads over nodes: PACK, SPREAD, STRICT_PACK
+    or STRICT_SPREAD. The group is reserved before the first round."""
+    ready_timeout_s: float = 300.0
+    """How long to wait for the group's resources to become free."""
     offload: bool = False
     """Offload optimizer state (and parameters under ZeRO-3) to CPU memory."""
     dtype: DType = DType.float32
@@ -307,6 +378,11 @@ class FoundationConfig:
             out.append(f"server.foundation_model.micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if not self.timeout_s > 0:
             out.append(f"server.foundation_model.timeout_s must be > 0, got {self.timeout_s}")
+        if not self.ready_timeout_s > 0:
+            out.append(f"server.foundation_model.ready_timeout_s must be > 0, got {self.ready_timeout_s}")
+        if not self.resources.as_bundle():
+            out.append("server.foundation_model.resources must request some resource "
+                       "(Ray rejects empty placement-group bundles)")
         out += self.model.errors()
         out += self.resources.errors("server.foundation_model.resources")
         return out
@@ -414,6 +490,17 @@ class ServerConfig:
 
 
 @dataclasses.dataclass
+class SweepConfig:
+    """Experiment grid for `fedray sweep`; `fedray run` ignores it and runs the base config."""
+
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    """Config key -> values, e.g. `{train.lr: [0.05, 0.1]}`; every combination is a run."""
+
+    def errors(self) -> list[str]:
+        return [f"sweep.grid.{key} must list at least one value" for key, vals in self.grid.items() if not vals]
+
+
+@dataclasses.dataclass
 class RunConfig:
     """A whole federated run. Sections mirror the YAML file."""
 
@@ -427,6 +514,7 @@ class RunConfig:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         problems = self.errors()
@@ -437,7 +525,7 @@ class RunConfig:
         out = []
         if not self.name or "/" in self.name or self.name in (".", ".."):
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
-        for section in (self.ray, self.data, self.model, self.clients, self.train, self.server):
+        for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
         if self.server.clients_per_round > self.clients.num_clients:
             out.append(

@@ -11,13 +11,16 @@ collective are killed rather than left to hang.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fedray.config.schema import DType, FoundationConfig
 from fedray.data.federated import DataInfo
 from fedray.foundation.worker import WorkerSpec, ZeroWorker
+
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
 
 
 class FoundationError(RuntimeError):
@@ -57,30 +60,24 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 class FoundationGroup:
     def __init__(self, cfg: FoundationConfig, info: DataInfo, seed: int, name_prefix: str,
-                 ready_timeout_s: float = 300.0):
+                 placement_group: "PlacementGroup | None" = None):
+        """Start the ranks in `placement_group` (reserved by the launcher before the
+        first round), or in a group reserved here if none is given."""
         import ray
-        from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from fedray.cluster.resources import actor_demand
+        from fedray.cluster.placement import reserve_worker_group
 
         self.cfg = cfg
-        bundle = actor_demand(cfg.resources.as_ray_options())
-        self.placement_group = placement_group([bundle] * cfg.num_workers,
-                                               strategy=cfg.placement_strategy.value)
-        ready, _ = ray.wait([self.placement_group.ready()], timeout=ready_timeout_s)
-        if not ready:
-            ray.util.remove_placement_group(self.placement_group)
-            raise FoundationError(
-                f"the cluster did not provide {cfg.num_workers} x {bundle} "
-                f"({cfg.placement_strategy.value}) for the foundation model in {ready_timeout_s:.0f} s")
+        self._owns_group = placement_group is None
+        self.placement_group = placement_group or reserve_worker_group(cfg, f"{name_prefix}/foundation")
         spec = WorkerSpec(cfg, info, seed, build_ds_config(cfg))
         remote = ray.remote(ZeroWorker)
         self.workers = [
             remote.options(
                 name=f"{name_prefix}/foundation-rank-{rank}",
                 num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
-                resources=dict(cfg.resources.custom) or None,
+                resources=dict(cfg.resources.custom) or None, memory=cfg.resources.memory,
                 max_restarts=0,  # a lost shard cannot be rebuilt in place: restart from a checkpoint
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=rank),
@@ -116,7 +113,8 @@ class FoundationGroup:
 
         for worker in self.workers:
             ray.kill(worker)
-        ray.util.remove_placement_group(self.placement_group)
+        if self._owns_group:
+            ray.util.remove_placement_group(self.placement_group)
 
     # ---- calling every rank -------------------------------------------------
     def _all(self, method: str, *args: Any) -> list:

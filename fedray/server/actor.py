@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import ray
 
-from fedray.client.pool import ClientPool
+from fedray.client.pool import ClientPool, clients_table
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset
@@ -19,11 +20,14 @@ from fedray.models.tasks import TASKS
 from fedray.selection import SELECTORS
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fedray.server.loop import run_round
-from fedray.server.rundir import RunDirectory
+from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
 from fedray.strategy.aggregate import InOrder, WeightedMean
 from fedray.strategy.presets import STRATEGIES
 from fedray.types import RoundResult
+
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
 
 logger = logging.getLogger("fedray.server")
 
@@ -40,7 +44,7 @@ class Server:
     """
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_dir: str, name_prefix: str,
-                 resume: bool = False):
+                 resume: bool = False, foundation_group: "PlacementGroup | None" = None):
         limit_threads(max(1.0, cfg.server.resources.num_cpus))
         self.cfg = cfg
         self.run_dir = RunDirectory(run_dir)
@@ -71,17 +75,21 @@ class Server:
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
         self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states)
+        self.foundation_group = foundation_group
+        """The placement group reserved for the foundation model's ranks (None without one)."""
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:
-        """Wait for the client actors; where they run and which round comes next."""
+        """Wait for the client actors, write clients.parquet; where they run, which round is next."""
         started = time.perf_counter()
         actors = self.pool.describe()
+        self.run_dir.write_clients(clients_table(actors, self.pool.num_examples))
         return {
             "num_actors": len(actors),
             "num_nodes": len({a["node_id"] for a in actors}),
             "devices": sorted({a["device"] for a in actors}),
             "num_params": self.spec.num_params,
+            "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
         }

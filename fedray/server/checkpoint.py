@@ -1,54 +1,47 @@
-"""Checkpoints of the server state: written atomically, the newest N kept.
+"""Checkpoints of the server state: written whole, the newest N kept.
 
 A checkpoint is one pickle of `ServerState` (plain data: numpy arrays, the
 strategy's and selector's state, the generator state, metrics so far), so a
-resumed run continues exactly where it stopped.
+resumed run continues exactly where it stopped. The directory may be a local
+path or a `pyarrow.fs` URI (see `storage`).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
-from pathlib import Path
 
-from fedray.server.rundir import atomic_write
 from fedray.server.state import ServerState
+from fedray.server.storage import Location
 
 _NAME = re.compile(r"^round_(\d{6})\.pkl$")
 
+def checkpoint_path(directory: Location | str | os.PathLike, server_round: int) -> Location:
+    return Location.parse(directory) / f"round_{server_round:06d}.pkl"
 
-def checkpoint_path(directory: Path, server_round: int) -> Path:
-    return directory / f"round_{server_round:06d}.pkl"
 
-
-def save_checkpoint(directory: Path, state: ServerState, keep: int) -> Path:
+def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState, keep: int) -> Location:
     path = checkpoint_path(directory, state.server_round)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-    atomic_write(path, write)
+    path.write(lambda fh: pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL))
     for old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
+        old.delete()
     return path
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
+def list_checkpoints(directory: Location | str | os.PathLike) -> list[Location]:
     """Complete checkpoints, oldest first (temporary files never match the name)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+    return [p for p in Location.parse(directory).list() if _NAME.match(p.name)]
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
+def latest_checkpoint(directory: Location | str | os.PathLike) -> Location | None:
     found = list_checkpoints(directory)
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path) -> ServerState:
-    with open(path, "rb") as fh:
-        state = pickle.load(fh)
+def load_checkpoint(path: Location | str | os.PathLike) -> ServerState:
+    location = Location.parse(path)
+    state = pickle.loads(location.read_bytes())
     if not isinstance(state, ServerState):
-        raise ValueError(f"{path} is not a fedray checkpoint")
+        raise ValueError(f"{location} is not a fedray checkpoint")
     return state

@@ -1,77 +1,76 @@
-"""The run directory and atomic file writes.
+"""The run directory: one run's outputs, on a local path or a `pyarrow.fs` URI.
 
 Layout of `<output_dir>/<name>/`: config.yaml, metrics.parquet (a row per
-round), summary.json, log.txt, checkpoints/. Every file is written to a
-temporary name in the same directory and renamed, so a crash never leaves a
-torn file behind.
+round), clients.parquet (a row per client: where it ran), summary.json,
+log.txt, checkpoints/. Every file is replaced whole (see `storage`), so a crash
+never leaves a torn file behind.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedray.server.storage import Location, atomic_write
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` and rename tmp over `path` (same filesystem, so atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["Location", "RunDirectory", "atomic_write", "read_parquet", "unique_run_dir", "write_parquet"]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_parquet(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows (dicts with the same keys) as one Parquet file, replaced whole."""
     table = pa.Table.from_pylist(list(rows))
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    Location.parse(where).write(lambda fh: pq.write_table(table, fh))
 
 
-def unique_run_dir(output_dir: str, name: str) -> Path:
+def read_parquet(where: Location | str | os.PathLike) -> pa.Table:
+    """A Parquet file from a local path or a URI."""
+    return pq.read_table(io.BytesIO(Location.parse(where).read_bytes()))
+
+
+def unique_run_dir(output_dir: str, name: str) -> Location:
     """`<output_dir>/<name>`, or `<name>-2`, `<name>-3`... if it already holds a run,
     so a second run never overwrites what a first one computed."""
-    base = Path(output_dir) / name
-    candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
+    base = Location.parse(output_dir)
+    candidate, n = base / name, 1
+    while candidate.list():
         n += 1
-        candidate = base.with_name(f"{name}-{n}")
+        candidate = base / f"{name}-{n}"
     return candidate
 
 
 class RunDirectory:
     """Paths and writers for one run's outputs."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.checkpoints = self.path / "checkpoints"
+    def __init__(self, where: Location | str | os.PathLike):
+        self.location = Location.parse(where)
+        self.checkpoints = self.location / "checkpoints"
 
     @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.parquet"
+    def metrics_path(self) -> Location:
+        return self.location / "metrics.parquet"
+
+    @property
+    def clients_path(self) -> Location:
+        """clients.parquet: one row per client id."""
+        return self.location / "clients.parquet"
 
     def write_config(self, yaml_text: str) -> None:
-        atomic_write_text(self.path / "config.yaml", yaml_text)
+        (self.location / "config.yaml").write_text(yaml_text)
 
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet(self.metrics_path, rows)
 
+    def write_clients(self, rows: Sequence[dict[str, Any]]) -> None:
+        """clients.parquet: one row per client id (where it ran; later, its profile)."""
+        write_parquet(self.clients_path, rows)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        (self.location / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
 
     def log(self, line: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
-            fh.write(line.rstrip("\n") + "\n")
+        (self.location / "log.txt").append_text(line.rstrip("\n") + "\n")

@@ -57,3 +57,18 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "server.rounds must be >= 1, got -2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    path = write(tmp_path, "{}\n")
+    # checked before anything connects: the trailing override was applied
+    assert main(["submit", path, "--address", "http://127.0.0.1:9", "server.rounds=-3"]) == 2
+    assert "server.rounds must be >= 1, got -3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_report_on_something_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a run directory: no metrics.parquet" in capsys.readouterr().err

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -30,11 +32,11 @@ def test_metrics_parquet_round_trips(tmp_path):
 
 def test_unique_run_dir_never_reuses_a_run(tmp_path):
     first = unique_run_dir(str(tmp_path), "exp")
-    assert first == tmp_path / "exp"
+    assert Path(first) == tmp_path / "exp"
     first.mkdir()
     assert unique_run_dir(str(tmp_path), "exp") == first  # empty: reuse
     (first / "metrics.parquet").write_text("x")
-    assert unique_run_dir(str(tmp_path), "exp") == tmp_path / "exp-2"
+    assert Path(unique_run_dir(str(tmp_path), "exp")) == tmp_path / "exp-2"
 
 
 def state(r):

@@ -1,0 +1,1 @@
+"""Experiments over many runs: grid sweeps, and reports that compare run directories."""
