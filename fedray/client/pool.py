@@ -70,6 +70,7 @@ class ClientPool:
                 **cfg.clients.actor_resources(i).as_ray_options(),
             ).remote(cfg, dataset.info, shards, states)
             self.actors.append(actor)
+        self.num_examples = np.diff(dataset.offsets)
         self._probes: dict[int, ray.ObjectRef] = {}
 
     def describe(self) -> list[dict]:
