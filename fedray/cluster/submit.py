@@ -17,13 +17,14 @@ job's driver inherits the cluster's own auth settings from the node it runs on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
 import shlex
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fedray.cluster.errors import ClusterError
 from fedray.cluster.resources import Node, run_demands, unplaceable, unplaceable_error
@@ -90,31 +91,34 @@ def auth_headers() -> dict[str, str]:
 
 def connect(address: str) -> "JobSubmissionClient":
     """A Job Submission client for the dashboard at `address`, authenticated if a token exists."""
-    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    try:
+    with _dashboard(address):
         return JobSubmissionClient(address, headers=auth_headers())
-    except AuthenticationError:
-        raise ClusterError(f"the Ray dashboard at {address} refused the request; {_TOKEN_HINT}") from None
-    except ConnectionError as err:
-        raise ClusterError(f"cannot reach the Ray dashboard at {address}: {err}") from None
 
 
 def cluster_nodes(address: str) -> list[Node]:
     """The alive nodes' total resources and labels, read through the dashboard's State API."""
-    from ray.exceptions import AuthenticationError
     from ray.util.state.api import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
-    try:
+    with _dashboard(address):
         client = StateApiClient(address, headers={"Content-Type": "application/json", **auth_headers()})
         nodes = client.list(StateResource.NODES, ListApiOptions(detail=True, limit=10_000), False)
+    return [Node(n.resources_total, n.labels or {}, n.node_id) for n in nodes if n.state == "ALIVE"]
+
+
+@contextlib.contextmanager
+def _dashboard(address: str) -> Iterator[None]:
+    """A refused token or an unreachable dashboard as one ClusterError naming the address."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
     except AuthenticationError:
         raise ClusterError(f"the Ray dashboard at {address} refused the request; {_TOKEN_HINT}") from None
     except ConnectionError as err:
         raise ClusterError(f"cannot reach the Ray dashboard at {address}: {err}") from None
-    return [Node(n.resources_total, n.labels or {}, n.node_id) for n in nodes if n.state == "ALIVE"]
 
 
 def check_placeable(cfg: RunConfig, nodes: Sequence[Node], address: str) -> None:

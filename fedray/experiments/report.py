@@ -149,12 +149,7 @@ def _line_plot(records, x_key: str, y_key: str, x_label: str, y_label: str, path
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, label=r.label)
     ax.set(xlabel=x_label, ylabel=y_label, title=f"{y_label} against {x_label.split(' (')[0]}")
-    if x_key == "round":
-        _integer_ticks(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.savefig(path)
-    return path
+    return _save(fig, ax, path, integer_x=x_key == "round")
 
 
 def _bytes_plot(records, path: Path) -> Path:
@@ -166,17 +161,18 @@ def _bytes_plot(records, path: Path) -> Path:
                 linestyle="--", color=line.get_color(), label=f"{r.label} down")
     ax.set(xlabel="round", ylabel="MB per round", title="bytes per round (clients up, server down)")
     ax.set_ylim(bottom=0)
-    _integer_ticks(ax)
+    return _save(fig, ax, path, integer_x=True)
+
+
+def _save(fig, ax, path: Path, integer_x: bool) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    if integer_x:  # rounds
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.savefig(path)
     return path
-
-
-def _integer_ticks(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # ---- small helpers ------------------------------------------------------------
