@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
+
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
@@ -35,9 +37,13 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     import torch
 
     from fedray.client.attacks import ATTACKS
+    from fedray.hetero.availability import AVAILABILITY
+    from fedray.hetero.devices import DEVICE_SOURCES
+    from fedray.hetero.simulation import build_simulation
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
+    from fedray.strategy.staleness import STALENESS
 
     problems: list[str] = []
     for key, registry, name in (
@@ -45,8 +51,11 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         ("server.selection.name", SELECTORS, cfg.server.selection.name),
         ("model.name", MODELS, cfg.model.name),
         ("clients.attack.name", ATTACKS, cfg.clients.attack.name),
+        ("server.staleness", STALENESS, cfg.server.staleness),
+        ("clients.profiles.source", DEVICE_SOURCES, cfg.clients.profiles.source),
+        ("clients.availability.model", AVAILABILITY, cfg.clients.availability.model),
     ):
-        if name is None:
+        if name is None or name.endswith((".csv", ".parquet")):
             continue
         try:
             registry.get(name)
@@ -65,6 +74,11 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
+    if dataset is not None and not problems:
+        try:  # reads the trace files: a bad one is a config error, found before Ray starts
+            build_simulation(cfg, np.diff(dataset.offsets), 4 * num_params)
+        except ValueError as err:
+            problems.append(f"clients.profiles / clients.availability: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
@@ -112,6 +126,7 @@ def format_round(result: RoundResult, rounds: int) -> str:
     if not math.isnan(result.eval_loss):
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
     parts.append(f"{result.round_wall_s:.2f} s")
+    parts.append(f"sim {result.sim_time_s:.1f} s")
     return " | ".join(parts)
 
 

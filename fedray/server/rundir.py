@@ -1,7 +1,7 @@
 """The run directory and atomic file writes.
 
 Layout of `<output_dir>/<name>/`: config.yaml, metrics.parquet (a row per
-round), summary.json, log.txt, checkpoints/. Every file is written to a
+round), clients.parquet (a row per client), summary.json, log.txt, checkpoints/. Every file is written to a
 temporary name in the same directory and renamed, so a crash never leaves a
 torn file behind.
 """
@@ -35,8 +35,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_parquet(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(list(rows))
+def write_parquet(path: Path, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -67,6 +67,14 @@ class RunDirectory:
 
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet(self.metrics_path, rows)
+
+    @property
+    def clients_path(self) -> Path:
+        return self.path / "clients.parquet"
+
+    def write_clients(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
+        """clients.parquet: one row per client id (its profile; placement columns join on `client_id`)."""
+        write_parquet(self.clients_path, rows)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
