@@ -1,4 +1,4 @@
-"""`fedray run | validate`: the command line.
+"""`fedray run | validate | compare`: the command line.
 
 User mistakes (bad config, missing files, resources the cluster lacks) print one
 clear paragraph to stderr and exit with status 2, without a traceback.
@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
     validate.add_argument("overrides", nargs="*", help="key=value overrides")
+
+    compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    compare.add_argument("--target", type=float, default=0.85,
+                         help="accuracy to reach (default 0.85)")
     return parser
 
 
@@ -88,7 +93,17 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "validate": _validate}
+def _compare(args: argparse.Namespace) -> int:
+    from fedray.cli.compare import format_table, summarize_run
+
+    problems = [f"{d}: not a directory" for d in args.run_dirs if not os.path.isdir(d)]
+    if problems:
+        raise ConfigError(problems, "command line")
+    print(format_table([summarize_run(d, args.target) for d in args.run_dirs], args.target))
+    return 0
+
+
+COMMANDS = {"run": _run, "validate": _validate, "compare": _compare}
 
 if __name__ == "__main__":
     sys.exit(main())
