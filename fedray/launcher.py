@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
@@ -37,9 +35,8 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     import torch
 
     from fedray.client.attacks import ATTACKS
-    from fedray.hetero.availability import AVAILABILITY
-    from fedray.hetero.devices import DEVICE_SOURCES
-    from fedray.hetero.simulation import build_simulation
+    from fedray.hetero.availability import AVAILABILITY, build_availability
+    from fedray.hetero.devices import DEVICE_SOURCES, build_devices
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
@@ -74,11 +71,13 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
-    if dataset is not None and not problems:
-        try:  # reads the trace files: a bad one is a config error, found before Ray starts
-            build_simulation(cfg, np.diff(dataset.offsets), 4 * num_params)
-        except ValueError as err:
-            problems.append(f"clients.profiles / clients.availability: {err}")
+    for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
+                                ("clients.availability.model", build_availability, cfg.clients.availability)):
+        if not any(p.startswith(key) for p in problems):
+            try:  # reads trace files: a bad one is a config error, found before Ray starts
+                build(section, cfg.clients.num_clients, cfg.seed)
+            except ValueError as err:
+                problems.append(f"{key}: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)

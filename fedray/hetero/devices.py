@@ -58,8 +58,9 @@ class Devices:
         return len(self.speed_factor)
 
     def columns(self) -> dict[str, np.ndarray]:
-        """clients.parquet's simulated-hardware columns."""
-        return {f"sim_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
+        """clients.parquet's simulated-hardware columns (the type is in the profiles already)."""
+        return {f"sim_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "client_type"}
 
 
 DeviceSource = Callable[[ProfilesConfig, int, np.random.Generator], Devices]

@@ -54,3 +54,14 @@ def require_profiles(request: SelectionRequest, name: str) -> ClientProfiles:
 def scaled(factor: float, k: int) -> int:
     """ceil(factor x k), immune to float noise (1.3 x 10 is 13, not 14)."""
     return int(math.ceil(round(factor * k, 9)))
+
+
+def draw_candidates(request: SelectionRequest, factor: float, rng: np.random.Generator,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(candidates, k): ceil(factor x k) available clients drawn without replacement
+    (with probability proportional to `weights` over `available`, if given), in draw
+    order, and k = how many to keep of them."""
+    available = request.available
+    k = min(request.num_clients, len(available))
+    p = None if weights is None else weights / weights.sum()
+    return rng.choice(available, size=min(len(available), scaled(factor, k)), replace=False, p=p), k

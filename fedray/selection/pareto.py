@@ -15,7 +15,7 @@ front. O(m log m) for m candidates. Durations and costs are the profiles'
 estimates: last measured where known, else the device prior.
 
 The front is computed over `ceil(candidates x K)` clients drawn at random each
-round (all of them when that covers the available ones): without that draw the
+round (all available ones when that covers them): without that draw the
 same cheap, fast clients would train every round and the model would only
 learn their data.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from fedray.config.scheduling import Cost
 from fedray.config.schema import SelectionConfig
-from fedray.selection.base import SELECTORS, Selector, SelectionRequest, require_profiles, scaled
+from fedray.selection.base import SELECTORS, Selector, SelectionRequest, draw_candidates, require_profiles
 
 
 class FrontPoint(NamedTuple):
@@ -48,10 +48,8 @@ def pareto(cfg: SelectionConfig) -> Selector:
 
     def select(request: SelectionRequest, state, rng: np.random.Generator):
         profiles = require_profiles(request, "pareto")
-        available = request.available
-        k = min(request.num_clients, len(available))
-        m = min(len(available), scaled(p.candidates, k))
-        pool = available if m == len(available) else np.sort(rng.choice(available, m, replace=False))
+        candidates, k = draw_candidates(request, p.candidates, rng)
+        pool = np.sort(candidates)
         latency = profiles.duration_estimate()[pool]
         cost = profiles.compute_estimate()[pool]
         if p.cost is Cost.price:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedray.config.schema import SelectionConfig
-from fedray.selection.base import SELECTORS, Selector, SelectionRequest, require_profiles, scaled
+from fedray.selection.base import SELECTORS, Selector, SelectionRequest, draw_candidates, require_profiles
 
 
 @SELECTORS.register("power_of_choice")
@@ -24,13 +24,10 @@ def power_of_choice(cfg: SelectionConfig) -> Selector:
 
     def select(request: SelectionRequest, state, rng: np.random.Generator):
         profiles = require_profiles(request, "power_of_choice")
-        available = request.available
-        k = min(request.num_clients, len(available))
-        d = min(len(available), scaled(factor, k))
-        sizes = np.maximum(profiles.num_examples[available], 1).astype(np.float64)
-        candidates = rng.choice(available, size=d, replace=False, p=sizes / sizes.sum())
+        sizes = np.maximum(profiles.num_examples[request.available], 1).astype(np.float64)
+        candidates, k = draw_candidates(request, factor, rng, weights=sizes)
         loss = np.nan_to_num(profiles.last_train_loss[candidates], nan=np.inf)
-        order = np.lexsort((np.arange(d), -loss))  # highest loss first; ties keep the draw order
+        order = np.lexsort((np.arange(len(candidates)), -loss))  # highest loss first; ties: draw order
         return [int(c) for c in candidates[order[:k]]], state
 
     return Selector(init, select)
