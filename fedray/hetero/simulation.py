@@ -82,21 +82,18 @@ class Simulation:
             return Timing(download, 0.0, 0.0)
         return Timing(download, self._compute_s(result), upload)
 
+    def expected_compute_s(self) -> np.ndarray:
+        """Modeled compute seconds per client and round (what `gpu_seconds` bills)."""
+        examples = np.array([self.examples_per_round(c) for c in range(self.devices.num_clients)], dtype=np.float64)
+        return examples * self.cfg.clients.profiles.seconds_per_example * self.devices.speed_factor
+
     def expected_durations(self) -> np.ndarray:
         """What a client's round should take at its mean bandwidths: the prior a
         selector uses before the client has been seen (as Oort's FedScale does)."""
         d = self.devices
-        spe = self.cfg.clients.profiles.seconds_per_example
-        examples = np.array([self.examples_per_round(c) for c in range(d.num_clients)], dtype=np.float64)
         with np.errstate(divide="ignore"):
             transfer = self.payload_bytes * 8e-3 * (1.0 / d.down_kbps + 1.0 / d.up_kbps)
-        return examples * spe * d.speed_factor + transfer
-
-    def compute_cost_s(self) -> np.ndarray:
-        """Expected simulated compute seconds per client and round (what `gpu_seconds` bills)."""
-        spe = self.cfg.clients.profiles.seconds_per_example
-        examples = np.array([self.examples_per_round(c) for c in range(self.devices.num_clients)])
-        return examples * spe * self.devices.speed_factor
+        return self.expected_compute_s() + transfer
 
     def _compute_s(self, result: ClientResult) -> float:
         factor = float(self.devices.speed_factor[result.client_id])

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fedray.config.scheduling import OortConfig
 from fedray.config.schema import SelectionConfig
 from fedray.selection.base import SELECTORS, Selector, SelectionRequest, require_profiles
 
@@ -120,7 +121,7 @@ def _within_cutoff(scores: np.ndarray, n: int, cutoff: float) -> int:
     return int(np.sum(scores >= cutoff * np.sort(scores)[::-1][n - 1]))
 
 
-def _pace(state: OortState, utility: np.ndarray, server_round: int, o) -> OortState:
+def _pace(state: OortState, utility: np.ndarray, server_round: int, o: OortConfig) -> OortState:
     """Record last round's exploited utility; every `pacer_step` rounds move the preferred percentile."""
     history = state.exploit_utility
     if state.last_exploited:

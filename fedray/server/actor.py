@@ -12,11 +12,11 @@ from fedray.client.pool import ClientPool
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.federated import FederatedDataset
+from fedray.hetero.simulation import Simulation, build_simulation
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import TASKS
-from fedray.hetero.simulation import Simulation, build_simulation
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -155,7 +155,7 @@ def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> Client
     """What the server knows before any round: example counts and device types (reported
     at registration) and the durations the devices imply."""
     return ClientProfiles.create(num_examples, simulation.expected_durations(),
-                                 simulation.compute_cost_s(), simulation.devices.client_type)
+                                 simulation.expected_compute_s(), simulation.devices.client_type)
 
 
 def summarize(state: ServerState, status: str) -> dict:

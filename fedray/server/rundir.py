@@ -1,9 +1,9 @@
 """The run directory and atomic file writes.
 
 Layout of `<output_dir>/<name>/`: config.yaml, metrics.parquet (a row per
-round), clients.parquet (a row per client), summary.json, log.txt, checkpoints/. Every file is written to a
-temporary name in the same directory and renamed, so a crash never leaves a
-torn file behind.
+round), clients.parquet (a row per client), summary.json, log.txt,
+checkpoints/. Every file is written to a temporary name in the same directory
+and renamed, so a crash never leaves a torn file behind.
 """
 
 from __future__ import annotations
