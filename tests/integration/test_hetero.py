@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from fedray.hetero.availability import build_availability
 from fedray.hetero.simulation import build_simulation
 from fedray.launcher import prepare, run
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
@@ -122,7 +123,14 @@ def test_resume_continues_exactly(ray_cluster, tmp_path, scheduling):
     in the checkpoint: 3 rounds + 3 resumed ones equal 6 straight."""
     common = ["clients.profiles.source=flash", "data.partition=dirichlet", "clients.num_clients=12",
               "server.clients_per_round=5", *scheduling]
-    straight, _ = run_quiet(small_config(tmp_path / "straight", *common, "server.rounds=6"))
+    cfg = small_config(tmp_path / "straight", *common, "server.rounds=6")
+    straight, _ = run_quiet(cfg)
+    if cfg.server.mode.value == "sync":  # every client trained while online on the simulated clock
+        online = build_availability(cfg.clients.availability, 12, cfg.seed).online
+        rows = metrics(straight["run_dir"])
+        starts = [0.0] + [r["sim_time_s"] for r in rows[:-1]]
+        assert all(online(t)[r["clients"]].all() for t, r in zip(starts, rows))
+        assert not all(online(t).all() for t in starts)  # and some were not
     first, _ = run_quiet(small_config(tmp_path / "split", *common, "server.rounds=3"))
     resumed, lines = run_quiet(small_config(tmp_path / "split", *common, "server.rounds=6"),
                                resume=first["run_dir"])
