@@ -35,9 +35,12 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     import torch
 
     from fedray.client.attacks import ATTACKS
+    from fedray.hetero.availability import AVAILABILITY, build_availability
+    from fedray.hetero.devices import DEVICE_SOURCES, build_devices
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
+    from fedray.strategy.staleness import STALENESS
 
     problems: list[str] = []
     for key, registry, name in (
@@ -45,8 +48,11 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         ("server.selection.name", SELECTORS, cfg.server.selection.name),
         ("model.name", MODELS, cfg.model.name),
         ("clients.attack.name", ATTACKS, cfg.clients.attack.name),
+        ("server.staleness", STALENESS, cfg.server.staleness),
+        ("clients.profiles.source", DEVICE_SOURCES, cfg.clients.profiles.source),
+        ("clients.availability.model", AVAILABILITY, cfg.clients.availability.model),
     ):
-        if name is None:
+        if name is None or name.endswith((".csv", ".parquet")):
             continue
         try:
             registry.get(name)
@@ -65,6 +71,13 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
+    for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
+                                ("clients.availability.model", build_availability, cfg.clients.availability)):
+        if not any(p.startswith(key) for p in problems):
+            try:  # reads trace files: a bad one is a config error, found before Ray starts
+                build(section, cfg.clients.num_clients, cfg.seed)
+            except ValueError as err:
+                problems.append(f"{key}: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
@@ -109,6 +122,7 @@ def format_round(result: RoundResult, rounds: int) -> str:
     if not math.isnan(result.eval_loss):
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
     parts.append(f"{result.round_wall_s:.2f} s")
+    parts.append(f"sim {result.sim_time_s:.1f} s")
     return " | ".join(parts)
 
 

@@ -110,6 +110,15 @@ class RoundResult:
     """Seconds spent in rounds so far, at the end of this one."""
     clients: tuple[ClientId, ...] = ()
     """Ids of the clients whose updates were aggregated."""
+    clients_late: int = 0
+    """Results that came after the first `clients_per_round` or the deadline (dropped)."""
+    sim_round_s: float = 0.0
+    """Simulated seconds this round took (see fedray.hetero.simulation)."""
+    sim_time_s: float = 0.0
+    """The simulated clock at the end of this round."""
+    staleness: tuple[int, ...] = ()
+    """Per aggregated client (same order as `clients`): how many model updates old the
+    model it trained on was (always 0 in `sync` mode)."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

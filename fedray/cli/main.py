@@ -1,4 +1,4 @@
-"""`fedray run | validate | submit | jobs | logs | stop | sweep | report`: the command line.
+"""`fedray run | validate | submit | jobs | logs | stop | sweep | report | compare`: the command line.
 
 User mistakes (bad config, missing files, resources the cluster lacks, an
 unreachable or refusing cluster) print one clear paragraph to stderr and exit
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="plots and a Markdown table comparing run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
     report.add_argument("--out", default="report", help="folder for the PNGs and report.md (default report)")
+
+    compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    compare.add_argument("--target", type=float, default=0.85,
+                         help="accuracy to reach (default 0.85)")
     return parser
 
 
@@ -131,6 +136,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from fedray.cli.compare import format_table, summarize_run
+
+    problems = [f"{d}: not a directory" for d in args.run_dirs if not os.path.isdir(d)]
+    if problems:
+        raise ConfigError(problems, "command line")
+    print(format_table([summarize_run(d, args.target) for d in args.run_dirs], args.target))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from fedray.experiments.report import load_runs, write_report
 
@@ -154,6 +169,7 @@ COMMANDS = {
     "stop": jobs.stop,
     "sweep": jobs.sweep,
     "report": _report,
+    "compare": _compare,
 }
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class ClientActor:
             update=update,
             train_loss=result.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(result.steps)},
+            metrics={"steps": float(result.steps), "loss_sq": result.loss_sq},
         )
 
     def has_state(self, client_id: ClientId) -> bool:

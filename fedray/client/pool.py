@@ -28,27 +28,20 @@ def actor_index(client_id: ClientId, cfg: RunConfig) -> int:
     return client_id
 
 
-def clients_table(actors: list[dict], num_examples: np.ndarray) -> list[dict]:
-    """clients.parquet's rows, one per client id: its actor and where that actor runs.
-
-    `actors` are the actors' `describe()` answers in actor order. Later columns
-    (per-client profile statistics) join on `client_id`.
-    """
-    rows = [
-        {
-            "client_id": int(cid),
-            "actor": index,
-            "node_id": actor["node_id"],
-            "node_ip": actor["node_ip"],
-            "pid": actor["pid"],
-            "device": actor["device"],
-            "gpu_ids": ",".join(actor["gpu_ids"]),
-            "num_examples": int(num_examples[cid]),
-        }
-        for index, actor in enumerate(actors)
-        for cid in actor["clients"]
-    ]
-    return sorted(rows, key=lambda r: r["client_id"])
+def placement_columns(actors: list[dict], num_clients: int) -> dict[str, np.ndarray]:
+    """clients.parquet's placement columns, indexed by client id: the client's actor
+    and where that actor runs. `actors` are the actors' `describe()` answers, in
+    actor order; the columns join the profile table on `client_id`."""
+    columns = {name: np.empty(num_clients, dtype=object) for name in
+               ("node_id", "node_ip", "actor_device", "gpu_ids")}
+    columns["actor"] = np.zeros(num_clients, dtype=np.int64)
+    columns["pid"] = np.zeros(num_clients, dtype=np.int64)
+    for index, actor in enumerate(actors):
+        for cid in actor["clients"]:
+            columns["actor"][cid], columns["pid"][cid] = index, actor["pid"]
+            columns["node_id"][cid], columns["node_ip"][cid] = actor["node_id"], actor["node_ip"]
+            columns["actor_device"][cid], columns["gpu_ids"][cid] = actor["device"], ",".join(actor["gpu_ids"])
+    return columns
 
 
 class ClientPool:

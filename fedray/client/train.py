@@ -15,6 +15,9 @@ from fedray.models.tasks import Task
 class LocalTrainResult:
     loss: float
     """Mean training loss over the steps of this round."""
+    loss_sq: float
+    """Mean squared training loss over the steps: Oort's statistical utility is
+    |B| x sqrt(mean loss^2), with each step's mean loss standing in for its samples'."""
     num_examples: int
     steps: int
     optimizer_state: dict[str, Any] | None
@@ -51,7 +54,7 @@ def train_local(
     generator = torch.Generator().manual_seed(seed)
 
     # ---- the loop --------------------------------------------------------
-    total_loss, steps = torch.zeros(()), 0
+    total_loss, total_sq, steps = torch.zeros(()), torch.zeros(()), 0
     max_steps = cfg.local_steps
     epoch = 0
     while (max_steps is None and epoch < cfg.local_epochs) or (max_steps is not None and steps < max_steps):
@@ -60,7 +63,9 @@ def train_local(
             loss = task.loss(model, batch)
             loss.backward()
             optimizer.step()
-            total_loss += loss.detach().to("cpu")
+            detached = loss.detach().to("cpu")
+            total_loss += detached
+            total_sq += detached * detached
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 break
@@ -69,6 +74,7 @@ def train_local(
     state = optimizer.state_dict() if cfg.persist_optimizer_state else None
     return LocalTrainResult(
         loss=float(total_loss) / max(1, steps),
+        loss_sq=float(total_sq) / max(1, steps),
         num_examples=task.num_examples(data),
         steps=steps,
         optimizer_state=state,

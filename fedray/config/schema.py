@@ -15,6 +15,17 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
+    AvailabilityConfig,
+    ComputeTime,
+    Cost,
+    DeadlineConfig,
+    OortConfig,
+    ParetoConfig,
+    PowerOfChoiceConfig,
+    ProfilesConfig,
+    SelectionConfig,
+)
 
 
 class Placement(enum.Enum):
@@ -37,6 +48,16 @@ class PlacementStrategy(enum.Enum):
     """All bundles on one node, or not at all."""
     STRICT_SPREAD = "STRICT_SPREAD"
     """Every bundle on a different node, or not at all."""
+
+
+# `async` is a Python keyword, so this enum is built with the functional API.
+ServerMode = enum.Enum("ServerMode", {"sync": "sync", "async": "async"})
+ServerMode.__doc__ = """How the server turns client results into new global models.
+
+`sync`: rounds; select, wait for the round's clients, aggregate, repeat.
+`async`: FedBuff-style; `server.clients_per_round` clients train at all times and
+the model is updated whenever `server.buffer_size` updates are in, stale ones
+weighted down by `server.staleness`."""
 
 
 class Optimizer(enum.Enum):
@@ -202,6 +223,11 @@ class ClientsConfig:
     """Per-client resources (`placement: actor_per_client` only), e.g.
     `[{clients: [0, 1], resources: {custom: {silo_a: 1}}}]` runs clients 0 and 1 on
     the node that advertises `silo_a`; a `label_selector` or `num_gpus` pins likewise."""
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    max_failures: Optional[int] = 5
+    """A client that failed this many times in a row is no longer selected
+    (null: always retried). A failed client is retried on a later round."""
 
     def errors(self) -> list[str]:
         out = []
@@ -214,6 +240,8 @@ class ClientsConfig:
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
         if bad:
             out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
+        if self.max_failures is not None and self.max_failures < 1:
+            out.append(f"clients.max_failures must be >= 1 or null, got {self.max_failures}")
         out += self.resources.errors("clients.resources")
         if self.pinned and self.placement is not Placement.actor_per_client:
             out.append("clients.pinned needs clients.placement: actor_per_client (one actor per client)")
@@ -227,6 +255,8 @@ class ClientsConfig:
                 out.append(f"clients.pinned[{i}].clients {twice} are already pinned by an earlier entry")
             seen.update(pin.clients)
             out += pin.resources.errors(f"clients.pinned[{i}].resources")
+        out += self.profiles.errors()
+        out += self.availability.errors()
         return out
 
     def actor_resources(self, actor: int) -> ResourcesConfig:
@@ -300,12 +330,6 @@ class StrategyConfig:
         if not self.eps > 0:
             out.append(f"server.strategy.eps must be > 0, got {self.eps}")
         return out
-
-
-@dataclasses.dataclass
-class SelectionConfig:
-    name: str = "random"
-    """Client selector: `random`, or a dotted path to a builder."""
 
 
 @dataclasses.dataclass
@@ -430,7 +454,24 @@ class DistillConfig:
 @dataclasses.dataclass
 class ServerConfig:
     rounds: int = 10
+    """Rounds to run (with `mode: async`, model updates)."""
     clients_per_round: int = 10
+    """Clients aggregated per round (with `mode: async`, clients training at once)."""
+    mode: ServerMode = ServerMode.sync
+    """`sync` rounds, or `async` FedBuff-style buffered updates."""
+    buffer_size: int = 5
+    """`async`: the model is updated whenever this many client updates are in."""
+    staleness: str = "inverse_sqrt"
+    """`async`: weight of an update trained on a model `tau` updates old:
+    `inverse_sqrt` 1/sqrt(1+tau) (FedBuff), `polynomial` (1+tau)^-staleness_exponent,
+    `constant` 1, or a dotted path."""
+    staleness_exponent: float = 0.5
+    """The exponent of `polynomial` staleness weighting."""
+    max_staleness: Optional[int] = None
+    """`async`: updates staler than this are dropped (null: none are)."""
+    deadline_s: Optional[float] = None
+    """Simulated seconds a round may last: results that would finish later are late
+    (dropped, or in `async` mode dropped as timed out). null: no deadline."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     round_timeout_s: Optional[float] = 600.0
@@ -479,7 +520,27 @@ class ServerConfig:
             out.append(f"server.max_round_retries must be >= 0, got {self.max_round_retries}")
         if self.max_restarts < 0:
             out.append(f"server.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.buffer_size < 1:
+            out.append(f"server.buffer_size must be >= 1, got {self.buffer_size}")
+        elif self.mode is ServerMode["async"]:
+            if self.buffer_size > self.clients_per_round:
+                out.append(
+                    f"server.buffer_size ({self.buffer_size}) must be <= "
+                    f"server.clients_per_round ({self.clients_per_round}) with server.mode=async"
+                )
+            if self.min_clients > self.buffer_size:
+                out.append(
+                    f"server.min_clients ({self.min_clients}) must be <= "
+                    f"server.buffer_size ({self.buffer_size}) with server.mode=async"
+                )
+        if self.staleness_exponent < 0:
+            out.append(f"server.staleness_exponent must be >= 0, got {self.staleness_exponent}")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            out.append(f"server.max_staleness must be >= 0 or null, got {self.max_staleness}")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            out.append(f"server.deadline_s must be > 0 or null, got {self.deadline_s}")
         out += self.strategy.errors()
+        out += self.selection.errors()
         out += self.validation.errors()
         out += self.foundation_model.errors()
         out += self.distill.errors()

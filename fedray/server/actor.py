@@ -9,21 +9,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 import ray
 
-from fedray.client.pool import ClientPool, clients_table
+from fedray.client.pool import ClientPool, placement_columns
 from fedray.config.load import to_yaml
-from fedray.config.schema import RunConfig
+from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.federated import FederatedDataset
+from fedray.hetero.simulation import Simulation, build_simulation
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import TASKS
-from fedray.selection import SELECTORS
+from fedray.selection import SELECTORS, ClientProfiles, clients_table
+from fedray.server.buffered import run_buffered_round
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fedray.server.loop import run_round
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
 from fedray.strategy.aggregate import InOrder, WeightedMean
 from fedray.strategy.presets import STRATEGIES
+from fedray.strategy.staleness import STALENESS
 from fedray.types import RoundResult
 
 if TYPE_CHECKING:
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fedray.server")
 
 _EVAL_BATCH = 1024
+
+ROUNDS = {ServerMode["sync"]: run_round, ServerMode["async"]: run_buffered_round}
+"""How one round (one model update) runs, by `server.mode`."""
 
 
 class Server:
@@ -47,6 +53,8 @@ class Server:
                  resume: bool = False, foundation_group: "PlacementGroup | None" = None):
         limit_threads(max(1.0, cfg.server.resources.num_cpus))
         self.cfg = cfg
+        self.placement: dict = {}
+        """clients.parquet's placement columns, known once the client actors are up."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
         self.task = TASKS.build(dataset.info.task)
@@ -55,6 +63,10 @@ class Server:
         self.test_data = self.task.prepare(dataset.test, self.device)
         self.strategy = STRATEGIES.build(cfg.server.strategy.name, cfg.server.strategy)
         self.selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
+        self.staleness = STALENESS.build(cfg.server.staleness, cfg.server)
+        self.run_round_once = ROUNDS[cfg.server.mode]
+        num_examples = np.diff(dataset.offsets)
+        self.simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
         self.in_order = InOrder()
         self.aggregator = WeightedMean(self.spec.num_params)
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
@@ -71,9 +83,12 @@ class Server:
                 selector_state=self.selector.init(cfg.clients.num_clients),
                 rng_state=self.rng.bit_generator.state,
             )
+        if self.state.profiles is None:
+            self.state.profiles = initial_profiles(self.simulation, num_examples)
         self.run_dir.write_config(to_yaml(cfg))
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
+            self.write_clients()
         self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states)
         self.foundation_group = foundation_group
         """The placement group reserved for the foundation model's ranks (None without one)."""
@@ -83,7 +98,8 @@ class Server:
         """Wait for the client actors, write clients.parquet; where they run, which round is next."""
         started = time.perf_counter()
         actors = self.pool.describe()
-        self.run_dir.write_clients(clients_table(actors, self.pool.num_examples))
+        self.placement = placement_columns(actors, self.cfg.clients.num_clients)
+        self.write_clients()
         return {
             "num_actors": len(actors),
             "num_nodes": len({a["node_id"] for a in actors}),
@@ -102,7 +118,7 @@ class Server:
         notes: list[str] = []
         result = None
         for attempt in range(1, self.cfg.server.max_round_retries + 2):
-            result, attempt_notes = run_round(self, server_round, attempt)
+            result, attempt_notes = self.run_round_once(self, server_round, attempt)
             notes += attempt_notes
             if result is not None:
                 break
@@ -114,6 +130,7 @@ class Server:
             return None, notes
         self.state.metrics.append(result.as_row())
         self.run_dir.write_metrics(self.state.metrics)
+        self.write_clients()
         every = self.cfg.server.checkpoint_every
         if every and (server_round % every == 0 or server_round == self.cfg.server.rounds):
             self.checkpoint()
@@ -123,6 +140,11 @@ class Server:
         if self.cfg.train.persist_optimizer_state:
             self.state.client_states = self.pool.client_states()
         return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints)
+
+    def write_clients(self) -> None:
+        """clients.parquet: the profiles, joined with the simulated hardware and placement."""
+        extra = [self.simulation.devices.columns()] + ([self.placement] if self.placement else [])
+        self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
 
     def finish(self, status: str = "completed") -> dict:
         """Write summary.json and stop the client actors."""
@@ -141,6 +163,13 @@ class Server:
         return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
 
 
+def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> ClientProfiles:
+    """What the server knows before any round: example counts and device types (reported
+    at registration) and the durations the devices imply."""
+    return ClientProfiles.create(num_examples, simulation.expected_durations(),
+                                 simulation.expected_compute_s(), simulation.devices.client_type)
+
+
 def summarize(state: ServerState, status: str) -> dict:
     """summary.json: how far the run got and the last evaluated metrics."""
     final = {}
@@ -153,4 +182,5 @@ def summarize(state: ServerState, status: str) -> dict:
         "rounds_completed": state.server_round,
         "final_metrics": final,
         "rounds_wall_s": state.wall_s,
+        "sim_time_s": state.sim_time_s,
     }

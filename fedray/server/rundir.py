@@ -21,9 +21,9 @@ from fedray.server.storage import Location, atomic_write
 __all__ = ["Location", "RunDirectory", "atomic_write", "read_parquet", "unique_run_dir", "write_parquet"]
 
 
-def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows (dicts with the same keys) as one Parquet file, replaced whole."""
-    table = pa.Table.from_pylist(list(rows))
+def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
+    """Rows (dicts with the same keys) or a table as one Parquet file, replaced whole."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
     Location.parse(where).write(lambda fh: pq.write_table(table, fh))
 
 
@@ -65,7 +65,7 @@ class RunDirectory:
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet(self.metrics_path, rows)
 
-    def write_clients(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write_clients(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
         """clients.parquet: one row per client id (where it ran; later, its profile)."""
         write_parquet(self.clients_path, rows)
 

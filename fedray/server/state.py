@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from fedray.selection.profiles import ClientProfiles
+
 
 @dataclasses.dataclass
 class ServerState:
@@ -26,3 +28,10 @@ class ServerState:
     from the client actors at checkpoint time when there is any."""
     wall_s: float = 0.0
     """Seconds spent in rounds so far (carried across a resume)."""
+    profiles: ClientProfiles | None = None
+    """What the server has measured of each client (clients.parquet)."""
+    sim_time_s: float = 0.0
+    """The simulated clock: seconds of simulated client time since the run began."""
+    in_flight: list[Any] = dataclasses.field(default_factory=list)
+    """`async` mode: clients still training (`fedray.server.buffered.InFlight`), their
+    results already computed, so a checkpoint resumes them exactly."""

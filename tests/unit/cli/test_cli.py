@@ -24,6 +24,9 @@ def write(tmp_path, text):
         ("data:\n  alpha: 0\n", [], "data.alpha must be > 0, got 0.0"),
         ("{}\n", ["server.strategy.name=fedavgg"], "Unknown strategy 'fedavgg'"),
         ("{}\n", ["data.dataset=mnist"], "Unknown dataset 'mnist'"),
+        ("{}\n", ["server.selection.name=oorrt"], "Unknown selector 'oorrt'; choose one of ['deadline', 'oort'"),
+        ("{}\n", ["clients.profiles.source=/nowhere/trace.csv"], "trace file not found: /nowhere/trace.csv"),
+        ("{}\n", ["server.staleness=sqrt"], "server.staleness: Unknown staleness weighting 'sqrt'"),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "run"])

@@ -1,0 +1,90 @@
+"""`fedray compare RUN_DIR ...`: time-to-accuracy of finished runs, side by side.
+
+Time-to-accuracy is the simulated time (`sim_time_s` in metrics.parquet) at the
+end of the first evaluated round whose accuracy reaches the target: how long
+the federation would have taken on the simulated devices. Wall time and rounds
+to the target are shown beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow.parquet as pq
+import yaml
+
+from fedray.config.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeToAccuracy:
+    """How fast one run reached the target accuracy (NaN / None: never)."""
+
+    run: str
+    selector: str
+    mode: str
+    rounds: int
+    sim_s: float
+    wall_s: float
+    round: int | None
+    final_accuracy: float
+    best_accuracy: float
+
+
+def time_to_accuracy(rows: Sequence[dict], target: float) -> tuple[int | None, float, float]:
+    """(round, simulated seconds, wall seconds) at the first evaluated round with
+    accuracy >= target; (None, nan, nan) if none reached it."""
+    for row in rows:
+        accuracy = row.get("eval_accuracy", math.nan)
+        if not math.isnan(accuracy) and accuracy >= target:
+            return row["round"], float(row.get("sim_time_s", math.nan)), float(row["wall_s"])
+    return None, math.nan, math.nan
+
+
+def summarize_run(run_dir: str | Path, target: float) -> TimeToAccuracy:
+    """Read a run directory's metrics.parquet and config.yaml; ConfigError if it is not one."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.parquet"
+    if not metrics.is_file():
+        raise ConfigError([f"{run_dir}: no metrics.parquet; not a fedray run directory"], "command line")
+    rows = pq.read_table(metrics).to_pylist()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    server = (config or {}).get("server", {})
+    reached, sim_s, wall_s = time_to_accuracy(rows, target)
+    accuracies = [r["eval_accuracy"] for r in rows if not math.isnan(r["eval_accuracy"])]
+    return TimeToAccuracy(
+        run=run_dir.name,
+        selector=server.get("selection", {}).get("name", "?"),
+        mode=str(server.get("mode", "sync")),
+        rounds=len(rows),
+        sim_s=sim_s,
+        wall_s=wall_s,
+        round=reached,
+        final_accuracy=accuracies[-1] if accuracies else math.nan,
+        best_accuracy=max(accuracies, default=math.nan),
+    )
+
+
+def format_table(results: Sequence[TimeToAccuracy], target: float) -> str:
+    """A Markdown table; speed-up is relative to the first run."""
+    base = results[0].sim_s if results else math.nan
+    lines = [
+        f"time to accuracy {target:g} (simulated seconds; speed-up vs {results[0].run if results else '-'})",
+        "| run | selector | mode | sim s to target | speed-up | round | wall s | final acc | best acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        speedup = base / r.sim_s if r.round is not None and not math.isnan(base) else math.nan
+        lines.append(
+            f"| {r.run} | {r.selector} | {r.mode} | {_fmt(r.sim_s, '.1f')} | {_fmt(speedup, '.2f')}x | "
+            f"{r.round if r.round is not None else f'not in {r.rounds}'} | {_fmt(r.wall_s, '.1f')} | "
+            f"{r.final_accuracy:.4f} | {r.best_accuracy:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)

@@ -1,0 +1,142 @@
+"""One asynchronous, buffered model update (FedBuff: Nguyen et al., "Federated Learning
+with Buffered Asynchronous Aggregation", AISTATS 2022), on the simulated clock.
+
+`server.clients_per_round` clients (the concurrency C) train at all times, each
+from the global model that was current when it started. One call makes one
+model update, a "round" in metrics.parquet:
+
+1. fill: idle slots get new clients (the selector picks among those not
+   training), starting now on the simulated clock from the current model;
+2. wait (wall clock) for their results, so every in-flight client's simulated
+   finish time is known;
+3. take in-flight results in order of simulated finish until `buffer_size`
+   updates are accepted; failed ones free their slot, ones staler than
+   `server.max_staleness` or longer than `server.deadline_s` are dropped as
+   late; the clock moves to the last one taken;
+4. apply `sum_i n_i s(tau_i) u_i / sum_i n_i` through the strategy, where
+   tau_i counts the model updates since client i started and s is
+   `server.staleness` (1/sqrt(1 + tau) by default).
+
+A result is removed from the in-flight list when it is taken, so no update is
+applied twice; the ones still in flight wait, already computed, for a later
+step and are applied with their (then larger) staleness. Slots are refilled at
+each model update rather than at each arrival, so up to `buffer_size` slots may
+sit idle between two updates; in exchange all new clients of a step train in
+parallel.
+
+Determinism: results are taken in simulated-finish order (ties by client id),
+computed from the simulated devices, never in Ray's arrival order. The
+in-flight clients, results included, are part of the server state, so a
+checkpoint resumes them exactly (at the cost of holding up to C - buffer_size
+updates in it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING
+
+import ray
+
+from fedray.selection.base import SelectionRequest
+from fedray.selection.profiles import Outcome
+from fedray.server.loop import (
+    TIMED_OUT,
+    RoundTally,
+    apply_and_evaluate,
+    collect,
+    launch,
+    validate_and_add,
+    wait_for_clients,
+)
+from fedray.types import ClientId, ClientResult, RoundResult
+
+if TYPE_CHECKING:
+    from fedray.server.actor import Server
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """A client that started training and whose simulated finish has not come yet."""
+
+    client_id: ClientId
+    version: int
+    """The model it trains from: the global model after this many updates."""
+    finish_s: float
+    """When it finishes on the simulated clock."""
+    result: ClientResult
+    late: bool = False
+    """It needs longer than `server.deadline_s`: the server gives up on it at `finish_s`."""
+
+
+def run_buffered_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
+    """One model update from `buffer_size` buffered results. Returns (row, notes); row is
+    None, and the model untouched, if fewer than `server.min_clients` were accepted."""
+    cfg, state = server.cfg, server.state
+    started, clock_at_start = time.perf_counter(), state.sim_time_s
+    tally = RoundTally()
+    server.aggregator.reset()
+
+    # ---- fill the idle slots: new clients train from the current model -----
+    launched = _fill(server, server_round, tally)
+    failed = late = 0
+
+    # ---- take results in simulated-finish order until the buffer is full ----
+    while tally.succeeded < cfg.server.buffer_size:
+        if not state.in_flight:
+            launched += _fill(server, server_round, tally)
+            if not state.in_flight:
+                break  # nobody is training and nobody can start
+        item = min(state.in_flight, key=lambda f: (f.finish_s, f.client_id, f.version))
+        state.in_flight.remove(item)
+        state.sim_time_s = max(state.sim_time_s, item.finish_s)
+        staleness = state.server_round - item.version
+        if not item.result.ok:
+            failed += 1  # recorded (and noted) when its result came in
+        elif item.late or (cfg.server.max_staleness is not None and staleness > cfg.server.max_staleness):
+            late += 1
+            state.profiles.record_outcome(item.client_id, Outcome.late)
+            tally.notes.append(f"client {item.client_id} dropped: staleness {staleness}"
+                               + (f", longer than server.deadline_s={cfg.server.deadline_s}" if item.late else ""))
+        else:
+            validate_and_add(server, item.client_id, item.result, tally,
+                             weight=server.staleness(staleness), staleness=staleness)
+
+    if tally.succeeded < cfg.server.min_clients:
+        tally.notes.append(
+            f"update {server_round} attempt {attempt}: {tally.succeeded} update(s) accepted, "
+            f"fewer than server.min_clients={cfg.server.min_clients}"
+        )
+        return None, tally.notes
+
+    # ---- apply sum n s(tau) u / sum n, evaluate -----------------------------
+    examples = sum(n for _, n in tally.losses)
+    row = apply_and_evaluate(server, server_round, attempt, started, tally, selected=launched,
+                             failed=failed, late=late, sim_round_s=state.sim_time_s - clock_at_start,
+                             scale=server.aggregator.total_weight / examples)
+    return row, tally.notes
+
+
+def _fill(server: "Server", server_round: int, tally: RoundTally) -> int:
+    """Start clients in the free slots and wait for their results; how many started."""
+    cfg, state = server.cfg, server.state
+    free = cfg.server.clients_per_round - len(state.in_flight)
+    if free <= 0:
+        return 0
+    busy = [f.client_id for f in state.in_flight]
+    available = wait_for_clients(server, busy, need=0 if state.in_flight else 1)
+    request = SelectionRequest(server_round, available, free, state.profiles, state.sim_time_s)
+    chosen, state.selector_state = server.selector.select(request, state.selector_state, server.rng)
+    chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
+    if not chosen:
+        return 0
+    pending = launch(server, chosen, server_round, ray.put(state.params), seed_by_launch=True)
+    deadline = cfg.server.deadline_s
+    for cid, result, timing in collect(server, pending, server_round, time.perf_counter(), tally):
+        if result.error == TIMED_OUT:
+            continue  # it never reports; its slot is free again
+        late = deadline is not None and timing.total_s > deadline
+        finish = state.sim_time_s + (deadline if late else timing.total_s)
+        state.in_flight.append(InFlight(cid, state.server_round, finish, result, late))
+    return len(chosen)
