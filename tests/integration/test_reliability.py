@@ -107,10 +107,15 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
     cfg = small_config(tmp_path, "server.rounds=8", "train.local_epochs=40", "server.min_clients=2",
                        "clients.max_restarts=2")
 
+    name = f"fedray/{run_key(tmp_path / 'test')}/0/client-actor-0"
+
     def kill_actor_0_during_round_2(line):
         if line.startswith("round 1/8"):
-            actor = ray.get_actor(f"fedray/{run_key(tmp_path / 'test')}/0/client-actor-0")
+            actor = ray.get_actor(name)
             threading.Timer(0.3, lambda: ray.kill(actor, no_restart=False)).start()
+        if line.startswith("round 3/8"):
+            # let Ray finish restarting it (it re-imports torch) before the next round
+            ray.get(ray.get_actor(name).describe.remote(), timeout=120)
 
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
     assert summary["status"] == "completed"
