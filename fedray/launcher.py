@@ -60,7 +60,8 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             problems.append(f"{key}: {err}")
     dataset = None
     try:
-        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
+        public = cfg.server.distill.public_size if cfg.server.foundation_model.model is not None else 0
+        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, public)
     except (ValueError, OSError) as err:
         problems.append(f"data: {err}")
     num_params = 0
@@ -185,9 +186,7 @@ def run(
                 for note in notes:
                     console(f"  warning: {note}")
                 if result is None:
-                    console(f"fedray: stopping: round {next_round} fell short of server.min_clients="
-                            f"{cfg.server.min_clients} in {cfg.server.max_round_retries + 1} attempt(s); "
-                            "the newest checkpoint is intact")
+                    console(f"fedray: stopping: {notes[-1]}")
                     status = "failed"
                     break
                 console(format_round(result, cfg.server.rounds))

@@ -79,6 +79,9 @@ class ClientResult:
     """Seconds the client spent on this round, measured on the client."""
     error: str | None = None
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    public_logits: Any = None
+    """The client's top-k logits on the public set (`foundation.distill.TopK`), when
+    clients -> server knowledge transfer is on."""
 
     @property
     def ok(self) -> bool:
@@ -86,7 +89,8 @@ class ClientResult:
 
     @property
     def num_bytes(self) -> int:
-        return 0 if self.update is None else int(self.update.nbytes)
+        update = 0 if self.update is None else int(self.update.nbytes)
+        return update + (0 if self.public_logits is None else self.public_logits.num_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,9 @@ class RoundResult:
     staleness: tuple[int, ...] = ()
     """Per aggregated client (same order as `clients`): how many model updates old the
     model it trained on was (always 0 in `sync` mode)."""
+    kd_loss: float = float("nan")
+    """The foundation model's distillation loss after this round's ZeRO steps
+    (clients -> server knowledge transfer), NaN without it."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

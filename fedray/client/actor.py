@@ -12,6 +12,7 @@ import ray
 
 from fedray.client.attacks import ATTACKS
 from fedray.client.state import ClientStateStore
+from fedray.foundation.distill import TopK, kd_regularizer, top_k
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
@@ -31,7 +32,7 @@ class ClientActor:
     """
 
     def __init__(self, cfg: RunConfig, info: DataInfo, shards: dict[ClientId, pa.Table],
-                 states: dict[ClientId, dict] | None = None):
+                 states: dict[ClientId, dict] | None = None, public: pa.Table | None = None):
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg = cfg
         self.device = assigned_device()
@@ -46,6 +47,7 @@ class ClientActor:
         # Reused for every result: Ray copies a return value into the object store
         # before this actor runs its next call, so one buffer serves all rounds.
         self._delta = np.empty(self.spec.num_params, dtype=np.float32)
+        self.public_inputs = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
         # torch.optim imports torch._dynamo on first use (~1.4 s): pay it at start-up,
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
@@ -61,11 +63,12 @@ class ClientActor:
             "clients": sorted(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray) -> ClientResult:
-        """Train client `ins.client_id` from `global_params`; failures come back as results."""
+    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: TopK | None = None) -> ClientResult:
+        """Train client `ins.client_id` from `global_params` (distilling from `teacher`
+        on the public set if given); failures come back as results."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, global_params, start)
+            return self._fit(ins, global_params, start, teacher)
         except Exception as exc:  # a failed client is data for the server, not a crash
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(
@@ -75,7 +78,8 @@ class ClientActor:
                 error=detail,
             )
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, start: float) -> ClientResult:
+    def _fit(self, ins: FitInstructions, global_params: np.ndarray, start: float,
+             teacher: TopK | None) -> ClientResult:
         cid = ins.client_id
         if cid not in self.shards:
             raise KeyError(f"client {cid} is not hosted on this actor")
@@ -90,6 +94,7 @@ class ClientActor:
             self.cfg.train,
             seed=ins.seed,
             optimizer_state=self.state.get(cid, "optimizer"),
+            regularizer=self._distillation(teacher),
         )
         self.state.put(cid, "optimizer", result.optimizer_state)
         update = get_delta(self.model, self.spec, global_params, out=self._delta)
@@ -103,7 +108,26 @@ class ClientActor:
             train_loss=result.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(result.steps), "loss_sq": result.loss_sq},
+            public_logits=self._public_logits(),
         )
+
+    def _distillation(self, teacher: TopK | None):
+        kd = self.cfg.server.distill
+        if teacher is None or self.public_inputs is None or kd.weight == 0:
+            return None
+        return kd_regularizer(self.public_inputs, teacher, kd.weight, kd.temperature, self.cfg.train.batch_size)
+
+    def _public_logits(self) -> TopK | None:
+        """This client's top-k logits on the public set (clients -> server transfer)."""
+        if self.public_inputs is None or not self.cfg.server.distill.client_to_server:
+            return None
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(self.public_inputs)
+        logits = getattr(out, "logits", out).float().to("cpu").numpy()
+        return top_k(logits, self.cfg.server.distill.top_k)
 
     def has_state(self, client_id: ClientId) -> bool:
         return bool(self.state.get(client_id, "optimizer"))

@@ -13,6 +13,7 @@ brought the actor back (on another node if its node is gone), and they rejoin.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import ray
 from ray.exceptions import RayError
 
@@ -48,7 +49,7 @@ class ClientPool:
     """Creates the client actors and routes each client's work to its actor."""
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
-                 client_states: dict | None = None):
+                 client_states: dict | None = None, public: "pa.Table | None" = None):
         self.cfg = cfg
         remote_cls = ray.remote(ClientActor)
         self.actors = []
@@ -61,7 +62,7 @@ class ClientPool:
                 max_restarts=cfg.clients.max_restarts,
                 max_task_retries=0,  # a lost round is reported, not silently re-run
                 **cfg.clients.actor_resources(i).as_ray_options(),
-            ).remote(cfg, dataset.info, shards, states)
+            ).remote(cfg, dataset.info, shards, states, public)
             self.actors.append(actor)
         self.num_examples = np.diff(dataset.offsets)
         self._probes: dict[int, ray.ObjectRef] = {}
@@ -70,9 +71,10 @@ class ClientPool:
         """Blocks until every actor is up; where each one runs."""
         return ray.get([a.describe.remote() for a in self.actors])
 
-    def fit(self, ins: FitInstructions, params_ref: ray.ObjectRef) -> ray.ObjectRef:
+    def fit(self, ins: FitInstructions, params_ref: ray.ObjectRef,
+            teacher_ref: ray.ObjectRef | None = None) -> ray.ObjectRef:
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
-        return actor.fit.remote(ins, params_ref)
+        return actor.fit.remote(ins, params_ref, teacher_ref)
 
     def mark_down(self, client_id: ClientId) -> None:
         """The actor of `client_id` died: take its clients out until a probe answers."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -39,8 +39,13 @@ def train_local(
     cfg: TrainConfig,
     seed: int,
     optimizer_state: dict[str, Any] | None = None,
+    regularizer: Callable[[torch.nn.Module, torch.Generator], torch.Tensor] | None = None,
 ) -> LocalTrainResult:
     """`local_epochs` shuffled passes (or exactly `local_steps` minibatches).
+
+    `regularizer(model, generator)` is added to every step's objective (e.g. the
+    distillation term towards the server's foundation model); the reported loss
+    is the task's alone.
 
     Shuffling uses its own generator seeded per (round, client), so the result
     does not depend on which actor ran the client or in which order.
@@ -61,7 +66,8 @@ def train_local(
         for batch in task.batches(data, cfg.batch_size, generator):
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(model, batch)
-            loss.backward()
+            objective = loss if regularizer is None else loss + regularizer(model, generator)
+            objective.backward()
             optimizer.step()
             detached = loss.detach().to("cpu")
             total_loss += detached

@@ -431,6 +431,9 @@ class DistillConfig:
     top_k: int = 10
     """Logits kept per position (payload size against fidelity)."""
     server_steps: int = 5
+    pretrain_steps: int = 0
+    """Supervised ZeRO steps on the labelled public set before round 1: the
+    transfer-learning phase of FedMD, so the foundation model starts as a useful teacher."""
 
     def errors(self) -> list[str]:
         out = []
@@ -444,6 +447,8 @@ class DistillConfig:
             out.append(f"server.distill.top_k must be >= 1, got {self.top_k}")
         if self.server_steps < 0:
             out.append(f"server.distill.server_steps must be >= 0, got {self.server_steps}")
+        if self.pretrain_steps < 0:
+            out.append(f"server.distill.pretrain_steps must be >= 0, got {self.pretrain_steps}")
         return out
 
     @property

@@ -36,6 +36,8 @@ class FederatedDataset:
     offsets: np.ndarray
     test: pa.Table
     info: DataInfo
+    public: pa.Table | None = None
+    """Rows held out of every client's data as the public set for knowledge transfer."""
 
     @property
     def num_clients(self) -> int:
@@ -49,11 +51,14 @@ class FederatedDataset:
         return compact(self.train.slice(start, self.num_examples(client_id)))
 
 
-def build_federated_dataset(cfg: DataConfig, num_clients: int, seed: int) -> FederatedDataset:
-    """Load, split off the test set (stratified), and partition the rest among clients."""
+def build_federated_dataset(cfg: DataConfig, num_clients: int, seed: int,
+                            public_size: int = 0) -> FederatedDataset:
+    """Load, split off the test set (stratified) and `public_size` public rows, and
+    partition the rest among clients."""
     data = DATASETS.build(cfg.dataset, cfg)
     rng = np.random.default_rng([seed, 0xDA7A])
     train_idx, test_idx = _stratified_split(data.y, cfg.test_fraction, rng)
+    train_idx, public_idx = _take_public(train_idx, public_size, rng)
     shards = PARTITIONERS.build(cfg.partition, data.y[train_idx], num_clients, cfg, rng)
     order = np.concatenate([train_idx[s] for s in shards])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in shards])]).astype(np.int64)
@@ -63,7 +68,17 @@ def build_federated_dataset(cfg: DataConfig, num_clients: int, seed: int) -> Fed
         offsets=offsets,
         test=features_table(data.x[test_idx], data.y[test_idx]),
         info=info,
+        public=features_table(data.x[public_idx], data.y[public_idx]) if len(public_idx) else None,
     )
+
+
+def _take_public(train_idx: np.ndarray, size: int, rng: np.random.Generator):
+    """(the remaining training rows, `size` random rows for the public set)."""
+    if size > len(train_idx) // 2:
+        raise ValueError(f"server.distill.public_size={size} would take more than half of the "
+                         f"{len(train_idx)} training rows")
+    public = np.sort(rng.choice(train_idx, size=size, replace=False)) if size else train_idx[:0]
+    return np.setdiff1d(train_idx, public), public
 
 
 def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):

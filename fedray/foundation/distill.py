@@ -88,6 +88,24 @@ def aggregate_top_k(teachers: list[TopK], weights: list[float], k: int, temperat
     return TopK(logits.reshape(*shape, kk).astype(np.float32), indices.reshape(*shape, kk))
 
 
+def kd_regularizer(inputs: Any, teacher: TopK, weight: float, temperature: float, batch_size: int):
+    """A `train_local` regularizer: weight x KD loss towards `teacher` on a random
+    minibatch of the public `inputs` (a tensor on the model's device) each step."""
+    import torch
+
+    values = torch.as_tensor(teacher.values, device=inputs.device)
+    indices = torch.as_tensor(teacher.indices, device=inputs.device)
+    size = min(batch_size, len(inputs))
+
+    def term(model: Any, generator: Any) -> Any:
+        pick = torch.randint(len(inputs), (size,), generator=generator).to(inputs.device)
+        out = model(inputs[pick])
+        logits = getattr(out, "logits", out)
+        return weight * kd_loss(logits, TopK(values[pick], indices[pick]), temperature)
+
+    return term
+
+
 @LOSSES.register("distill")
 def distill(engine: Any, batch: dict, temperature: float = 2.0) -> Any:
     """The engine (student) matches the teacher's top-k on `batch["inputs"]`."""

@@ -35,12 +35,30 @@ class Distiller:
     """Owns the foundation group and the public inputs; one call per direction per round."""
 
     def __init__(self, foundation: FoundationConfig, cfg: DistillConfig, info: DataInfo,
-                 public_inputs: np.ndarray, seed: int, name_prefix: str):
+                 public_inputs: np.ndarray, public_labels: np.ndarray, seed: int, name_prefix: str,
+                 placement_group=None):
         self.cfg = cfg
         self.public_inputs = public_inputs
-        self.group = FoundationGroup(foundation, info, seed, name_prefix)
+        self.public_labels = public_labels
+        self.group = FoundationGroup(foundation, info, seed, name_prefix, placement_group)
         self.micro_batch = foundation.micro_batch_size
         self.rng = np.random.default_rng([seed, 0xD157])
+
+    def pretrain(self, steps: int) -> float:
+        """Supervised steps on the labelled public set (FedMD's transfer phase); last loss."""
+        loss = float("nan")
+        for _ in range(steps):
+            loss = self.group.train_step(
+                [{"inputs": self.public_inputs[part], "labels": self.public_labels[part]}
+                 for part in self._rank_batches()], "cross_entropy")
+        return loss
+
+    def _rank_batches(self) -> list[np.ndarray]:
+        """One random micro-batch of public row indices per rank."""
+        world = len(self.group.workers)
+        want = self.micro_batch * world
+        pick = self.rng.choice(len(self.public_inputs), size=want, replace=len(self.public_inputs) < want)
+        return np.array_split(pick, world)
 
     def teacher(self) -> TopK | None:
         """The foundation model's top-k logits on the public inputs (server -> clients)."""
@@ -54,14 +72,11 @@ class Distiller:
         if not self.cfg.client_to_server or not client_logits or self.cfg.server_steps == 0:
             return float("nan")
         target = aggregate_top_k(list(client_logits), list(weights), self.cfg.top_k, self.cfg.temperature)
-        world = len(self.group.workers)
         loss = float("nan")
         for _ in range(self.cfg.server_steps):
-            pick = self.rng.choice(len(self.public_inputs), size=self.micro_batch * world,
-                                   replace=len(self.public_inputs) < self.micro_batch * world)
             batches = [{"inputs": self.public_inputs[part], "teacher_values": target.values[part],
                         "teacher_indices": target.indices[part]}
-                       for part in np.array_split(pick, world)]
+                       for part in self._rank_batches()]
             loss = self.group.train_step(batches, "distill", temperature=self.cfg.temperature)
         return loss
 
@@ -71,7 +86,7 @@ class Distiller:
 
         from fedray.foundation.distill import kd_loss
 
-        logits = torch.as_tensor(self.group.logits(self.public_inputs))
+        logits = torch.from_numpy(np.array(self.group.logits(self.public_inputs)))
         return float(kd_loss(logits, target, self.cfg.temperature))
 
     def save(self, directory: str, tag: str) -> None:

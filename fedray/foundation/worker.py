@@ -33,6 +33,10 @@ class ZeroWorker:
     def __init__(self, rank: int, world_size: int, spec: WorkerSpec):
         import ray
 
+        import warnings
+
+        # DeepSpeed still calls torch.distributed's deprecated collective names every step
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
         self.rank, self.world_size, self.spec = rank, world_size, spec
         self.use_gpu = bool(ray.get_gpu_ids())
         if not self.use_gpu:

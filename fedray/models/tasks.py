@@ -47,6 +47,10 @@ class Classification:
     def num_examples(self, data) -> int:
         return int(data[1].shape[0])
 
+    def inputs(self, data):
+        """The model inputs of prepared data (for logits on a public set)."""
+        return data[0]
+
     def batches(self, data, batch_size: int, generator: torch.Generator):
         x, y = data
         order = torch.randperm(len(y), generator=generator).to(y.device)

@@ -12,7 +12,10 @@ import ray
 from fedray.client.pool import ClientPool, placement_columns
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
+from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
+from fedray.foundation.group import FoundationError
+from fedray.foundation.transfer import Distiller
 from fedray.hetero.simulation import Simulation, build_simulation
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
@@ -20,7 +23,7 @@ from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import TASKS
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
-from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, prune_tags, save_checkpoint
 from fedray.server.loop import run_round
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
@@ -89,9 +92,37 @@ class Server:
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
-        self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states)
-        self.foundation_group = foundation_group
-        """The placement group reserved for the foundation model's ranks (None without one)."""
+        self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, checkpoint)
+        self.teacher_ref, self.teacher_bytes = None, 0
+        """This round's broadcast of the foundation model's logits (server -> clients)."""
+        self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states,
+                               dataset.public if self.distiller else None)
+
+    def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, checkpoint):
+        """The ZeRO-sharded foundation model in its reserved placement group: reloaded from
+        the checkpoint's DeepSpeed shards when resuming, else warmed up on the public set."""
+        foundation = self.cfg.server.foundation_model
+        if foundation.model is None:
+            return None
+        inputs, labels = (np.ascontiguousarray(a) for a in to_numpy(dataset.public))
+        distiller = Distiller(foundation, self.cfg.server.distill, dataset.info, inputs, labels,
+                              self.cfg.seed, name_prefix, group)
+        tag = f"round_{self.state.server_round:06d}"
+        if checkpoint is not None and (self._foundation_dir() / tag).exists():
+            distiller.load(str(self._foundation_dir()), tag)
+        else:
+            loss = distiller.pretrain(self.cfg.server.distill.pretrain_steps)
+            if self.cfg.server.distill.pretrain_steps:
+                self.run_dir.log(f"foundation model warmed up on the public set: loss {loss:.4f}")
+        return distiller
+
+    def _foundation_dir(self) -> Location:
+        """DeepSpeed writes its shards itself, so they need a filesystem path (local or
+        mounted on every node), not an object-store URI."""
+        where = self.run_dir.checkpoints / "foundation"
+        if not where.is_local:
+            raise ValueError(f"server.foundation_model checkpoints need a filesystem output_dir, got {where}")
+        return where
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:
@@ -117,11 +148,19 @@ class Server:
         assert server_round == self.state.server_round + 1, "rounds must run in order"
         notes: list[str] = []
         result = None
-        for attempt in range(1, self.cfg.server.max_round_retries + 2):
-            result, attempt_notes = self.run_round_once(self, server_round, attempt)
-            notes += attempt_notes
-            if result is not None:
-                break
+        try:
+            for attempt in range(1, self.cfg.server.max_round_retries + 2):
+                result, attempt_notes = self.run_round_once(self, server_round, attempt)
+                notes += attempt_notes
+                if result is not None:
+                    break
+            else:
+                notes.append(f"round {server_round} fell short of server.min_clients="
+                             f"{self.cfg.server.min_clients} in {attempt} attempt(s); "
+                             "the newest checkpoint is intact")
+        except FoundationError as err:
+            self.distiller = None  # its ranks are gone; nothing more to ask of them
+            notes.append(f"round {server_round}: {err}; the newest checkpoint is intact")
         for note in notes:
             logger.warning(note)
             self.run_dir.log(note)
@@ -136,9 +175,15 @@ class Server:
             self.checkpoint()
         return result, notes
 
-    def checkpoint(self) -> Path:
+    def checkpoint(self) -> Location:
+        """The server state; with a foundation model, first its DeepSpeed shards under
+        checkpoints/foundation/round_NNNNNN (so a complete server checkpoint always has them)."""
         if self.cfg.train.persist_optimizer_state:
             self.state.client_states = self.pool.client_states()
+        if self.distiller is not None:
+            where = self._foundation_dir()
+            self.distiller.save(str(where), f"round_{self.state.server_round:06d}")
+            prune_tags(where, self.cfg.server.keep_checkpoints)
         return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints)
 
     def write_clients(self) -> None:
@@ -147,10 +192,12 @@ class Server:
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
 
     def finish(self, status: str = "completed") -> dict:
-        """Write summary.json and stop the client actors."""
+        """Write summary.json and stop the client actors and the foundation model's ranks."""
         summary = summarize(self.state, status)
         self.run_dir.write_summary(summary)
         self.pool.shutdown()
+        if self.distiller is not None:
+            self.distiller.shutdown()
         return summary
 
     def global_params(self) -> np.ndarray:

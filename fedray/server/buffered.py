@@ -43,6 +43,7 @@ from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
 from fedray.server.loop import (
     TIMED_OUT,
+    broadcast_teacher,
     RoundTally,
     apply_and_evaluate,
     collect,
@@ -131,6 +132,7 @@ def _fill(server: "Server", server_round: int, tally: RoundTally) -> int:
     chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
     if not chosen:
         return 0
+    broadcast_teacher(server)
     pending = launch(server, chosen, server_round, ray.put(state.params), seed_by_launch=True)
     deadline = cfg.server.deadline_s
     for cid, result, timing in collect(server, pending, server_round, time.perf_counter(), tally):

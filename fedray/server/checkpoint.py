@@ -16,6 +16,7 @@ from fedray.server.state import ServerState
 from fedray.server.storage import Location
 
 _NAME = re.compile(r"^round_(\d{6})\.pkl$")
+_TAG = re.compile(r"^round_(\d{6})$")
 
 def checkpoint_path(directory: Location | str | os.PathLike, server_round: int) -> Location:
     return Location.parse(directory) / f"round_{server_round:06d}.pkl"
@@ -32,6 +33,15 @@ def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState,
 def list_checkpoints(directory: Location | str | os.PathLike) -> list[Location]:
     """Complete checkpoints, oldest first (temporary files never match the name)."""
     return [p for p in Location.parse(directory).list() if _NAME.match(p.name)]
+
+
+def prune_tags(directory: Location | str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest `keep` DeepSpeed checkpoint folders (`round_NNNNNN`)."""
+    import shutil
+
+    tags = sorted((p for p in Location.parse(directory).list() if _TAG.match(p.name)), key=lambda p: p.name)
+    for old in tags[:-keep]:
+        shutil.rmtree(os.fspath(old), ignore_errors=True)
 
 
 def latest_checkpoint(directory: Location | str | os.PathLike) -> Location | None:

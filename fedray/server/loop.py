@@ -57,6 +57,8 @@ class RoundTally:
     notes: list = dataclasses.field(default_factory=list)
     clients: list = dataclasses.field(default_factory=list)
     staleness: list = dataclasses.field(default_factory=list)
+    public_logits: list = dataclasses.field(default_factory=list)
+    """(top-k logits on the public set, weight) of each aggregated client."""
 
 
 def run_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
@@ -71,7 +73,9 @@ def run_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundR
     request = SelectionRequest(server_round, available, k, state.profiles, state.sim_time_s)
     selected, state.selector_state = server.selector.select(request, state.selector_state, server.rng)
 
-    # ---- broadcast: the global weights enter the object store once ----------
+    # ---- broadcast: the global weights (and the foundation model's logits on the
+    # public set, if it teaches the clients) enter the object store once -------
+    broadcast_teacher(server)
     pending = launch(server, selected, server_round, ray.put(state.params))
 
     # ---- collect: each result gets its simulated finish time ----------------
@@ -121,6 +125,13 @@ def run_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundR
 TIMED_OUT = "timed out"
 
 
+def broadcast_teacher(server: "Server") -> None:
+    """Put this round's teacher logits in the object store once (server -> clients)."""
+    teacher = server.distiller.teacher() if server.distiller is not None else None
+    server.teacher_ref = None if teacher is None else ray.put(teacher)
+    server.teacher_bytes = 0 if teacher is None else teacher.num_bytes
+
+
 def wait_for_clients(server: "Server", busy: Iterable[ClientId] = (), need: int | None = None) -> np.ndarray:
     """Ids of the clients that may be selected now: actor up, online on the simulated
     clock, not `busy`, fewer than `clients.max_failures` failures in a row. If fewer
@@ -153,7 +164,7 @@ def launch(server: "Server", client_ids: Iterable[ClientId], server_round: int,
         nonce = int(server.state.profiles.times_selected[cid])
         seed = client_seed(server.cfg.seed, server_round, cid, nonce + 1 if seed_by_launch else 0)
         ins = FitInstructions(server_round, cid, seed)
-        pending[server.pool.fit(ins, params_ref)] = (cid, nonce)
+        pending[server.pool.fit(ins, params_ref, server.teacher_ref)] = (cid, nonce)
     return pending
 
 
@@ -220,6 +231,8 @@ def validate_and_add(server: "Server", cid: int, result: ClientResult, tally: Ro
     tally.staleness.append(staleness)
     tally.norms.append(norm)
     tally.losses.append((result.train_loss, result.num_examples))
+    if result.public_logits is not None:
+        tally.public_logits.append((result.public_logits, result.num_examples * weight))
     server.aggregator.add(result.num_examples * weight, result.update)
 
 
@@ -235,6 +248,10 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
     step, state.strategy_state = server.strategy.apply(mean_delta, state.strategy_state, state.params)
     state.params += step
     state.norm_history = (state.norm_history + tally.norms)[-cfg.server.validation.norm_window :]
+    kd_loss = float("nan")
+    if server.distiller is not None and tally.public_logits:  # clients -> server transfer
+        logits, weights = zip(*tally.public_logits)
+        kd_loss = server.distiller.absorb(logits, weights)
 
     evaluation = {"loss": float("nan"), "accuracy": float("nan")}
     if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
@@ -254,7 +271,7 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
         eval_loss=evaluation["loss"],
         eval_accuracy=evaluation.get("accuracy", float("nan")),
         bytes_up=tally.bytes_up,
-        bytes_down=state.params.nbytes * selected,
+        bytes_down=(state.params.nbytes + server.teacher_bytes) * selected,
         round_wall_s=round_wall_s,
         wall_s=state.wall_s,
         clients=tuple(tally.clients),
@@ -262,6 +279,7 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
         sim_round_s=sim_round_s,
         sim_time_s=state.sim_time_s,
         staleness=tuple(tally.staleness),
+        kd_loss=kd_loss,
     )
 
 

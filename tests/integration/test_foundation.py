@@ -80,3 +80,95 @@ def test_a_dead_rank_is_a_clear_error_not_a_hang(ray_cluster, digits):
     ray.kill(g.workers[1])
     with pytest.raises(FoundationError, match="foundation model rank 1 failed: .*Actor"):
         g.train_step(halves(x, y), "cross_entropy")
+
+
+# ---- the foundation model inside federated runs ----------------------------------
+import json  # noqa: E402
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from fedray.config import load_config  # noqa: E402
+from fedray.foundation.distill import TopK  # noqa: E402
+from fedray.foundation.export import export_foundation  # noqa: E402
+from fedray.foundation.transfer import Distiller  # noqa: E402
+from fedray.config.schema import DistillConfig  # noqa: E402
+from fedray.launcher import prepare, run, run_key  # noqa: E402
+from fedray.models.build import build_model  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+
+def kd_config(tmp_path, *overrides):
+    return load_config(f"{REPO}/configs/fedfm_kd.yaml",
+                       [f"output_dir={tmp_path}", "server.rounds=3", *overrides])
+
+
+def test_server_distillation_steps_lower_the_kd_loss_on_the_public_set(ray_cluster, digits):
+    info, x, y = digits
+    distiller = Distiller(config(), DistillConfig(client_to_server=True, server_steps=20, top_k=5),
+                          info, x[:128], y[:128], seed=0, name_prefix="distiller-test")
+    try:
+        rng = np.random.default_rng(1)
+        # what two clients might send: their (different) views of the public inputs
+        clients = [top_k(x[:128] @ rng.standard_normal((64, 10)).astype(np.float32), 5) for _ in range(2)]
+        from fedray.foundation.distill import aggregate_top_k
+        target = aggregate_top_k(clients, [3.0, 1.0], k=5, temperature=2.0)
+        before = distiller.kd_loss_on_public(target)
+        last_step = distiller.absorb(clients, [3.0, 1.0])
+        after = distiller.kd_loss_on_public(target)
+        assert after < 0.5 * before and np.isfinite(last_step)
+    finally:
+        distiller.shutdown()
+
+
+def test_server_to_client_distillation_lowers_the_clients_held_out_loss(ray_cluster, tmp_path):
+    """Same seed, same public split; only the teacher's broadcast differs (label skew
+    alpha=0.1, where a warmed-up foundation model has most to teach)."""
+    with_kd = run(prepare(kd_config(tmp_path / "on", "server.distill.client_to_server=false")),
+                  console=lambda line: None)
+    without = run(prepare(kd_config(tmp_path / "off", "server.distill.client_to_server=false",
+                                    "server.distill.server_to_client=false")), console=lambda line: None)
+    assert with_kd["final_metrics"]["loss"] < without["final_metrics"]["loss"]
+    rows = pq.read_table(f"{with_kd['run_dir']}/metrics.parquet").to_pylist()
+    params = (64 * 32 + 32 + 32 * 10 + 10) * 4
+    teacher = 256 * 10 * (4 + 8)  # top-10 values and indices for 256 public inputs
+    assert rows[0]["bytes_down"] == 10 * (params + teacher)
+
+
+def test_clients_teach_the_server_and_its_shards_export(ray_cluster, tmp_path, digits):
+    summary = run(prepare(kd_config(tmp_path, "server.checkpoint_every=1", "server.distill.server_to_client=false")),
+                  console=lambda line: None)
+    rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
+    assert all(np.isfinite(r["kd_loss"]) for r in rows)
+    assert rows[0]["bytes_up"] == 10 * ((64 * 32 + 32 + 32 * 10 + 10) * 4 + 256 * 10 * 12)
+    shards = tmp_path / "fedfm_kd" / "checkpoints" / "foundation"
+    assert sorted(p.name for p in shards.iterdir() if p.name.startswith("round_")) == [
+        "round_000001", "round_000002", "round_000003"]
+    # the consolidated fp32 export is a plain state dict of the full model
+    path = export_foundation(tmp_path / "fedfm_kd", tmp_path / "export")
+    cfg = kd_config(tmp_path)
+    model = build_model(cfg.server.foundation_model.model, digits[0], seed=0)
+    model.load_state_dict(torch.load(path))
+    assert sum(p.numel() for p in model.parameters()) == 64 * 512 + 512 + 512 * 512 + 512 + 5130
+
+
+def test_a_dead_rank_mid_run_stops_the_run_with_its_checkpoint(ray_cluster, tmp_path):
+    import ray
+
+    lines = []
+
+    def kill_rank_1_after_round_1(line):
+        lines.append(line)
+        if line.startswith("round 1/3"):
+            key = run_key(tmp_path / "fedfm_kd")
+            ray.kill(ray.get_actor(f"fedray/{key}/0/foundation-rank-1"))
+
+    cfg = kd_config(tmp_path, "server.checkpoint_every=1", "server.foundation_model.timeout_s=20")
+    summary = run(prepare(cfg), console=kill_rank_1_after_round_1)
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 1
+    assert any("fedray: stopping: round 2: foundation model rank 1 failed" in line for line in lines)
+    log = (tmp_path / "fedfm_kd" / "log.txt").read_text()
+    assert "foundation model rank 1 failed" in log
+    assert (tmp_path / "fedfm_kd" / "checkpoints" / "round_000001.pkl").is_file()
+    assert (tmp_path / "fedfm_kd" / "checkpoints" / "foundation" / "round_000001").is_dir()
+    assert json.loads((tmp_path / "fedfm_kd" / "summary.json").read_text())["status"] == "failed"
