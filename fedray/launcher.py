@@ -33,6 +33,7 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     """Build the data and check every named component; all problems in one ConfigError."""
     import torch
 
+    from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
@@ -42,27 +43,46 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         ("server.strategy.name", STRATEGIES, cfg.server.strategy.name),
         ("server.selection.name", SELECTORS, cfg.server.selection.name),
         ("model.name", MODELS, cfg.model.name),
+        ("data.tokenizer", TOKENIZERS, cfg.data.tokenizer),
     ):
         try:
             registry.get(name)
         except ValueError as err:
             problems.append(f"{key}: {err}")
     dataset = None
-    try:
-        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
-    except (ValueError, OSError) as err:
-        problems.append(f"data: {err}")
+    if not problems:
+        try:
+            tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
+            dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer)
+        except (ValueError, OSError) as err:
+            problems.append(f"data: {err}")
     num_params = 0
     if dataset is not None and not problems:
         try:
             with torch.device("meta"):
                 model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            check_adapters(cfg, model, dataset)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
+
+
+def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
+    """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
+    import numpy as np
+
+    from fedray.models.adapters import client_ranks, lora_layout
+    from fedray.models.flat import param_spec
+    from fedray.strategy.lora import build_exchange
+
+    if cfg.model.peft is None:
+        return
+    spec = param_spec(model)
+    ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+    build_exchange(cfg, spec.num_params, lora_layout(spec, cfg.model.peft), ranks, lambda cid: 0)
 
 
 @contextlib.contextmanager
@@ -106,6 +126,8 @@ def format_round(result: RoundResult, rounds: int) -> str:
     ]
     if not math.isnan(result.eval_loss):
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
+    if not math.isnan(result.eval_perplexity):
+        parts.append(f"perplexity {result.eval_perplexity:.2f}")
     parts.append(f"{result.round_wall_s:.2f} s")
     return " | ".join(parts)
 

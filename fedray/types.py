@@ -106,6 +106,8 @@ class RoundResult:
     round_wall_s: float
     wall_s: float
     """Seconds since the run started, at the end of this round."""
+    eval_perplexity: float = float("nan")
+    """exp(eval_loss) for language models (per target token); NaN otherwise."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from fedray.client.state import ClientStateStore
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
@@ -27,15 +28,30 @@ class ClientActor:
     The shards are given at creation and never leave the actor. The model is
     built once; each round it is loaded with the broadcast global weights, trained
     locally, and the difference is returned as one flat float32 array.
+
+    With LoRA (`model.peft`), the base weights load once and stay here; only the
+    adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(self, cfg: RunConfig, info: DataInfo, shards: dict[ClientId, pa.Table]):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        info: DataInfo,
+        shards: dict[ClientId, pa.Table],
+        ranks: dict[ClientId, int] | None = None,
+    ):
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg = cfg
         self.device = assigned_device()
         self.task = TASKS.build(info.task)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
+        self.ranks = dict(ranks or {})
+        self.adapters = None
+        if cfg.model.peft is not None:
+            self.layout = lora_layout(self.spec, cfg.model.peft)
+            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
+            self.merged = FoldedMerges()
         self.shards = shards
         self._tensors: dict[ClientId, object] = {}
         self.state = ClientStateStore()
@@ -53,11 +69,12 @@ class ClientActor:
             "clients": sorted(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray) -> ClientResult:
-        """Train client `ins.client_id` from `global_params`; failures come back as results."""
+    def fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple = ()) -> ClientResult:
+        """Train client `ins.client_id` from `global_params` (in its own layout) after
+        folding any new `merges` into the base; failures come back as results."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, global_params, start)
+            return self._fit(ins, global_params, merges, start)
         except Exception as exc:  # a failed client is data for the server, not a crash
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(
@@ -67,14 +84,15 @@ class ClientActor:
                 error=detail,
             )
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, start: float) -> ClientResult:
+    def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float) -> ClientResult:
         cid = ins.client_id
         if cid not in self.shards:
             raise KeyError(f"client {cid} is not hosted on this actor")
         data = self._tensors.get(cid)
         if data is None:
             data = self._tensors[cid] = self.task.prepare(self.shards[cid], self.device)
-        set_flat(self.model, self.spec, global_params)
+        spec = self._activate(cid, merges)
+        set_flat(self.model, spec, global_params)
         result = train_local(
             self.model,
             self.task,
@@ -84,7 +102,7 @@ class ClientActor:
             optimizer_state=self.state.get(cid, "optimizer"),
         )
         self.state.put(cid, "optimizer", result.optimizer_state)
-        update = get_flat(self.model, self.spec)
+        update = get_flat(self.model, spec)
         np.subtract(update, global_params, out=update)
         return ClientResult(
             client_id=cid,
@@ -95,6 +113,14 @@ class ClientActor:
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(result.steps)},
         )
+
+    def _activate(self, cid: ClientId, merges: tuple):
+        """The travelling parameters of this client: its rank's adapter over a base
+        that holds every merge so far (LoRA), or the whole model's."""
+        if self.adapters is None:
+            return self.spec
+        self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
+        return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
 
     def has_state(self, client_id: ClientId) -> bool:
         return bool(self.state.get(client_id, "optimizer"))

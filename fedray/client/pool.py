@@ -26,7 +26,10 @@ def actor_index(client_id: ClientId, cfg: RunConfig) -> int:
 class ClientPool:
     """Creates the client actors and routes each client's work to its actor."""
 
-    def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_name: str):
+    def __init__(
+        self, cfg: RunConfig, dataset: FederatedDataset, run_name: str, ranks: np.ndarray | None = None
+    ):
+        """`ranks`: the LoRA rank of every client (None without adapters)."""
         self.cfg = cfg
         remote_cls = ray.remote(ClientActor)
         options = cfg.clients.resources.as_ray_options()
@@ -34,8 +37,9 @@ class ClientPool:
         for i in range(cfg.clients.num_actors):
             hosted = [c for c in range(cfg.clients.num_clients) if actor_index(c, cfg) == i]
             shards = {c: dataset.shard(c) for c in hosted}
+            hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
             actor = remote_cls.options(name=f"{run_name}/client-actor-{i}", **options).remote(
-                cfg, dataset.info, shards
+                cfg, dataset.info, shards, hosted_ranks
             )
             self.actors.append(actor)
         self.num_examples = np.diff(dataset.offsets)
@@ -47,9 +51,9 @@ class ClientPool:
     def all_clients(self) -> np.ndarray:
         return np.arange(self.cfg.clients.num_clients)
 
-    def fit(self, ins: FitInstructions, params_ref: ray.ObjectRef) -> ray.ObjectRef:
+    def fit(self, ins: FitInstructions, params_ref: ray.ObjectRef, merges: tuple = ()) -> ray.ObjectRef:
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
-        return actor.fit.remote(ins, params_ref)
+        return actor.fit.remote(ins, params_ref, merges)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -1,4 +1,4 @@
-"""Arrow tables for examples: features as a fixed-size list column, labels as int64.
+"""Arrow tables for examples: features (or token rows) as a fixed-size list column.
 
 Tables travel to actors as Arrow buffers (no per-row Python objects), and
 `to_numpy` gives zero-copy views for training.
@@ -37,3 +37,22 @@ def compact(table: pa.Table) -> pa.Table:
     is compacted before it is sent to that client's actor.
     """
     return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def tokens_table(ids: np.ndarray, owner: np.ndarray) -> pa.Table:
+    """Packed token rows: `input_ids` (fixed_size_list<int32>[seq_len]) and `owner` (int64)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    assert ids.ndim == 2 and len(ids) == len(owner), (ids.shape, len(owner))
+    flat = pa.array(ids.reshape(-1), type=pa.int32())
+    return pa.table({
+        "input_ids": pa.FixedSizeListArray.from_arrays(flat, ids.shape[1]),
+        "owner": pa.array(np.asarray(owner, dtype=np.int64)),
+    })
+
+
+def token_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids [rows, seq_len], owner [rows]) views of a tokens table."""
+    col = table.column("input_ids").combine_chunks()
+    ids = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+    owner = table.column("owner").combine_chunks().to_numpy(zero_copy_only=False)
+    return ids, owner

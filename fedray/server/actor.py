@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedray.client.pool import ClientPool
+from fedray.client.pool import ClientPool, actor_index
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset
+from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
@@ -21,7 +22,7 @@ from fedray.server.checkpoint import list_checkpoints, load_checkpoint, save_che
 from fedray.server.loop import run_round
 from fedray.server.rundir import RunDirectory
 from fedray.server.state import ServerState
-from fedray.strategy.aggregate import WeightedMean
+from fedray.strategy.lora import build_exchange
 from fedray.strategy.presets import STRATEGIES
 from fedray.types import RoundResult
 
@@ -49,7 +50,14 @@ class Server:
         self.test_data = self.task.prepare(dataset.test, self.device)
         self.strategy = STRATEGIES.build(cfg.server.strategy.name, cfg.server.strategy)
         self.selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
-        self.aggregator = WeightedMean(self.spec.num_params)
+        peft = cfg.model.peft
+        self.layout = None if peft is None else lora_layout(self.spec, peft)
+        ranks = None if peft is None else client_ranks(peft, np.diff(dataset.offsets))
+        self.exchange = build_exchange(
+            cfg, self.spec.num_params, self.layout, ranks, lambda cid: actor_index(cid, cfg)
+        )
+        self.aggregator = self.exchange.aggregator
+        self.merged = FoldedMerges()
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
         params = get_flat(self.model, self.spec)
         self.state = ServerState(
@@ -60,7 +68,7 @@ class Server:
             rng_state=self.rng.bit_generator.state,
         )
         self.run_dir.write_config(to_yaml(cfg))
-        self.pool = ClientPool(cfg, dataset, run_name)
+        self.pool = ClientPool(cfg, dataset, run_name, ranks)
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:
@@ -113,6 +121,8 @@ class Server:
 
     # ---- used by the round ---------------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        if self.state.merges:
+            self.merged.catch_up(self.model, self.layout, self.state.merges)
         set_flat(self.model, self.spec, self.state.params)
         self.model.eval()
         return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
@@ -124,6 +134,8 @@ def summarize(state: ServerState, status: str) -> dict:
     for row in reversed(state.metrics):
         if not np.isnan(row["eval_loss"]):
             final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"], "round": row["round"]}
+            if not np.isnan(row["eval_perplexity"]):
+                final["perplexity"] = row["eval_perplexity"]
             break
     return {
         "status": status,

@@ -1,7 +1,8 @@
 """One federated round, top to bottom.
 
 select -> broadcast -> train -> collect -> validate -> aggregate -> apply ->
-evaluate. The server actor calls `run_round` once per round; checkpointing and
+evaluate. What each client is sent and how the aggregate is applied come from
+`server.exchange` (one flat vector for all, or LoRA adapters per rank). The server actor calls `run_round` once per round; checkpointing and
 metrics files are the actor's job after it returns.
 """
 
@@ -39,13 +40,13 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
     request = SelectionRequest(server_round, server.pool.all_clients(), cfg.server.clients_per_round)
     selected, state.selector_state = server.selector.select(request, state.selector_state, server.rng)
 
-    # ---- broadcast: the global weights enter the object store once ----------
-    params_ref = ray.put(state.params)
+    # ---- broadcast: each distinct payload enters the object store once -------
+    sends = server.exchange.broadcast(state, selected)
     pending = {}
     for cid in selected:
         ins = FitInstructions(server_round, cid, client_seed(cfg.seed, server_round, cid))
-        pending[server.pool.fit(ins, params_ref)] = cid
-    bytes_down = state.params.nbytes * len(selected)
+        pending[server.pool.fit(ins, sends[cid].params, sends[cid].merges)] = cid
+    bytes_down = sum(send.num_bytes for send in sends.values())
 
     # ---- collect, validate and aggregate as results arrive ------------------
     server.aggregator.reset(sorted(selected))
@@ -66,7 +67,7 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
             server.aggregator.skip(cid)
             continue
         bytes_up += result.num_bytes
-        problem = update_problem(result, state.params.size)
+        problem = update_problem(result, sends[cid].update_size)
         if problem is not None:
             rejected += 1
             failures.append(f"client {cid} update rejected: {problem}")
@@ -79,12 +80,10 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
         failures.append(f"client {cid} timed out after {cfg.server.round_timeout_s} s")
         server.aggregator.skip(cid)
 
-    # ---- apply the aggregate through the strategy's transform chain ---------
+    # ---- apply the aggregate (the strategy's transform chain, or a LoRA merge)
     succeeded = server.aggregator.num_added
     if succeeded >= cfg.server.min_clients:
-        mean_delta = server.aggregator.result()
-        step, state.strategy_state = server.strategy.apply(mean_delta, state.strategy_state, state.params)
-        state.params += step
+        server.exchange.apply(state, server.aggregator.result(), server.strategy)
     else:
         failures.append(
             f"round {server_round}: {succeeded} client(s) succeeded, fewer than "
@@ -92,7 +91,7 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
         )
 
     # ---- evaluate on the server's held-out split ----------------------------
-    evaluation = {"loss": float("nan"), "accuracy": float("nan")}
+    evaluation = {"loss": float("nan"), "accuracy": float("nan"), "perplexity": float("nan")}
     if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
         evaluation = server.evaluate()
 
@@ -108,6 +107,7 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
         train_loss=_weighted_mean(losses),
         eval_loss=evaluation["loss"],
         eval_accuracy=evaluation.get("accuracy", float("nan")),
+        eval_perplexity=evaluation.get("perplexity", float("nan")),
         bytes_up=bytes_up,
         bytes_down=bytes_down,
         round_wall_s=round_wall_s,
