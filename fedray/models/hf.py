@@ -9,6 +9,7 @@ transformers and peft are imported inside the functions that use them.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from fedray.models.build import MODELS
 if TYPE_CHECKING:
     import torch
 
+_PACKAGE = "package:"
+
 
 def torch_dtype(dtype: Dtype) -> "torch.dtype":
     import torch
@@ -37,9 +40,21 @@ def cache_root(cfg: ModelConfig) -> Path:
     return Path(root).expanduser()
 
 
+def locate(path: str) -> Path:
+    """A filesystem path, or `package:<module>/<file>` for a file shipped inside an
+    installed package (found with importlib, the package is not imported)."""
+    if not path.startswith(_PACKAGE):
+        return Path(path).expanduser()
+    module, _, rest = path[len(_PACKAGE) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"model.path: {path} names the package {module!r}, which is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / rest
+
+
 def resolve_checkpoint(cfg: ModelConfig) -> Path:
     """The checkpoint folder behind `model.path`, converting a GGUF file the first time."""
-    path = Path(str(cfg.path)).expanduser()
+    path = locate(str(cfg.path))
     if not path.exists():
         raise ValueError(f"model.path: no such file or folder: {path}")
     if path.is_file():

@@ -44,15 +44,17 @@ class Server:
         self.cfg = cfg
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
+        peft = cfg.model.peft
+        ranks = None if peft is None else client_ranks(peft, np.diff(dataset.offsets))
+        # The client actors start first: they load their model while this one does.
+        self.pool = ClientPool(cfg, dataset, run_name, ranks)
         self.task = TASKS.build(dataset.info.task)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.test_data = self.task.prepare(dataset.test, self.device)
         self.strategy = STRATEGIES.build(cfg.server.strategy.name, cfg.server.strategy)
         self.selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
-        peft = cfg.model.peft
         self.layout = None if peft is None else lora_layout(self.spec, peft)
-        ranks = None if peft is None else client_ranks(peft, np.diff(dataset.offsets))
         self.exchange = build_exchange(
             cfg, self.spec.num_params, self.layout, ranks, lambda cid: actor_index(cid, cfg)
         )
@@ -68,7 +70,6 @@ class Server:
             rng_state=self.rng.bit_generator.state,
         )
         self.run_dir.write_config(to_yaml(cfg))
-        self.pool = ClientPool(cfg, dataset, run_name, ranks)
 
     # ---- called by the driver ------------------------------------------------
     def start(self) -> dict:

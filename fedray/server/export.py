@@ -13,29 +13,53 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from fedray.config.load import load_config
+from fedray.config.schema import RunConfig
+from fedray.data.datasets import DataInfo
 from fedray.data.text import text_info
 from fedray.data.tokenize import TOKENIZERS
-from fedray.models.adapters import add_lora, lora_layout
+from fedray.models.adapters import FoldedMerges, add_lora, lora_layout
 from fedray.models.build import build_model
 from fedray.models.flat import param_spec, set_flat
 from fedray.models.hf import resolve_checkpoint
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
+from fedray.server.state import ServerState
+
+if TYPE_CHECKING:
+    import torch
 
 
-def export_run(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
-    """Write `out/adapter` (and `out/base`, `out/merged` where they apply); their paths."""
-    run_dir, out = Path(run_dir), Path(out)
+def load_lora_run(run_dir: str | Path) -> tuple[RunConfig, ServerState]:
+    """The config and newest checkpoint of a LoRA run directory."""
+    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir} is not a fedray run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
-    peft = cfg.model.peft
-    if peft is None:
+    if cfg.model.peft is None:
         raise ValueError(f"{run_dir} did not train LoRA adapters (model.peft is null); nothing to export")
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
-    state = load_checkpoint(found[-1])
+    return cfg, load_checkpoint(found[-1])
+
+
+def global_model(cfg: RunConfig, state: ServerState, info: DataInfo) -> "torch.nn.Module":
+    """The server's global model as it evaluates it: merges folded, adapter loaded."""
+    model = build_model(cfg.model, info, cfg.seed)
+    spec = param_spec(model)
+    if state.merges:
+        FoldedMerges().catch_up(model, lora_layout(spec, cfg.model.peft), state.merges)
+    set_flat(model, spec, state.params)
+    return model.eval()
+
+
+def export_run(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
+    """Write `out/adapter` (and `out/base`, `out/merged` where they apply); their paths."""
+    out = Path(out)
+    cfg, state = load_lora_run(run_dir)
+    peft = cfg.model.peft
     tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
     info = text_info(cfg.data.seq_len, tokenizer.vocab_size)
     paths: dict[str, Path] = {}

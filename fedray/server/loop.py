@@ -2,8 +2,9 @@
 
 select -> broadcast -> train -> collect -> validate -> aggregate -> apply ->
 evaluate. What each client is sent and how the aggregate is applied come from
-`server.exchange` (one flat vector for all, or LoRA adapters per rank). The server actor calls `run_round` once per round; checkpointing and
-metrics files are the actor's job after it returns.
+`server.exchange` (one flat vector for everyone, or LoRA adapters per rank).
+The server actor calls `run_round` once per round; checkpointing and metrics
+files are the actor's job after it returns.
 """
 
 from __future__ import annotations

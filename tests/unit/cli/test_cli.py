@@ -57,3 +57,22 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "server.rounds must be >= 1, got -2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (None, "is not a fedray run directory (no config.yaml)"),
+        ("{}\n", "did not train LoRA adapters (model.peft is null); nothing to export"),
+        ("model:\n  peft: {r: 4}\n", "no checkpoint under"),
+    ],
+)
+def test_export_refuses_what_it_cannot_export(tmp_path, capsys, config, expected):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if config is not None:
+        (run_dir / "config.yaml").write_text(config)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
