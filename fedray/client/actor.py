@@ -84,7 +84,9 @@ class ClientActor:
                 error=detail,
             )
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float) -> ClientResult:
+    def _fit(
+        self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float
+    ) -> ClientResult:
         cid = ins.client_id
         if cid not in self.shards:
             raise KeyError(f"client {cid} is not hosted on this actor")

@@ -36,6 +36,7 @@ class TextCorpus:
     """documents[i] are owner i's texts, in reading order."""
 
     def num_chars(self) -> np.ndarray:
+        """Characters of text per owner (how `data.max_owners` ranks them)."""
         return np.array([sum(len(d) for d in docs) for docs in self.documents], dtype=np.int64)
 
 

@@ -11,6 +11,8 @@ from fedray.config.schema import ModelConfig
 
 
 class Tokenizer(Protocol):
+    """Turns documents into token ids for packing."""
+
     vocab_size: int
     """Number of token ids; a model's embedding must have at least this many rows."""
     eos_id: int
@@ -56,4 +58,5 @@ with its checkpoint; `model` is registered by `fedray.models.hf`)."""
 
 @TOKENIZERS.register("byte")
 def byte_tokenizer(model: ModelConfig) -> Tokenizer:
+    """The project's byte-level tokenizer (the model section is not needed)."""
     return ByteTokenizer()

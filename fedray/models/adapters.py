@@ -96,6 +96,7 @@ RANK_RULES: Registry[RankRule] = Registry("rank rule")
 
 @RANK_RULES.register("uniform")
 def uniform_ranks(peft: PeftConfig, num_examples: np.ndarray) -> np.ndarray:
+    """Every client trains the global rank `r`."""
     return np.full(len(num_examples), peft.r, dtype=np.int64)
 
 
@@ -136,6 +137,8 @@ def client_ranks(peft: PeftConfig, num_examples: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class LoraModule:
+    """One adapted linear layer: where it sits and its input and output widths."""
+
     path: str
     """The adapted module's name in the PEFT model (e.g. `...self_attn.q_proj`)."""
     d_in: int
@@ -157,9 +160,11 @@ class LoraLayout:
         return sum(m.d_in + m.d_out for m in self.modules)
 
     def num_params(self, rank: int | None = None) -> int:
+        """Floats in a flat adapter of `rank` (the layout's own by default)."""
         return (self.rank if rank is None else rank) * self.size_per_rank
 
     def rank_of(self, flat: np.ndarray) -> int:
+        """The rank of a flat adapter in this layout, read from its length."""
         rank, rest = divmod(flat.size, self.size_per_rank)
         assert rest == 0, (flat.size, self.size_per_rank)
         return rank
@@ -217,7 +222,7 @@ class LoraLayout:
     def deltas(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """The weight update of every module, `scaling * B @ A` [d_out, d_in]."""
         return {
-            m.path: np.float32(self.scaling) * (b.astype(np.float64) @ a.astype(np.float64)).astype(np.float32)
+            m.path: (self.scaling * (b.astype(np.float64) @ a.astype(np.float64))).astype(np.float32)
             for m, (a, b) in zip(self.modules, self.factors(flat))
         }
 

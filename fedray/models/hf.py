@@ -29,6 +29,7 @@ _PACKAGE = "package:"
 
 
 def torch_dtype(dtype: Dtype) -> "torch.dtype":
+    """`model.dtype` as a torch dtype."""
     import torch
 
     return {Dtype.float32: torch.float32, Dtype.bfloat16: torch.bfloat16, Dtype.float16: torch.float16}[dtype]
@@ -59,7 +60,9 @@ def resolve_checkpoint(cfg: ModelConfig) -> Path:
         raise ValueError(f"model.path: no such file or folder: {path}")
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ValueError(f"model.path: {path} is a file but not a .gguf; give a checkpoint folder or a GGUF file")
+            raise ValueError(
+                f"model.path: {path} is a file but not a .gguf; give a checkpoint folder or a GGUF file"
+            )
         return convert_gguf(path, cache_root(cfg) / "gguf")
     if not (path / "config.json").is_file():
         raise ValueError(f"model.path: {path} is not a Hugging Face checkpoint folder (no config.json)")
@@ -129,7 +132,9 @@ def build_base(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # every actor loads the model: one bar each is noise
     dtype = torch_dtype(cfg.dtype)
     dry = torch.get_default_device().type == "meta"
     if cfg.path is not None:
@@ -171,6 +176,8 @@ def hf_causal_lm(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
     """A transformers causal LM; with `model.peft`, a PEFT model whose only trainable
     (and travelling) tensors are the LoRA adapters."""
     if cfg.path is None and not cfg.config:
-        raise ValueError("model.name=hf_causal_lm needs model.path (a checkpoint or GGUF file) or model.config")
+        raise ValueError(
+            "model.name=hf_causal_lm needs model.path (a checkpoint or GGUF file) or model.config"
+        )
     model = build_base(cfg, info)
     return model if cfg.peft is None else add_lora(model, cfg.peft)

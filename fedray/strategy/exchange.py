@@ -46,6 +46,8 @@ class Aggregator(Protocol):
 
 
 class Exchange(Protocol):
+    """The server's side of the wire: broadcast, an aggregator, and how to apply its result."""
+
     aggregator: Aggregator
 
     def broadcast(self, state: "ServerState", selected: Sequence[ClientId]) -> dict[ClientId, Send]:

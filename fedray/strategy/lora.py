@@ -77,8 +77,9 @@ class PaddedMean:
         self.mean.reset(order)
 
     def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None:
-        rank = int(self.ranks[client_id])
-        self.mean.add(client_id, weight, update if rank == self.layout.rank else self.layout.pad(update, self.layout.rank))
+        if int(self.ranks[client_id]) < self.layout.rank:
+            update = self.layout.pad(update, self.layout.rank)
+        self.mean.add(client_id, weight, update)
 
     def skip(self, client_id: ClientId) -> None:
         self.mean.skip(client_id)
@@ -107,6 +108,7 @@ class RankPaddedExchange:
 
 @ADAPTER_AGGREGATIONS.register("mean")
 def mean_exchange(cfg: RunConfig, layout: LoraLayout, ranks: np.ndarray, actor_of: ActorOf) -> Exchange:
+    """FedAvg of A and B: the core exchange for one rank, HetLoRA padding for several."""
     if np.all(ranks == layout.rank):
         return FlatExchange(layout.num_params())  # the fast path: nothing rank-specific
     return RankPaddedExchange(layout, ranks)
@@ -188,6 +190,7 @@ class StackExchange:
 
 @ADAPTER_AGGREGATIONS.register("stack")
 def stack_exchange(cfg: RunConfig, layout: LoraLayout, ranks: np.ndarray, actor_of: ActorOf) -> Exchange:
+    """FLoRA's exact stacking; there is no mean for a server strategy to transform."""
     if cfg.server.strategy.name != "fedavg":
         raise ValueError(
             "model.peft.aggregation=stack folds the exact update into the base weights, so "
