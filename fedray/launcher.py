@@ -37,6 +37,7 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     from fedray.client.attacks import ATTACKS
     from fedray.hetero.availability import AVAILABILITY, build_availability
     from fedray.hetero.devices import DEVICE_SOURCES, build_devices
+    from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.presets import STRATEGIES
@@ -51,6 +52,7 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         ("server.staleness", STALENESS, cfg.server.staleness),
         ("clients.profiles.source", DEVICE_SOURCES, cfg.clients.profiles.source),
         ("clients.availability.model", AVAILABILITY, cfg.clients.availability.model),
+        ("data.tokenizer", TOKENIZERS, cfg.data.tokenizer),
     ):
         if name is None or name.endswith((".csv", ".parquet")):
             continue
@@ -59,17 +61,20 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
         except ValueError as err:
             problems.append(f"{key}: {err}")
     dataset = None
-    try:
-        public = cfg.server.distill.public_size if cfg.server.foundation_model.model is not None else 0
-        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, public)
-    except (ValueError, OSError) as err:
-        problems.append(f"data: {err}")
+    if not problems:
+        try:
+            tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
+            public = cfg.server.distill.public_size if cfg.server.foundation_model.model is not None else 0
+            dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer, public)
+        except (ValueError, OSError) as err:
+            problems.append(f"data: {err}")
     num_params = 0
     if dataset is not None and not problems:
         try:
             with torch.device("meta"):
                 model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            check_adapters(cfg, model, dataset)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
     for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
@@ -82,6 +87,21 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
+
+
+def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
+    """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
+    import numpy as np
+
+    from fedray.models.adapters import client_ranks, lora_layout
+    from fedray.models.flat import param_spec
+    from fedray.strategy.lora import build_exchange
+
+    if cfg.model.peft is None:
+        return
+    spec = param_spec(model)
+    ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+    build_exchange(cfg, spec.num_params, lora_layout(spec, cfg.model.peft), ranks, lambda cid: 0)
 
 
 @contextlib.contextmanager
@@ -122,6 +142,8 @@ def format_round(result: RoundResult, rounds: int) -> str:
     ]
     if not math.isnan(result.eval_loss):
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
+    if not math.isnan(result.eval_perplexity):
+        parts.append(f"perplexity {result.eval_perplexity:.2f}")
     parts.append(f"{result.round_wall_s:.2f} s")
     parts.append(f"sim {result.sim_time_s:.1f} s")
     return " | ".join(parts)

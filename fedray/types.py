@@ -126,6 +126,8 @@ class RoundResult:
     kd_loss: float = float("nan")
     """The foundation model's distillation loss after this round's ZeRO steps
     (clients -> server knowledge transfer), NaN without it."""
+    eval_perplexity: float = float("nan")
+    """exp(eval_loss) for language models (per target token); NaN otherwise."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

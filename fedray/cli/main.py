@@ -1,4 +1,4 @@
-"""`fedray run | validate | submit | jobs | logs | stop | sweep | report | compare`: the command line.
+"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare`: the command line.
 
 User mistakes (bad config, missing files, resources the cluster lacks, an
 unreachable or refusing cluster) print one clear paragraph to stderr and exit
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
     validate.add_argument("overrides", nargs="*", help="key=value overrides")
+
+    export = sub.add_parser("export", help="write a LoRA run's global adapter in PEFT format")
+    export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--merged", action="store_true", help="also write the merged model")
 
     submit = sub.add_parser("submit", help="run a config as a Ray job on a cluster")
     submit.add_argument("config", help="YAML config file, inside the working directory")
@@ -160,9 +165,23 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from fedray.server.export import export_run
+
+    try:
+        paths = export_run(args.run_dir, args.out, merged=args.merged)
+    except (ValueError, OSError) as err:
+        print(f"fedray export: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    for kind, path in paths.items():
+        print(f"fedray export: {kind} -> {path}")
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "validate": _validate,
+    "export": _export,
     "submit": jobs.submit,
     "jobs": jobs.list_jobs,
     "logs": jobs.logs,

@@ -16,6 +16,7 @@ from fedray.foundation.distill import TopK, kd_regularizer, top_k
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
@@ -29,16 +30,32 @@ class ClientActor:
     The shards are given at creation and never leave the actor. The model is
     built once; each round it is loaded with the broadcast global weights, trained
     locally, and the difference is returned as one flat float32 array.
+
+    With LoRA (`model.peft`), the base weights load once and stay here; only the
+    adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(self, cfg: RunConfig, info: DataInfo, shards: dict[ClientId, pa.Table],
-                 states: dict[ClientId, dict] | None = None, public: pa.Table | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        info: DataInfo,
+        shards: dict[ClientId, pa.Table],
+        states: dict[ClientId, dict] | None = None,
+        public: pa.Table | None = None,
+        ranks: dict[ClientId, int] | None = None,
+    ):
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg = cfg
         self.device = assigned_device()
         self.task = TASKS.build(info.task)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
+        self.ranks = dict(ranks or {})
+        self.adapters = None
+        if cfg.model.peft is not None:
+            self.layout = lora_layout(self.spec, cfg.model.peft)
+            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
+            self.merged = FoldedMerges()
         self.shards = shards
         self._tensors: dict[ClientId, object] = {}
         self.state = ClientStateStore(states)
@@ -63,12 +80,14 @@ class ClientActor:
             "clients": sorted(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: TopK | None = None) -> ClientResult:
-        """Train client `ins.client_id` from `global_params` (distilling from `teacher`
-        on the public set if given); failures come back as results."""
+    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: TopK | None = None,
+            merges: tuple = ()) -> ClientResult:
+        """Train client `ins.client_id` from `global_params` (in its own layout) after
+        folding any new `merges` into the base, distilling from `teacher` on the public
+        set if given; failures come back as results."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, global_params, start, teacher)
+            return self._fit(ins, global_params, merges, start, teacher)
         except Exception as exc:  # a failed client is data for the server, not a crash
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(
@@ -78,7 +97,7 @@ class ClientActor:
                 error=detail,
             )
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, start: float,
+    def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float,
              teacher: TopK | None) -> ClientResult:
         cid = ins.client_id
         if cid not in self.shards:
@@ -86,7 +105,8 @@ class ClientActor:
         data = self._tensors.get(cid)
         if data is None:
             data = self._tensors[cid] = self.task.prepare(self.shards[cid], self.device)
-        set_flat(self.model, self.spec, global_params)
+        spec = self._activate(cid, merges)
+        set_flat(self.model, spec, global_params)
         result = train_local(
             self.model,
             self.task,
@@ -97,7 +117,8 @@ class ClientActor:
             regularizer=self._distillation(teacher),
         )
         self.state.put(cid, "optimizer", result.optimizer_state)
-        update = get_delta(self.model, self.spec, global_params, out=self._delta)
+        out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
+        update = get_delta(self.model, spec, global_params, out=out)
         if self._attack is not None and cid in self.cfg.clients.attack.clients:
             update = self._attack(update, self.cfg.clients.attack)
         return ClientResult(
@@ -128,6 +149,14 @@ class ClientActor:
             out = self.model(self.public_inputs)
         logits = getattr(out, "logits", out).float().to("cpu").numpy()
         return top_k(logits, self.cfg.server.distill.top_k)
+
+    def _activate(self, cid: ClientId, merges: tuple):
+        """The travelling parameters of this client: its rank's adapter over a base
+        that holds every merge so far (LoRA), or the whole model's."""
+        if self.adapters is None:
+            return self.spec
+        self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
+        return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
 
     def has_state(self, client_id: ClientId) -> bool:
         return bool(self.state.get(client_id, "optimizer"))

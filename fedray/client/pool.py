@@ -49,7 +49,9 @@ class ClientPool:
     """Creates the client actors and routes each client's work to its actor."""
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
-                 client_states: dict | None = None, public: "pa.Table | None" = None):
+                 client_states: dict | None = None, public: "pa.Table | None" = None,
+                 ranks: np.ndarray | None = None):
+        """`ranks`: the LoRA rank of every client (None without adapters)."""
         self.cfg = cfg
         remote_cls = ray.remote(ClientActor)
         self.actors = []
@@ -57,12 +59,13 @@ class ClientPool:
             hosted = [c for c in range(cfg.clients.num_clients) if actor_index(c, cfg) == i]
             shards = {c: dataset.shard(c) for c in hosted}
             states = {c: client_states[c] for c in hosted if client_states and c in client_states}
+            hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
             actor = remote_cls.options(
                 name=f"{name_prefix}/client-actor-{i}",
                 max_restarts=cfg.clients.max_restarts,
                 max_task_retries=0,  # a lost round is reported, not silently re-run
                 **cfg.clients.actor_resources(i).as_ray_options(),
-            ).remote(cfg, dataset.info, shards, states, public)
+            ).remote(cfg, dataset.info, shards, states, public, hosted_ranks)
             self.actors.append(actor)
         self.num_examples = np.diff(dataset.offsets)
         self._probes: dict[int, ray.ObjectRef] = {}
@@ -72,9 +75,9 @@ class ClientPool:
         return ray.get([a.describe.remote() for a in self.actors])
 
     def fit(self, ins: FitInstructions, params_ref: ray.ObjectRef,
-            teacher_ref: ray.ObjectRef | None = None) -> ray.ObjectRef:
+            teacher_ref: ray.ObjectRef | None = None, merges: tuple = ()) -> ray.ObjectRef:
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
-        return actor.fit.remote(ins, params_ref, teacher_ref)
+        return actor.fit.remote(ins, params_ref, teacher_ref, merges)
 
     def mark_down(self, client_id: ClientId) -> None:
         """The actor of `client_id` died: take its clients out until a probe answers."""

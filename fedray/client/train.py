@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable
 
 import torch
 
-from fedray.config.schema import Optimizer, TrainConfig
+from fedray.config.schema import Optimizer, Precision, TrainConfig
 from fedray.models.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalTrainResult:
     loss: float
-    """Mean training loss over the steps of this round."""
+    """Mean training loss over the minibatches of this round."""
     loss_sq: float
-    """Mean squared training loss over the steps: Oort's statistical utility is
-    |B| x sqrt(mean loss^2), with each step's mean loss standing in for its samples'."""
+    """Mean squared training loss over the minibatches: Oort's statistical utility is
+    |B| x sqrt(mean loss^2), with each minibatch's mean loss standing in for its samples'."""
     num_examples: int
     steps: int
+    """Optimizer steps (each sums `grad_accum_steps` minibatches)."""
     optimizer_state: dict[str, Any] | None
 
 
@@ -32,6 +34,17 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for this device, or None to run in the weights' dtype."""
+    if precision is Precision.off or (precision is Precision.auto and device.type != "cuda"):
+        return None
+    if precision is Precision.auto:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision is Precision.fp16 and device.type != "cuda":
+        raise ValueError(f"train.mixed_precision=fp16 needs a CUDA device, this client runs on {device}")
+    return torch.bfloat16 if precision is Precision.bf16 else torch.float16
+
+
 def train_local(
     model: torch.nn.Module,
     task: Task,
@@ -41,46 +54,68 @@ def train_local(
     optimizer_state: dict[str, Any] | None = None,
     regularizer: Callable[[torch.nn.Module, torch.Generator], torch.Tensor] | None = None,
 ) -> LocalTrainResult:
-    """`local_epochs` shuffled passes (or exactly `local_steps` minibatches).
+    """`local_epochs` shuffled passes (or exactly `local_steps` optimizer steps).
 
-    `regularizer(model, generator)` is added to every step's objective (e.g. the
-    distillation term towards the server's foundation model); the reported loss
-    is the task's alone.
+    `regularizer(model, generator)` is added to every minibatch's objective (e.g. the
+    distillation term towards the server's foundation model); the reported loss is
+    the task's alone.
 
-    Shuffling uses its own generator seeded per (round, client), so the result
-    does not depend on which actor ran the client or in which order.
+    Each optimizer step sums the gradients of `grad_accum_steps` minibatches; a
+    remainder at the end of training makes one last, smaller step. Shuffling uses
+    its own generator seeded per (round, client), so the result does not depend on
+    which actor ran the client or in which order.
     """
     if task.num_examples(data) == 0:
         raise ValueError("the client has no training examples")
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     generator = torch.Generator().manual_seed(seed)
+    device = params[0].device
+    dtype = autocast_dtype(cfg.mixed_precision, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    accum = cfg.grad_accum_steps
+
+    def step() -> None:
+        scaler.unscale_(optimizer)
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
 
     # ---- the loop --------------------------------------------------------
-    total_loss, total_sq, steps = torch.zeros(()), torch.zeros(()), 0
+    total_loss, total_sq, steps, micro = torch.zeros(()), torch.zeros(()), 0, 0
     max_steps = cfg.local_steps
     epoch = 0
+    optimizer.zero_grad(set_to_none=True)
     while (max_steps is None and epoch < cfg.local_epochs) or (max_steps is not None and steps < max_steps):
         for batch in task.batches(data, cfg.batch_size, generator):
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model, batch)
-            objective = loss if regularizer is None else loss + regularizer(model, generator)
-            objective.backward()
-            optimizer.step()
-            detached = loss.detach().to("cpu")
+            with autocast:
+                loss = task.loss(model, batch)
+                objective = loss if regularizer is None else loss + regularizer(model, generator)
+            scaler.scale(objective / accum if accum > 1 else objective).backward()
+            detached = loss.detach().float().to("cpu")
             total_loss += detached
             total_sq += detached * detached
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
+            micro += 1
+            if micro % accum == 0:
+                step()
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    break
         epoch += 1
+    if micro % accum:
+        step()
+        steps += 1
 
     state = optimizer.state_dict() if cfg.persist_optimizer_state else None
     return LocalTrainResult(
-        loss=float(total_loss) / max(1, steps),
-        loss_sq=float(total_sq) / max(1, steps),
+        loss=float(total_loss) / max(1, micro),
+        loss_sq=float(total_sq) / max(1, micro),
         num_examples=task.num_examples(data),
         steps=steps,
         optimizer_state=state,

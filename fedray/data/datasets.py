@@ -1,13 +1,35 @@
-"""Bundled datasets that need no download, returned as (x, y) arrays."""
+"""Bundled datasets that need no download, and what a model needs to know about them.
+
+A dataset builder returns either an `ArrayDataset` (labelled feature rows) or a
+`fedray.data.text.TextCorpus` (raw documents per owner, tokenised later with the
+run's tokenizer). Both kinds end up offering `groups`, `table(rows)` and `info`.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from fedray.config.registry import Registry
 from fedray.config.schema import DataConfig
+from fedray.data.arrow import features_table
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a model builder needs to know about the data."""
+
+    task: str
+    """Name of the task in `fedray.models.tasks.TASKS` (loss and metrics)."""
+    num_features: int
+    num_classes: int
+    vocab_size: int = 0
+    """Token ids a language model must embed (text datasets; 0 otherwise)."""
+    seq_len: int = 0
+    """Tokens per training row (text datasets; 0 otherwise)."""
 
 
 class ArrayDataset(NamedTuple):
@@ -17,8 +39,24 @@ class ArrayDataset(NamedTuple):
     y: np.ndarray
     num_classes: int
 
+    @property
+    def groups(self) -> np.ndarray:
+        """What the held-out split stratifies on: the class."""
+        return self.y
 
-DATASETS: Registry[Callable[[DataConfig], ArrayDataset]] = Registry("dataset")
+    @property
+    def owner_names(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo("classification", self.x.shape[1], self.num_classes)
+
+    def table(self, rows: np.ndarray) -> pa.Table:
+        return features_table(self.x[rows], self.y[rows])
+
+
+DATASETS: Registry[Callable[[DataConfig], Any]] = Registry("dataset")
 
 
 @DATASETS.register("digits")

@@ -8,19 +8,13 @@ import numpy as np
 import pyarrow as pa
 
 from fedray.config.schema import DataConfig
-from fedray.data.arrow import compact, features_table
-from fedray.data.datasets import DATASETS
+from fedray.data.arrow import compact
+from fedray.data.datasets import DATASETS, DataInfo
 from fedray.data.partition import PARTITIONERS
+from fedray.data.text import TextCorpus, pack, select_owners
+from fedray.data.tokenize import ByteTokenizer, Tokenizer
 
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """What a model builder needs to know about the data."""
-
-    task: str
-    """Name of the task in `fedray.models.tasks.TASKS` (loss and metrics)."""
-    num_features: int
-    num_classes: int
+__all__ = ["DataInfo", "FederatedDataset", "build_federated_dataset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +32,9 @@ class FederatedDataset:
     info: DataInfo
     public: pa.Table | None = None
     """Rows held out of every client's data as the public set for knowledge transfer."""
+    owner_names: tuple[str, ...] = ()
+    """Names of the owners in a text table's `owner` column; with `natural`
+    partitioning, client c is owner c."""
 
     @property
     def num_clients(self) -> int:
@@ -51,24 +48,28 @@ class FederatedDataset:
         return compact(self.train.slice(start, self.num_examples(client_id)))
 
 
-def build_federated_dataset(cfg: DataConfig, num_clients: int, seed: int,
-                            public_size: int = 0) -> FederatedDataset:
-    """Load, split off the test set (stratified) and `public_size` public rows, and
-    partition the rest among clients."""
+def build_federated_dataset(
+    cfg: DataConfig, num_clients: int, seed: int, tokenizer: Tokenizer | None = None,
+    public_size: int = 0,
+) -> FederatedDataset:
+    """Load (and tokenise text), split off the test set stratified by class or owner
+    and `public_size` public rows, and partition the rest among clients."""
     data = DATASETS.build(cfg.dataset, cfg)
+    if isinstance(data, TextCorpus):
+        data = pack(select_owners(data, cfg), tokenizer or ByteTokenizer(), cfg.seq_len)
     rng = np.random.default_rng([seed, 0xDA7A])
-    train_idx, test_idx = _stratified_split(data.y, cfg.test_fraction, rng)
+    train_idx, test_idx = _stratified_split(data.groups, cfg.test_fraction, rng)
     train_idx, public_idx = _take_public(train_idx, public_size, rng)
-    shards = PARTITIONERS.build(cfg.partition, data.y[train_idx], num_clients, cfg, rng)
+    shards = PARTITIONERS.build(cfg.partition, data.groups[train_idx], num_clients, cfg, rng)
     order = np.concatenate([train_idx[s] for s in shards])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in shards])]).astype(np.int64)
-    info = DataInfo("classification", data.x.shape[1], data.num_classes)
     return FederatedDataset(
-        train=features_table(data.x[order], data.y[order]),
+        train=data.table(order),
         offsets=offsets,
-        test=features_table(data.x[test_idx], data.y[test_idx]),
-        info=info,
-        public=features_table(data.x[public_idx], data.y[public_idx]) if len(public_idx) else None,
+        test=data.table(test_idx),
+        info=data.info,
+        owner_names=data.owner_names,
+        public=data.table(public_idx) if len(public_idx) else None,
     )
 
 
@@ -81,11 +82,13 @@ def _take_public(train_idx: np.ndarray, size: int, rng: np.random.Generator):
     return np.setdiff1d(train_idx, public), public
 
 
-def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
+def _stratified_split(groups: np.ndarray, fraction: float, rng: np.random.Generator):
+    """About `fraction` of every group held out: at least one row, but never a
+    group's only row (a text owner with one row keeps it for training)."""
     test = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        test.append(idx[: max(1, int(round(fraction * len(idx))))])
+    for g in np.unique(groups):
+        idx = rng.permutation(np.flatnonzero(groups == g))
+        test.append(idx[: min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))])
     test_idx = np.sort(np.concatenate(test))
-    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    train_idx = np.setdiff1d(np.arange(len(groups)), test_idx)
     return train_idx, test_idx

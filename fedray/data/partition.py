@@ -1,4 +1,8 @@
-"""Split example indices among clients: IID or label-skewed (Dirichlet)."""
+"""Split example indices among clients: IID, label-skewed (Dirichlet) or natural (by owner).
+
+A partitioner gets the group of every training example: its class for a
+labelled dataset, its owner (file, folder, role) for text.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,20 @@ def dirichlet(labels: np.ndarray, num_clients: int, cfg: DataConfig, rng: np.ran
         f"one of {num_clients} clients >= {need} examples; raise data.alpha or lower "
         "data.min_examples_per_client"
     )
+
+
+@PARTITIONERS.register("natural")
+def natural(groups: np.ndarray, num_clients: int, cfg: DataConfig, rng: np.random.Generator):
+    """One client per owner, in owner order (for labelled data, one per class)."""
+    owners, counts = np.unique(groups, return_counts=True)
+    if len(owners) != num_clients:
+        raise ValueError(
+            f"data.partition=natural gives one client per owner: the data has {len(owners)} "
+            f"owners but clients.num_clients={num_clients}; set clients.num_clients="
+            f"{len(owners)}, or keep fewer owners with data.owners / data.max_owners"
+        )
+    order = np.argsort(groups, kind="stable")
+    return np.split(order, np.cumsum(counts)[:-1])
 
 
 def label_histogram(labels: np.ndarray, shards: list[np.ndarray], num_classes: int) -> np.ndarray:

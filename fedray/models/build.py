@@ -1,4 +1,4 @@
-"""Model builders, looked up by `model.name`."""
+"""Model builders, looked up by `model.name` (`hf_causal_lm` lives in `fedray.models.hf`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fedray.config.registry import Registry
 from fedray.config.schema import ModelConfig
-from fedray.data.federated import DataInfo
+from fedray.data.datasets import DataInfo
 
 if TYPE_CHECKING:
     import torch

@@ -7,6 +7,7 @@ loss and the metrics reported in metrics.parquet.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fedray.config.registry import Registry
-from fedray.data.arrow import to_numpy
+from fedray.data.arrow import to_numpy, token_arrays
 
 
 class Task(Protocol):
@@ -73,3 +74,57 @@ class Classification:
             correct += int((logits.argmax(dim=1) == target).sum())
         n = max(1, len(y))
         return {"loss": total_loss / n, "accuracy": correct / n}
+
+
+_MAX_LOGITS = 2**25
+"""Logit elements per evaluation forward pass (128 MiB in float32): a 49k-token
+vocabulary must not turn a 1,024-row batch into tens of gigabytes."""
+
+
+@TASKS.register("causal_lm")
+class CausalLM:
+    """Next-token cross-entropy over packed rows; padding (id < 0) is never a target.
+
+    Metrics are per target token: `loss` (mean negative log-likelihood),
+    `perplexity` = exp(loss), and `accuracy` (next-token top-1).
+    """
+
+    def prepare(self, table: pa.Table, device: torch.device):
+        ids, _ = token_arrays(table)
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
+    def num_examples(self, data) -> int:
+        return int(data.shape[0])
+
+    def batches(self, data, batch_size: int, generator: torch.Generator):
+        order = torch.randperm(len(data), generator=generator).to(data.device)
+        for start in range(0, len(data), batch_size):
+            yield data[order[start : start + batch_size]]
+
+    def loss(self, model, batch) -> torch.Tensor:
+        mask = batch >= 0
+        labels = batch.masked_fill(~mask, -100)
+        return model(input_ids=batch.clamp_min(0), attention_mask=mask, labels=labels, use_cache=False).loss
+
+    @torch.no_grad()
+    def evaluate(self, model, data, batch_size: int) -> dict[str, float]:
+        nll, correct, count = (t.sum().item() for t in self.row_scores(model, data, batch_size))
+        loss = nll / max(1, count)
+        return {"loss": loss, "accuracy": correct / max(1, count), "perplexity": math.exp(loss)}
+
+    @torch.no_grad()
+    def row_scores(self, model, data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per row: summed NLL, correctly predicted tokens, target tokens (float64, CPU)."""
+        vocab = model.get_output_embeddings().weight.shape[0]
+        rows = max(1, min(batch_size, _MAX_LOGITS // (data.shape[1] * vocab)))
+        out = []
+        for start in range(0, len(data), rows):
+            batch = data[start : start + rows]
+            mask = batch >= 0
+            logits = model(input_ids=batch.clamp_min(0), attention_mask=mask, use_cache=False).logits
+            logits, targets, valid = logits[:, :-1].float(), batch[:, 1:], mask[:, 1:]
+            nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+            hits = (logits.argmax(dim=-1) == targets) & valid
+            out.append(torch.stack([(nll * valid).sum(1), hits.sum(1), valid.sum(1)]).double().cpu())
+        scores = torch.cat(out, dim=1)
+        return scores[0], scores[1], scores[2]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import ray
 
-from fedray.client.pool import ClientPool, placement_columns
+from fedray.client.pool import ClientPool, actor_index, placement_columns
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.arrow import to_numpy
@@ -17,6 +17,7 @@ from fedray.data.federated import FederatedDataset
 from fedray.foundation.group import FoundationError
 from fedray.foundation.transfer import Distiller
 from fedray.hetero.simulation import Simulation, build_simulation
+from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
@@ -27,7 +28,8 @@ from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, prune_t
 from fedray.server.loop import run_round
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
-from fedray.strategy.aggregate import InOrder, WeightedMean
+from fedray.strategy.aggregate import InOrder
+from fedray.strategy.lora import build_exchange
 from fedray.strategy.presets import STRATEGIES
 from fedray.strategy.staleness import STALENESS
 from fedray.types import RoundResult
@@ -60,6 +62,10 @@ class Server:
         """clients.parquet's placement columns, known once the client actors are up."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
+        peft = cfg.model.peft
+        ranks = None if peft is None else client_ranks(peft, np.diff(dataset.offsets))
+        # The client actors start first: they load their model while this one does.
+        self.pool = ClientPool(cfg, dataset, run_name, ranks)
         self.task = TASKS.build(dataset.info.task)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
@@ -71,7 +77,16 @@ class Server:
         num_examples = np.diff(dataset.offsets)
         self.simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
         self.in_order = InOrder()
-        self.aggregator = WeightedMean(self.spec.num_params)
+        peft = cfg.model.peft
+        ranks = None if peft is None else client_ranks(peft, num_examples)
+        self.layout = None if peft is None else lora_layout(self.spec, peft)
+        self.exchange = build_exchange(
+            cfg, self.spec.num_params, self.layout, ranks, lambda cid: actor_index(cid, cfg)
+        )
+        self.aggregator = self.exchange.aggregator
+        self.sends: dict = {}
+        """What each client was last sent (its update's expected size, among others)."""
+        self.merged = FoldedMerges()
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
         checkpoint = latest_checkpoint(self.run_dir.checkpoints) if resume else None
         if checkpoint is not None:
@@ -96,7 +111,7 @@ class Server:
         self.teacher_ref, self.teacher_bytes = None, 0
         """This round's broadcast of the foundation model's logits (server -> clients)."""
         self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states,
-                               dataset.public if self.distiller else None)
+                               dataset.public if self.distiller else None, ranks)
 
     def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, checkpoint):
         """The ZeRO-sharded foundation model in its reserved placement group: reloaded from
@@ -205,6 +220,8 @@ class Server:
 
     # ---- used by the round ---------------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        if self.state.merges:
+            self.merged.catch_up(self.model, self.layout, self.state.merges)
         set_flat(self.model, self.spec, self.state.params)
         self.model.eval()
         return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
@@ -223,6 +240,8 @@ def summarize(state: ServerState, status: str) -> dict:
     for row in reversed(state.metrics):
         if not np.isnan(row["eval_loss"]):
             final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"], "round": row["round"]}
+            if not np.isnan(row["eval_perplexity"]):
+                final["perplexity"] = row["eval_perplexity"]
             break
     return {
         "status": status,

@@ -133,7 +133,7 @@ def _fill(server: "Server", server_round: int, tally: RoundTally) -> int:
     if not chosen:
         return 0
     broadcast_teacher(server)
-    pending = launch(server, chosen, server_round, ray.put(state.params), seed_by_launch=True)
+    pending = launch(server, chosen, server_round, seed_by_launch=True, tally=tally)
     deadline = cfg.server.deadline_s
     for cid, result, timing in collect(server, pending, server_round, time.perf_counter(), tally):
         if result.error == TIMED_OUT:

@@ -1,7 +1,9 @@
 """One synchronous federated round, top to bottom.
 
 select -> broadcast -> train -> collect -> admit -> validate -> aggregate ->
-apply -> evaluate. The server actor calls `run_round` once per attempt at a
+apply -> evaluate. What each client is sent and how the aggregate is applied
+come from `server.exchange` (one flat vector for everyone, or LoRA adapters per
+rank). The server actor calls `run_round` once per attempt at a
 round; checkpointing and metrics files are the actor's job after it returns.
 The asynchronous (FedBuff) step is `fedray.server.buffered.run_buffered_round`;
 the helpers below that both use are named without a leading underscore.
@@ -57,6 +59,7 @@ class RoundTally:
     notes: list = dataclasses.field(default_factory=list)
     clients: list = dataclasses.field(default_factory=list)
     staleness: list = dataclasses.field(default_factory=list)
+    bytes_down: int = 0
     public_logits: list = dataclasses.field(default_factory=list)
     """(top-k logits on the public set, weight) of each aggregated client."""
 
@@ -73,10 +76,11 @@ def run_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundR
     request = SelectionRequest(server_round, available, k, state.profiles, state.sim_time_s)
     selected, state.selector_state = server.selector.select(request, state.selector_state, server.rng)
 
-    # ---- broadcast: the global weights (and the foundation model's logits on the
-    # public set, if it teaches the clients) enter the object store once -------
+    # ---- broadcast: each distinct payload (and the foundation model's logits on
+    # the public set, if it teaches the clients) enters the object store once --
     broadcast_teacher(server)
-    pending = launch(server, selected, server_round, ray.put(state.params))
+    tally = RoundTally()
+    pending = launch(server, selected, server_round, tally=tally)
 
     # ---- collect: each result gets its simulated finish time ----------------
     # Without over-commitment or a deadline every success counts, so results
@@ -85,7 +89,6 @@ def run_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundR
     gated = len(selected) > k or cfg.server.deadline_s is not None
     server.in_order.reset(sorted(selected))
     server.aggregator.reset()
-    tally = RoundTally()
     finish_s: dict[ClientId, float] = {}
     succeeded, held = set(), {}
     for cid, result, timing in collect(server, pending, server_round, started, tally):
@@ -155,16 +158,22 @@ def wait_for_clients(server: "Server", busy: Iterable[ClientId] = (), need: int 
 
 
 def launch(server: "Server", client_ids: Iterable[ClientId], server_round: int,
-           params_ref: ray.ObjectRef, seed_by_launch: bool = False) -> dict[ray.ObjectRef, tuple[ClientId, int]]:
-    """Start training; {result ref: (client, launch number)}. The launch number seeds the
-    client's simulated bandwidth draws, and with `seed_by_launch` its training too (a
-    client may train twice within one async step)."""
+           seed_by_launch: bool = False, tally: "RoundTally | None" = None) -> dict[ray.ObjectRef, tuple[ClientId, int]]:
+    """Broadcast (`server.exchange`: each distinct payload into the object store once)
+    and start training; {result ref: (client, launch number)}. The launch number seeds
+    the client's simulated bandwidth draws, and with `seed_by_launch` its training too
+    (a client may train twice within one async step)."""
+    client_ids = list(client_ids)
+    sends = server.exchange.broadcast(server.state, client_ids)
+    server.sends.update(sends)
+    if tally is not None:
+        tally.bytes_down += sum(send.num_bytes for send in sends.values())
     pending = {}
     for cid in client_ids:
         nonce = int(server.state.profiles.times_selected[cid])
         seed = client_seed(server.cfg.seed, server_round, cid, nonce + 1 if seed_by_launch else 0)
         ins = FitInstructions(server_round, cid, seed)
-        pending[server.pool.fit(ins, params_ref, server.teacher_ref)] = (cid, nonce)
+        pending[server.pool.fit(ins, sends[cid].params, server.teacher_ref, sends[cid].merges)] = (cid, nonce)
     return pending
 
 
@@ -215,7 +224,7 @@ def validate_and_add(server: "Server", cid: int, result: ClientResult, tally: Ro
                      weight: float = 1.0, staleness: int = 0) -> None:
     """Runs in a deterministic order (client id; in async mode simulated finish), so the
     norm reference, and every decision, is too. The update counts `num_examples x weight`."""
-    problem, norm = update_problem(result, server.state.params.size)
+    problem, norm = update_problem(result, server.sends[cid].update_size)
     if problem is None:
         reference = server.state.norm_history + tally.norms
         problem = norm_problem(norm, reference[-server.cfg.server.validation.norm_window :],
@@ -233,7 +242,7 @@ def validate_and_add(server: "Server", cid: int, result: ClientResult, tally: Ro
     tally.losses.append((result.train_loss, result.num_examples))
     if result.public_logits is not None:
         tally.public_logits.append((result.public_logits, result.num_examples * weight))
-    server.aggregator.add(result.num_examples * weight, result.update)
+    server.aggregator.add(cid, result.num_examples * weight, result.update)
 
 
 def apply_and_evaluate(server: "Server", server_round: int, attempt: int, started: float,
@@ -245,15 +254,14 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
     mean_delta = server.aggregator.result()
     if scale != 1.0:
         mean_delta *= np.float32(scale)
-    step, state.strategy_state = server.strategy.apply(mean_delta, state.strategy_state, state.params)
-    state.params += step
+    server.exchange.apply(state, mean_delta, server.strategy)  # the strategy's chain, or a LoRA merge
     state.norm_history = (state.norm_history + tally.norms)[-cfg.server.validation.norm_window :]
     kd_loss = float("nan")
     if server.distiller is not None and tally.public_logits:  # clients -> server transfer
         logits, weights = zip(*tally.public_logits)
         kd_loss = server.distiller.absorb(logits, weights)
 
-    evaluation = {"loss": float("nan"), "accuracy": float("nan")}
+    evaluation = {"loss": float("nan"), "accuracy": float("nan"), "perplexity": float("nan")}
     if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
         evaluation = server.evaluate()
 
@@ -270,8 +278,9 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
         train_loss=_weighted_mean(tally.losses),
         eval_loss=evaluation["loss"],
         eval_accuracy=evaluation.get("accuracy", float("nan")),
+        eval_perplexity=evaluation.get("perplexity", float("nan")),
         bytes_up=tally.bytes_up,
-        bytes_down=(state.params.nbytes + server.teacher_bytes) * selected,
+        bytes_down=tally.bytes_down + server.teacher_bytes * selected,
         round_wall_s=round_wall_s,
         wall_s=state.wall_s,
         clients=tuple(tally.clients),

@@ -20,6 +20,9 @@ class ServerState:
     selector_state: Any
     rng_state: dict
     """`np.random.Generator.bit_generator.state` of the server's generator."""
+    merges: list[np.ndarray] = dataclasses.field(default_factory=list)
+    """Exact low-rank updates folded into the frozen base weights, one stacked LoRA
+    adapter per round (`model.peft.aggregation: stack`); empty otherwise."""
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     norm_history: list[float] = dataclasses.field(default_factory=list)
     """L2 norms of recently accepted updates: the reference of the norm check."""

@@ -68,7 +68,8 @@ class WeightedMean:
         self.total_weight = 0.0
         self.num_added = 0
 
-    def add(self, weight: float, update: np.ndarray) -> None:
+    def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None:
+        """Add one client's update (`InOrder` has already fixed the order)."""
         as_tensor(self._sum).add_(as_tensor(update), alpha=float(weight))
         self.total_weight += float(weight)
         self.num_added += 1

@@ -75,3 +75,22 @@ def test_overrides_may_follow_options(tmp_path, capsys):
 def test_report_on_something_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "is not a run directory: no metrics.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (None, "is not a fedray run directory (no config.yaml)"),
+        ("{}\n", "did not train LoRA adapters (model.peft is null); nothing to export"),
+        ("model:\n  peft: {r: 4}\n", "no checkpoint under"),
+    ],
+)
+def test_export_refuses_what_it_cannot_export(tmp_path, capsys, config, expected):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if config is not None:
+        (run_dir / "config.yaml").write_text(config)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -63,3 +63,53 @@ def test_state_store_keeps_clients_apart():
     assert store.get(1, "optimizer") == {"a": 1} and store.get(2, "optimizer") == {"a": 2}
     store.put(1, "optimizer", None)
     assert store.get(1, "optimizer") is None and store.clients() == [1, 2]
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(shard):
+    """With SGD, the mean gradient of two accumulated minibatches of 8 is the
+    gradient of the 16 rows together: one step, the same weights."""
+    data, task, tensors = shard
+    full, accum = fresh(data), fresh(data)
+    one = train_local(full, task, tensors, TrainConfig(local_steps=1, batch_size=16, lr=0.5), seed=3)
+    two = train_local(accum, task, tensors, TrainConfig(local_steps=1, batch_size=8, grad_accum_steps=2, lr=0.5), seed=3)
+    assert one.steps == two.steps == 1
+    np.testing.assert_allclose(get_flat(accum, param_spec(accum)), get_flat(full, param_spec(full)), atol=1e-6)
+
+
+def test_a_partial_accumulation_still_steps_at_the_end(shard):
+    data, task, tensors = shard
+    rows = data.num_examples(0)
+    result = train_local(fresh(data), task, tensors, TrainConfig(batch_size=rows // 3 + 1, grad_accum_steps=2), seed=1)
+    assert result.steps == 2  # three minibatches: one full accumulation, one remainder
+
+
+def test_clipping_bounds_the_step(shard):
+    data, task, tensors = shard
+    model = fresh(data)
+    before = get_flat(model, param_spec(model))
+    train_local(model, task, tensors, TrainConfig(local_steps=1, lr=1.0, max_grad_norm=1e-3), seed=1)
+    assert np.linalg.norm(get_flat(model, param_spec(model)) - before) <= 1e-3 + 1e-7
+
+
+@pytest.mark.parametrize(
+    "precision, device, expected",
+    [("auto", "cpu", None), ("off", "cpu", None), ("bf16", "cpu", "bfloat16")],
+)
+def test_autocast_where_the_device_supports_it(precision, device, expected):
+    import torch
+
+    from fedray.client.train import autocast_dtype
+    from fedray.config.schema import Precision
+
+    got = autocast_dtype(Precision(precision), torch.device(device))
+    assert got == (None if expected is None else getattr(torch, expected))
+
+
+def test_fp16_on_cpu_is_refused_with_the_key():
+    import torch
+
+    from fedray.client.train import autocast_dtype
+    from fedray.config.schema import Precision
+
+    with pytest.raises(ValueError, match="train.mixed_precision=fp16 needs a CUDA device"):
+        autocast_dtype(Precision.fp16, torch.device("cpu"))

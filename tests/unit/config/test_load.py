@@ -49,6 +49,16 @@ def test_resolved_yaml_round_trips(tmp_path):
         ("clients:\n  placement: pol\n", "clients.placement: Invalid value 'pol'"),
         ("clients:\n  resources:\n    num_gpus: -1\n", "clients.resources.num_gpus must be >= 0"),
         ("- a\n- b\n", "the top level must be a mapping"),
+        ("model:\n  peft:\n    r: 0\n", "model.peft.r must be >= 1, got 0"),
+        ("model:\n  peft:\n    r: 4\n    rank_tiers: [2, 8]\n",
+         "model.peft.rank_tiers must lie in [1, model.peft.r=4], got [2, 8]"),
+        ("model:\n  peft:\n    client_ranks: [8, 8]\n",
+         "model.peft.client_ranks has 2 ranks for clients.num_clients=10 clients"),
+        ("model:\n  peft:\n    rank: 4\n", "model.peft.rank: unknown key"),
+        ("model:\n  path: x\n  config: {model_type: llama}\n", "model.path and model.config are exclusive"),
+        ("data:\n  seq_len: 1\n", "data.seq_len must be >= 2, got 1"),
+        ("train:\n  grad_accum_steps: 0\n", "train.grad_accum_steps must be >= 1, got 0"),
+        ("train:\n  mixed_precision: fp8\n", "train.mixed_precision: Invalid value 'fp8'"),
         ("server: [\n", "not valid YAML"),
     ],
 )
@@ -81,3 +91,12 @@ def test_missing_file_is_named(tmp_path):
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="must look like key=value"):
         load_config(None, ["server.rounds"])
+
+
+def test_lora_sections_round_trip(tmp_path):
+    cfg = load_config(None, ["model.name=hf_causal_lm", "model.config.model_type=llama",
+                             "model.config.hidden_size=64", "model.peft.r=4",
+                             "model.peft.target_modules=[q_proj]", "model.dtype=bfloat16"])
+    assert cfg.model.peft.r == 4 and cfg.model.config == {"model_type": "llama", "hidden_size": 64}
+    assert load_config(write(tmp_path, to_yaml(cfg))) == cfg
+    assert load_config(None).model.peft is None

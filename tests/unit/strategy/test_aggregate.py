@@ -13,7 +13,7 @@ def aggregate(order, arrivals, num_params):
     for cid, weight, update in arrivals:
         for _, item in stream.arrive(cid, None if update is None else (weight, update)):
             if item is not None:
-                mean.add(*item)
+                mean.add(cid, *item)
     assert stream.done
     return mean
 
@@ -57,10 +57,10 @@ def test_early_arrivals_are_held_only_until_their_predecessors_arrive():
 
 def test_buffer_is_reused_across_rounds():
     mean = WeightedMean(4)
-    mean.add(2, np.full(4, 3.0, dtype=np.float32))
+    mean.add(0, 2, np.full(4, 3.0, dtype=np.float32))
     first = mean.result()
     mean.reset()
-    mean.add(1, np.full(4, 1.0, dtype=np.float32))
+    mean.add(5, 1, np.full(4, 1.0, dtype=np.float32))
     second = mean.result()
     assert second is first  # one preallocated buffer, no per-round allocation
     np.testing.assert_array_equal(second, np.ones(4, dtype=np.float32))

@@ -1,0 +1,109 @@
+"""`fedray export`: a finished LoRA run's global adapter in PEFT format (and the merged
+model), and a server foundation model's consolidated fp32 weights.
+
+The adapter folder loads with `PeftModel.from_pretrained(base, folder)` and gives
+the server's global model. Its `base_model_name_or_path` is the run's checkpoint
+folder, or `base/` beside it when the base was built from `model.config` (there
+is no other copy of those random weights). For `aggregation: stack` the exact
+updates already folded into the base each round are exported too: the adapter
+is their concatenation with the current one, so its rank is their total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from fedray.config.load import load_config
+from fedray.config.schema import RunConfig
+from fedray.data.datasets import DataInfo
+from fedray.data.text import text_info
+from fedray.data.tokenize import TOKENIZERS
+from fedray.models.adapters import FoldedMerges, add_lora, lora_layout
+from fedray.models.build import build_model
+from fedray.models.flat import param_spec, set_flat
+from fedray.models.hf import resolve_checkpoint
+from fedray.server.checkpoint import list_checkpoints, load_checkpoint
+from fedray.server.state import ServerState
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_lora_run(run_dir: str | Path) -> tuple[RunConfig, ServerState]:
+    """The config and newest checkpoint of a LoRA run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} is not a fedray run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.model.peft is None:
+        raise ValueError(f"{run_dir} did not train LoRA adapters (model.peft is null); nothing to export")
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
+    return cfg, load_checkpoint(found[-1])
+
+
+def global_model(cfg: RunConfig, state: ServerState, info: DataInfo) -> "torch.nn.Module":
+    """The server's global model as it evaluates it: merges folded, adapter loaded."""
+    model = build_model(cfg.model, info, cfg.seed)
+    spec = param_spec(model)
+    if state.merges:
+        FoldedMerges().catch_up(model, lora_layout(spec, cfg.model.peft), state.merges)
+    set_flat(model, spec, state.params)
+    return model.eval()
+
+
+def export_run(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
+    """Everything exportable from a run: the LoRA adapter (and base, merged model) and,
+    if the server held one, the foundation model's consolidated fp32 state dict."""
+    shards = Path(run_dir) / "checkpoints" / "foundation" / "latest"
+    paths: dict[str, Path] = {}
+    if shards.is_file():
+        from fedray.foundation.export import export_foundation
+
+        paths["foundation"] = export_foundation(run_dir, out)
+        if not load_config(Path(run_dir) / "config.yaml").model.peft:
+            return paths
+    return {**paths, **export_adapter(run_dir, out, merged)}
+
+
+def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
+    """Write `out/adapter` (and `out/base`, `out/merged` where they apply); their paths."""
+    out = Path(out)
+    cfg, state = load_lora_run(run_dir)
+    peft = cfg.model.peft
+    tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
+    info = text_info(cfg.data.seq_len, tokenizer.vocab_size)
+    paths: dict[str, Path] = {}
+
+    if cfg.model.path is None:
+        paths["base"] = out / "base"
+        build_model(dataclasses.replace(cfg.model, peft=None), info, cfg.seed).save_pretrained(paths["base"])
+        base_source = paths["base"].resolve()
+    else:
+        base_source = resolve_checkpoint(cfg.model)
+
+    model = build_model(cfg.model, info, cfg.seed)
+    spec = param_spec(model)
+    adapter = state.params
+    if state.merges:
+        layout = lora_layout(spec, peft)
+        adapter = layout.concat([*state.merges, state.params])
+        base = build_model(dataclasses.replace(cfg.model, peft=None), info, cfg.seed)
+        model = add_lora(base, peft, rank=layout.rank_of(adapter))
+        spec = param_spec(model)
+    set_flat(model, spec, adapter)
+    model.peft_config["default"].base_model_name_or_path = str(base_source)
+    paths["adapter"] = out / "adapter"
+    model.save_pretrained(paths["adapter"])
+
+    if merged:
+        paths["merged"] = out / "merged"
+        model.merge_and_unload().save_pretrained(paths["merged"])
+        if hasattr(tokenizer, "tokenizer"):  # a model's own tokenizer travels with it
+            tokenizer.tokenizer.save_pretrained(paths["merged"])
+    return paths
+
