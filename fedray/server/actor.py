@@ -62,10 +62,6 @@ class Server:
         """clients.parquet's placement columns, known once the client actors are up."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
-        peft = cfg.model.peft
-        ranks = None if peft is None else client_ranks(peft, np.diff(dataset.offsets))
-        # The client actors start first: they load their model while this one does.
-        self.pool = ClientPool(cfg, dataset, run_name, ranks)
         self.task = TASKS.build(dataset.info.task)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
