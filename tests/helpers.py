@@ -11,3 +11,14 @@ def iid_with_an_empty_client(labels, num_clients, cfg, rng):
     shards[0] = np.sort(np.concatenate([shards[0], shards[3]]))
     shards[3] = shards[3][:0]
     return shards
+
+
+TIMING = {"round_wall_s", "wall_s"}
+
+
+def untimed(rows):
+    """metrics.parquet rows without the wall-clock columns, NaN made comparable
+    (NaN != NaN, and rounds without an evaluation or distillation hold NaN)."""
+    def value(v):
+        return "nan" if isinstance(v, float) and v != v else v
+    return [{k: value(v) for k, v in r.items() if k not in TIMING} for r in rows]

@@ -215,6 +215,12 @@ class Server:
         return self.state.params
 
     # ---- used by the round ---------------------------------------------------
+    def expected_update_size(self, client_id: int) -> int:
+        """Length of the update `client_id` must return: what it was sent, or (for an
+        async result carried over a resume, sent by the previous server) the flat size."""
+        send = self.sends.get(client_id)
+        return send.update_size if send is not None else self.state.params.size
+
     def evaluate(self) -> dict[str, float]:
         if self.state.merges:
             self.merged.catch_up(self.model, self.layout, self.state.merges)

@@ -224,7 +224,7 @@ def validate_and_add(server: "Server", cid: int, result: ClientResult, tally: Ro
                      weight: float = 1.0, staleness: int = 0) -> None:
     """Runs in a deterministic order (client id; in async mode simulated finish), so the
     norm reference, and every decision, is too. The update counts `num_examples x weight`."""
-    problem, norm = update_problem(result, server.sends[cid].update_size)
+    problem, norm = update_problem(result, server.expected_update_size(cid))
     if problem is None:
         reference = server.state.norm_history + tally.norms
         problem = norm_problem(norm, reference[-server.cfg.server.validation.norm_window :],

@@ -12,17 +12,15 @@ from fedray.hetero.simulation import build_simulation
 from fedray.launcher import prepare, run
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from fedray.types import ClientResult
+from tests.helpers import untimed
 from tests.conftest import small_config
 
-TIMING = {"round_wall_s", "wall_s"}
 
 
 def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
 
 
-def untimed(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def run_quiet(cfg, resume=None):

@@ -9,6 +9,7 @@ import yaml
 
 from fedray.config import ConfigError, load_config
 from fedray.launcher import prepare, run
+from tests.helpers import untimed
 from tests.conftest import REPO, small_config
 
 METRIC_COLUMNS = {
@@ -16,7 +17,6 @@ METRIC_COLUMNS = {
     "train_loss", "eval_loss", "eval_accuracy", "bytes_up", "bytes_down", "round_wall_s", "wall_s",
     "attempts", "clients",
 }
-TIMING = {"round_wall_s", "wall_s"}
 
 
 def run_quiet(cfg):
@@ -62,8 +62,7 @@ def test_placement_does_not_change_the_result(ray_cluster, tmp_path):
     per_client, _ = run_quiet(small_config(tmp_path / "a", *common, "clients.placement=actor_per_client"))
     pooled, _ = run_quiet(small_config(tmp_path / "b", *common, "clients.placement=pool"))
     a, b = metrics(per_client["run_dir"]), metrics(pooled["run_dir"])
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(a) == strip(b)
+    assert untimed(a) == untimed(b)
 
 
 def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path):
@@ -86,9 +85,8 @@ def test_same_seed_same_metrics(ray_cluster, tmp_path):
     first, _ = run_quiet(small_config(tmp_path / "a", "data.partition=dirichlet"))
     second, _ = run_quiet(small_config(tmp_path / "b", "data.partition=dirichlet"))
     other, _ = run_quiet(small_config(tmp_path / "c", "data.partition=dirichlet", "seed=1"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(metrics(first["run_dir"])) == strip(metrics(second["run_dir"]))
-    assert strip(metrics(first["run_dir"])) != strip(metrics(other["run_dir"]))
+    assert untimed(metrics(first["run_dir"])) == untimed(metrics(second["run_dir"]))
+    assert untimed(metrics(first["run_dir"])) != untimed(metrics(other["run_dir"]))
 
 
 def test_unsatisfiable_resources_fail_fast_naming_them(ray_cluster, tmp_path):
