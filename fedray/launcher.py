@@ -77,6 +77,8 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             check_adapters(cfg, model, dataset)
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
+        if cfg.server.foundation_model.model is not None and not problems:
+            problems += foundation_problems(cfg, dataset, model)
     for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
                                 ("clients.availability.model", build_availability, cfg.clients.availability)):
         if not any(p.startswith(key) for p in problems):
@@ -102,6 +104,27 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
     spec = param_spec(model)
     ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
     build_exchange(cfg, spec.num_params, lora_layout(spec, cfg.model.peft), ranks, lambda cid: 0)
+
+
+def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
+    """Knowledge transfer matches logits index by index on a labelled public set."""
+    import torch
+
+    from fedray.foundation.transfer import check_compatible, output_size
+    from fedray.models.build import MODELS
+
+    if dataset.info.task != "classification":
+        return [f"server.foundation_model: knowledge transfer is implemented for classification "
+                f"datasets (labelled public set), not for task '{dataset.info.task}' "
+                f"(data.dataset={cfg.data.dataset})"]
+    spec = cfg.server.foundation_model.model
+    try:
+        with torch.device("meta"):
+            server_model = MODELS.build(spec.name, spec, dataset.info)
+        check_compatible(output_size(client_model), output_size(server_model))
+    except (ValueError, TypeError, RuntimeError) as err:
+        return [f"server.foundation_model.model: {err}"]
+    return []
 
 
 @contextlib.contextmanager

@@ -22,3 +22,10 @@ def untimed(rows):
     def value(v):
         return "nan" if isinstance(v, float) and v != v else v
     return [{k: value(v) for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def seven_class_head(cfg, info):
+    """A 'foundation model' whose output space (7 classes) differs from the clients' (10)."""
+    import torch
+
+    return torch.nn.Linear(info.num_features, 7)

@@ -22,6 +22,20 @@ from fedray.foundation.distill import TopK, aggregate_top_k, top_k
 from fedray.foundation.group import FoundationGroup
 
 
+def output_size(model) -> int:
+    """Width of a model's logits: a transformers config's vocabulary, or the last
+    linear layer's outputs."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "vocab_size", None):
+        return int(config.vocab_size)
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError("cannot tell the model's output size (no Linear layer, no config.vocab_size)")
+    return int(linears[-1].out_features)
+
+
 def check_compatible(client_outputs: int, server_outputs: int) -> None:
     """Distillation maps output index i to index i: the output spaces must agree."""
     if client_outputs != server_outputs:

@@ -94,3 +94,4 @@ def test_export_refuses_what_it_cannot_export(tmp_path, capsys, config, expected
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+

@@ -57,3 +57,28 @@ def test_deepspeed_config_is_generated_and_the_user_section_wins():
     assert ds["zero_optimization"]["offload_param"] == {"device": "cpu"}
     assert ds["zero_optimization"]["stage3_max_live_parameters"] == 1000
     assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
+
+
+def test_knowledge_transfer_needs_a_shared_output_space_and_a_classification_task():
+    import dataclasses
+
+    from fedray.config import load_config
+    from fedray.launcher import foundation_problems, prepare
+
+    cfg = load_config(None, ["server.foundation_model.model.name=mlp"])
+    prepared = prepare(cfg)
+    client = build_model_for(cfg, prepared)
+    assert foundation_problems(cfg, prepared.dataset, client) == []
+    other = load_config(None, ["server.foundation_model.model.name=tests.helpers:seven_class_head"])
+    assert foundation_problems(other, prepared.dataset, client) == [
+        "server.foundation_model.model: server.distill: the clients' model has 10 outputs and the "
+        "foundation model 7; knowledge transfer needs a shared output space (the same classes, "
+        "or the same tokenizer and vocabulary)"]
+    text = dataclasses.replace(prepared.dataset, info=dataclasses.replace(prepared.dataset.info, task="causal_lm"))
+    assert "implemented for classification datasets" in foundation_problems(cfg, text, client)[0]
+
+
+def build_model_for(cfg, prepared):
+    from fedray.models.build import build_model
+
+    return build_model(cfg.model, prepared.dataset.info, cfg.seed)
