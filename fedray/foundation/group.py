@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from fedray.config.schema import DType, FoundationConfig
+from fedray.config.schema import Dtype, FoundationConfig
 from fedray.data.federated import DataInfo
 from fedray.foundation.worker import WorkerSpec, ZeroWorker
 
@@ -43,9 +43,9 @@ def build_ds_config(cfg: FoundationConfig) -> dict:
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "torch_adam": True}},
         "steps_per_print": 2**31 - 1,
     }
-    if cfg.dtype is DType.bfloat16:
+    if cfg.dtype is Dtype.bfloat16:
         generated["bf16"] = {"enabled": True}
-    elif cfg.dtype is DType.float16:
+    elif cfg.dtype is Dtype.float16:
         generated["fp16"] = {"enabled": True}
     return _deep_merge(generated, cfg.deepspeed)
 

