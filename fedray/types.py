@@ -107,7 +107,7 @@ class RoundResult:
     wall_s: float
     """Seconds since the run started, at the end of this round."""
     eval_perplexity: float = float("nan")
-    """exp(eval_loss) for language models (per target token); NaN otherwise."""
+    """exp(eval_loss): per target token for a language model; NaN when not evaluated."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

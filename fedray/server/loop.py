@@ -92,7 +92,7 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
         )
 
     # ---- evaluate on the server's held-out split ----------------------------
-    evaluation = {"loss": float("nan"), "accuracy": float("nan"), "perplexity": float("nan")}
+    evaluation = {"loss": float("nan"), "accuracy": float("nan")}
     if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
         evaluation = server.evaluate()
 
@@ -108,7 +108,7 @@ def run_round(server: "Server", server_round: int) -> tuple[RoundResult, list[st
         train_loss=_weighted_mean(losses),
         eval_loss=evaluation["loss"],
         eval_accuracy=evaluation.get("accuracy", float("nan")),
-        eval_perplexity=evaluation.get("perplexity", float("nan")),
+        eval_perplexity=perplexity(evaluation["loss"]),
         bytes_up=bytes_up,
         bytes_down=bytes_down,
         round_wall_s=round_wall_s,
@@ -126,6 +126,12 @@ def _fetch(ref: ray.ObjectRef, cid: int, server_round: int) -> ClientResult:
         return ClientResult(client_id=cid, server_round=server_round, error=f"{type(exc).__name__}: {reason}")
     assert result.client_id == cid and result.server_round == server_round, "result routed wrongly"
     return result
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean held-out loss): per token for a language model; NaN when not evaluated."""
+    with np.errstate(over="ignore"):
+        return float(np.exp(loss))
 
 
 def _weighted_mean(values: list[tuple[float, int]]) -> float:
