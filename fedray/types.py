@@ -127,7 +127,7 @@ class RoundResult:
     """The foundation model's distillation loss after this round's ZeRO steps
     (clients -> server knowledge transfer), NaN without it."""
     eval_perplexity: float = float("nan")
-    """exp(eval_loss) for language models (per target token); NaN otherwise."""
+    """exp(eval_loss): per target token for a language model; NaN when not evaluated."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)

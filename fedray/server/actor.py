@@ -241,9 +241,8 @@ def summarize(state: ServerState, status: str) -> dict:
     final = {}
     for row in reversed(state.metrics):
         if not np.isnan(row["eval_loss"]):
-            final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"], "round": row["round"]}
-            if not np.isnan(row["eval_perplexity"]):
-                final["perplexity"] = row["eval_perplexity"]
+            final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"],
+                     "perplexity": row["eval_perplexity"], "round": row["round"]}
             break
     return {
         "status": status,

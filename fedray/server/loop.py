@@ -278,7 +278,7 @@ def apply_and_evaluate(server: "Server", server_round: int, attempt: int, starte
         train_loss=_weighted_mean(tally.losses),
         eval_loss=evaluation["loss"],
         eval_accuracy=evaluation.get("accuracy", float("nan")),
-        eval_perplexity=evaluation.get("perplexity", float("nan")),
+        eval_perplexity=perplexity(evaluation["loss"]),
         bytes_up=tally.bytes_up,
         bytes_down=tally.bytes_down + server.teacher_bytes * selected,
         round_wall_s=round_wall_s,
@@ -304,6 +304,12 @@ def _fetch(server: "Server", ref: ray.ObjectRef, cid: int, server_round: int) ->
                             error=f"{type(exc).__name__}: {reason}".rstrip(": "))
     assert result.client_id == cid and result.server_round == server_round, "result routed wrongly"
     return result
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean held-out loss): per token for a language model; NaN when not evaluated."""
+    with np.errstate(over="ignore"):
+        return float(np.exp(loss))
 
 
 def _weighted_mean(values: list[tuple[float, int]]) -> float:

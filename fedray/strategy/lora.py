@@ -49,13 +49,13 @@ def build_exchange(cfg: RunConfig, num_params: int, layout: LoraLayout | None,
 
 
 def _rank_payloads(layout: LoraLayout, params: np.ndarray, ranks: set[int]) -> dict[int, tuple]:
-    """(ref, floats) of the global adapter truncated to each rank, each put once."""
+    """(ref, array) of the global adapter truncated to each rank, each put once."""
     import ray
 
     out = {}
     for rank in sorted(ranks):
         payload = params if rank == layout.rank else layout.truncate(params, rank)
-        out[rank] = (ray.put(payload), int(payload.size))
+        out[rank] = (ray.put(payload), payload)
     return out
 
 
@@ -96,8 +96,8 @@ class RankPaddedExchange:
         payloads = _rank_payloads(self.layout, state.params, {int(self.ranks[c]) for c in selected})
         sends = {}
         for cid in selected:
-            ref, size = payloads[int(self.ranks[cid])]
-            sends[cid] = Send(ref, 4 * size, size)
+            ref, payload = payloads[int(self.ranks[cid])]
+            sends[cid] = Send(ref, int(payload.nbytes), int(payload.size))
         return sends
 
     apply = staticmethod(apply_transform)
@@ -159,17 +159,14 @@ class StackExchange:
         self._refs += [ray.put(m) for m in state.merges[len(self._refs) :]]
         merges = tuple(self._refs)
         payloads = _rank_payloads(self.layout, state.params, {int(self.ranks[c]) for c in selected})
-        self.aggregator.start = {
-            rank: state.params if rank == self.layout.rank else self.layout.truncate(state.params, rank)
-            for rank in payloads
-        }
+        self.aggregator.start = {rank: payload for rank, (_, payload) in payloads.items()}
         sends = {}
         for cid in selected:
-            ref, size = payloads[int(self.ranks[cid])]
+            ref, payload = payloads[int(self.ranks[cid])]
             actor = self.actor_of(cid)
             new = sum(int(m.nbytes) for m in state.merges[self._sent.get(actor, 0) :])
             self._sent[actor] = len(merges)
-            sends[cid] = Send(ref, 4 * size + new, size, merges)
+            sends[cid] = Send(ref, int(payload.nbytes) + new, int(payload.size), merges)
         return sends
 
     def apply(self, state: "ServerState", aggregate: np.ndarray, strategy: UpdateTransform) -> None:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from fedray.cli.main import main
+from tests.conftest import REPO
 
 
 def write(tmp_path, text):
@@ -95,3 +96,13 @@ def test_export_refuses_what_it_cannot_export(tmp_path, capsys, config, expected
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
+
+def test_validating_a_model_without_adapters_never_imports_transformers():
+    code = (
+        "import sys; from fedray.cli.main import main; "
+        "assert main(['validate', 'configs/quickstart.yaml']) == 0; "
+        "print(sorted(m for m in ('transformers', 'peft', 'gguf') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
