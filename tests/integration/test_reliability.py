@@ -102,9 +102,10 @@ def test_dead_server_actor_is_restarted_from_its_checkpoint(ray_cluster, tmp_pat
 def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path):
     import ray
 
-    # long local training (seconds per round), so the kill lands mid-round even on a loaded machine
-    cfg = small_config(tmp_path, "server.rounds=6", "train.local_epochs=150", "server.min_clients=2",
-                       "clients.max_restarts=2")
+    # a 1M-parameter MLP and 20 local epochs: each actor trains for over a second per
+    # round, so a kill 0.5 s into round 2 lands while it is busy, even on a loaded machine
+    cfg = small_config(tmp_path, "server.rounds=6", "model.hidden=[1024,1024]", "train.local_epochs=20",
+                       "train.lr=0.01", "server.min_clients=2", "clients.max_restarts=2")
 
     name = f"fedray/{run_key(tmp_path / 'test')}/0/client-actor-0"
 
