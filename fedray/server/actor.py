@@ -211,9 +211,6 @@ class Server:
             self.distiller.shutdown()
         return summary
 
-    def global_params(self) -> np.ndarray:
-        return self.state.params
-
     # ---- used by the round ---------------------------------------------------
     def expected_update_size(self, client_id: int) -> int:
         """Length of the update `client_id` must return: what it was sent, or (for an
