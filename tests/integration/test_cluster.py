@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -75,7 +76,8 @@ def stop_nodes(procs: list[subprocess.Popen]) -> None:
 
 
 def fedray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """The real CLI in a fresh process, without RAY_AUTH_MODE in its environment."""
+    """The real CLI in a fresh process, without RAY_AUTH_MODE in its environment (it finds
+    the cluster's token where a user's shell would: RAY_AUTH_TOKEN_PATH, set by `two_nodes`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     env["PYTHONPATH"] = REPO
     return subprocess.run([sys.executable, "-m", "fedray", *args], cwd=REPO, env=env,
@@ -85,6 +87,14 @@ def fedray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def two_nodes():
     temp = Path(tempfile.mkdtemp(prefix="fr-", dir="/tmp"))  # short: Ray's socket paths are limited
+    # The cluster's own token, as an operator would provision it: `ray start` with
+    # RAY_AUTH_MODE=token refuses to start without one (a fresh machine has no
+    # ~/.ray/auth_token), and every client of the cluster reads it from this path.
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    saved_token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)  # in-process `main(...)` calls and subprocesses
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{env['PATH']}", PYTHONPATH=REPO)
     gcs, dashboard = free_port(), free_port()
@@ -126,6 +136,10 @@ def two_nodes():
         }
     finally:
         stop_nodes(procs)
+        if saved_token_path is None:
+            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = saved_token_path
         shutil.rmtree(temp, ignore_errors=True)
 
 
