@@ -34,34 +34,12 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     """Build the data and check every named component; all problems in one ConfigError."""
     import torch
 
-    from fedray.client.attacks import ATTACKS
-    from fedray.hetero.availability import AVAILABILITY, build_availability
-    from fedray.hetero.devices import DEVICE_SOURCES, build_devices
     from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
-    from fedray.selection import SELECTORS
-    from fedray.strategy.presets import STRATEGIES
-    from fedray.strategy.staleness import STALENESS
 
-    problems: list[str] = []
-    for key, registry, name in (
-        ("server.strategy.name", STRATEGIES, cfg.server.strategy.name),
-        ("server.selection.name", SELECTORS, cfg.server.selection.name),
-        ("model.name", MODELS, cfg.model.name),
-        ("clients.attack.name", ATTACKS, cfg.clients.attack.name),
-        ("server.staleness", STALENESS, cfg.server.staleness),
-        ("clients.profiles.source", DEVICE_SOURCES, cfg.clients.profiles.source),
-        ("clients.availability.model", AVAILABILITY, cfg.clients.availability.model),
-        ("data.tokenizer", TOKENIZERS, cfg.data.tokenizer),
-    ):
-        if name is None or name.endswith((".csv", ".parquet")):
-            continue
-        try:
-            registry.get(name)
-        except ValueError as err:
-            problems.append(f"{key}: {err}")
+    problems = component_problems(cfg)
     dataset = None
-    if not problems:
+    if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
             tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
             public = cfg.server.distill.public_size if cfg.server.foundation_model.model is not None else 0
@@ -79,16 +57,65 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
             problems.append(f"model: {err}")
         if cfg.server.foundation_model.model is not None and not problems:
             problems += foundation_problems(cfg, dataset, model)
-    for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
-                                ("clients.availability.model", build_availability, cfg.clients.availability)):
-        if not any(p.startswith(key) for p in problems):
-            try:  # reads trace files: a bad one is a config error, found before Ray starts
-                build(section, cfg.clients.num_clients, cfg.seed)
-            except ValueError as err:
-                problems.append(f"{key}: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
+
+
+def component_problems(cfg: RunConfig) -> list[str]:
+    """Every pluggable piece named in the config resolves, takes the arguments it is
+    given and builds the right kind of object: the algorithm's components, the
+    selector, the data and model builders, simulated hardware, attacks."""
+    import numpy as np
+
+    from fedray.client.attacks import ATTACKS
+    from fedray.data.partition import PARTITIONERS
+    from fedray.data.datasets import DATASETS
+    from fedray.data.tokenize import TOKENIZERS
+    from fedray.hetero.availability import build_availability
+    from fedray.hetero.devices import build_devices
+    from fedray.models.build import MODELS
+    from fedray.selection import SELECTORS
+    from fedray.strategy.algorithm import build_algorithm
+    from fedray.strategy.lora import ADAPTER_AGGREGATIONS
+    from fedray.strategy.staleness import STALENESS
+
+    problems: list[str] = []
+
+    def check(key: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except ConfigError as err:
+            problems.extend(err.problems)
+        except ValueError as err:
+            problems.append(f"{key}: {err}")
+
+    check("server.strategy", lambda: build_algorithm(cfg))
+    check("server.selection.name", lambda: SELECTORS.build(cfg.server.selection.name, cfg.server.selection))
+    check("server.staleness", lambda: _staleness_weight(STALENESS.build(cfg.server.staleness, cfg.server)))
+    check("data.dataset", lambda: DATASETS.check_call(cfg.data.dataset, cfg.data))
+    check("data.partition", lambda: PARTITIONERS.check_call(
+        cfg.data.partition, np.zeros(1, np.int64), cfg.clients.num_clients, cfg.data, np.random.default_rng(0)))
+    check("data.tokenizer", lambda: TOKENIZERS.check_call(cfg.data.tokenizer, cfg.model))
+    check("model.name", lambda: MODELS.check_call(cfg.model.name, cfg.model, None))
+    if cfg.model.peft is not None:
+        check("model.peft.aggregation", lambda: ADAPTER_AGGREGATIONS.get(cfg.model.peft.aggregation))
+    if cfg.clients.attack.name is not None:
+        check("clients.attack.name", lambda: ATTACKS.build(cfg.clients.attack.name))
+    for key, build, section in (
+        ("clients.profiles.source", build_devices, cfg.clients.profiles),
+        ("clients.availability.model", build_availability, cfg.clients.availability),
+    ):
+        # reads trace files: a bad one is a config error, found before Ray starts
+        check(key, lambda build=build, section=section: build(section, cfg.clients.num_clients, cfg.seed))
+    return problems
+
+
+def _staleness_weight(weight) -> None:
+    """A staleness weighting maps a staleness (int) to a weight in (0, 1]."""
+    value = weight(0) if callable(weight) else None
+    if not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"must map staleness 0 to a weight in (0, 1], got {value!r}")
 
 
 def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
@@ -97,13 +124,15 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
 
     from fedray.models.adapters import client_ranks, lora_layout
     from fedray.models.flat import param_spec
+    from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import build_exchange
 
     if cfg.model.peft is None:
         return
     spec = param_spec(model)
     ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
-    build_exchange(cfg, spec.num_params, lora_layout(spec, cfg.model.peft), ranks, lambda cid: 0)
+    build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
+                   lambda cid: 0)
 
 
 def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
@@ -184,7 +213,7 @@ def run(
     checkpoint up to `server.max_restarts` times.
     """
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
 
     from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group
     from fedray.cluster.resources import unplaceable_error
@@ -216,6 +245,13 @@ def run(
             while next_round <= cfg.server.rounds:
                 try:
                     result, notes = ray.get(server.run_round.remote(next_round))
+                except RayTaskError as err:  # a bug (fedray's or user code's), not a failed client
+                    RunDirectory(run_dir).log(f"round {next_round} stopped by an error. "
+                                              f"Traceback (most recent call last, across Ray actors):\n{err}")
+                    console(f"fedray: stopping: round {next_round}: {_root_cause(err)} "
+                            "(the traceback is in log.txt)")
+                    status = "failed"
+                    break
                 except RayActorError as err:
                     if restarts >= cfg.server.max_restarts:
                         console(f"fedray: the server actor died and server.max_restarts="
@@ -301,6 +337,15 @@ def _finish(server, run_dir, status: str) -> dict:
         return summarize(load_checkpoint(path), status)
 
 
-def _first_line(err: Exception) -> str:
+def _root_cause(err: BaseException) -> str:
+    """`Type: message` of the exception at the bottom of a chain of remote task errors."""
+    from ray.exceptions import RayTaskError
+
+    while isinstance(err, RayTaskError) and getattr(err, "cause", None) is not None:
+        err = err.cause
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

@@ -1,51 +1,62 @@
-"""The client Ray actor: holds private shards, trains on request, returns deltas."""
+"""The client Ray actor: holds private shards, trains on request, returns named payloads."""
 
 from __future__ import annotations
 
 import os
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
 
 from fedray.client.attacks import ATTACKS
-from fedray.client.state import ClientStateStore
-from fedray.foundation.distill import TopK, kd_regularizer, top_k
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.foundation.term import client_terms
 from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.tasks import TASKS
-from fedray.types import ClientId, ClientResult, FitInstructions
+from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
+from fedray.strategy.terms import LocalRound
+from fedray.types import ClientId, ClientResult, Context, FitInstructions
+
+NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
+
+
+class NotLoaded(Exception):
+    """A fresh (restarted) actor was asked to train before the server re-sent its shards."""
+
+
+CLIENT_FAILURES: tuple[type[BaseException], ...] = (
+    ValueError, ArithmeticError, OSError, MemoryError, torch.cuda.OutOfMemoryError, NotLoaded)
+"""Why a client may fail a round without anything being wrong with fedray: its data,
+its numerics, its machine. Such a failure is a result the server counts; any other
+exception is a bug (in fedray or in user code) and stops the run with its traceback."""
 
 
 class ClientActor:
     """Hosts one client (`actor_per_client`) or many simulated ones (`pool`).
 
-    The shards are given at creation and never leave the actor. The model is
-    built once; each round it is loaded with the broadcast global weights, trained
-    locally, and the difference is returned as one flat float32 array.
+    Constructor arguments are small (config, data description, client ids), so Ray can
+    restart the actor without objects that may be gone; the shards arrive with `load`,
+    and the server calls it again after a restart. The actor keeps no per-client state
+    between rounds: each `fit` brings the client's kept state from the server's copy
+    and returns the new one, so it survives checkpoints and restarts.
 
     With LoRA (`model.peft`), the base weights load once and stay here; only the
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        info: DataInfo,
-        shards: dict[ClientId, pa.Table],
-        states: dict[ClientId, dict] | None = None,
-        public: pa.Table | None = None,
-        ranks: dict[ClientId, int] | None = None,
-    ):
+    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: list[ClientId],
+                 ranks: dict[ClientId, int] | None = None):
         limit_threads(cfg.clients.resources.num_cpus)
-        self.cfg = cfg
+        self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
         self.task = TASKS.build(info.task)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
@@ -56,18 +67,25 @@ class ClientActor:
             self.layout = lora_layout(self.spec, cfg.model.peft)
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
-        self.shards = shards
-        self._tensors: dict[ClientId, object] = {}
-        self.state = ClientStateStore(states)
+        self.algorithm = build_algorithm(cfg, client_terms(cfg))
+        self.shards: dict[ClientId, pa.Table] = {}
+        self._tensors: dict[ClientId, Any] = {}
+        self.public = None
         attack = cfg.clients.attack
-        self._attack = ATTACKS.get(attack.name) if attack.name and attack.clients else None
+        self._attack = ATTACKS.build(attack.name) if attack.name and attack.clients else None
         # Reused for every result: Ray copies a return value into the object store
         # before this actor runs its next call, so one buffer serves all rounds.
         self._delta = np.empty(self.spec.num_params, dtype=np.float32)
-        self.public_inputs = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
         # torch.optim imports torch._dynamo on first use (~1.4 s): pay it at start-up,
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
+
+    def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None) -> dict:
+        """Take the hosted clients' shards (and the public set); where this actor runs."""
+        assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
+        self.shards, self._tensors = shards, {}
+        self.public = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
+        return self.describe()
 
     def describe(self) -> dict:
         """Where this actor runs and what it holds (for logs and placement checks)."""
@@ -77,78 +95,77 @@ class ClientActor:
             "node_ip": ray.util.get_node_ip_address(),
             "device": str(self.device),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "clients": sorted(self.shards),
+            "clients": self.hosted,
+            "loaded": bool(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: TopK | None = None,
-            merges: tuple = ()) -> ClientResult:
-        """Train client `ins.client_id` from `global_params` (in its own layout) after
-        folding any new `merges` into the base, distilling from `teacher` on the public
-        set if given; failures come back as results."""
+    def fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, *payloads: Any) -> ClientResult:
+        """Train client `ins.client_id` from the broadcast `payloads` (named by
+        `ins.payloads`; `params` first, in its own layout) and its kept `state` (None:
+        a first round), after folding any new `merges` into the base. A client failure
+        (`CLIENT_FAILURES`) comes back as a result; anything else raises."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, global_params, merges, start, teacher)
-        except Exception as exc:  # a failed client is data for the server, not a crash
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            return ClientResult(
-                client_id=ins.client_id,
-                server_round=ins.server_round,
-                wall_s=time.perf_counter() - start,
-                error=detail,
-            )
+            return self._fit(ins, state, merges, dict(zip(ins.payloads, payloads)), start)
+        except CLIENT_FAILURES as exc:
+            detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
+                                wall_s=time.perf_counter() - start, error=detail)
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float,
-             teacher: TopK | None) -> ClientResult:
+    def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
+             start: float) -> ClientResult:
         cid = ins.client_id
-        if cid not in self.shards:
-            raise KeyError(f"client {cid} is not hosted on this actor")
-        data = self._tensors.get(cid)
-        if data is None:
-            data = self._tensors[cid] = self.task.prepare(self.shards[cid], self.device)
+        data = self._data(cid)
         spec = self._activate(cid, merges)
-        set_flat(self.model, spec, global_params)
-        result = train_local(
-            self.model,
-            self.task,
-            data,
-            self.cfg.train,
-            seed=ins.seed,
-            optimizer_state=self.state.get(cid, "optimizer"),
-            regularizer=self._distillation(teacher),
-        )
-        self.state.put(cid, "optimizer", result.optimizer_state)
+        params = payloads["params"]
+        set_flat(self.model, spec, params)
+        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients)
+        kept = state if state is not None else initial_client_state(self.algorithm, params)
+        local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
+        terms = self.algorithm.terms
+        regularizers = [r for t, s in zip(terms, kept.terms) if (r := t.objective(local, s)) is not None]
+        trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
+                              optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
-        update = get_delta(self.model, spec, global_params, out=out)
-        if self._attack is not None and cid in self.cfg.clients.attack.clients:
-            update = self._attack(update, self.cfg.clients.attack)
+        delta = get_delta(self.model, spec, params, out=out)
+        local = local._replace(delta=delta, steps=trained.steps)
+        uplink, term_states = {}, []
+        for term, term_state in zip(terms, kept.terms):
+            sent, term_state = term.finish(local, term_state)
+            uplink.update(sent)
+            term_states.append(term_state)
+        if self._attacks(cid) and self._attack.update is not None:
+            delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
+        delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
-            num_examples=result.num_examples,
-            update=update,
-            train_loss=result.loss,
+            num_examples=trained.num_examples,
+            payloads={"delta": delta, **uplink},
+            state=None if new_state.is_empty() else new_state,
+            train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(result.steps), "loss_sq": result.loss_sq},
-            public_logits=self._public_logits(),
+            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq},
         )
 
-    def _distillation(self, teacher: TopK | None):
-        kd = self.cfg.server.distill
-        if teacher is None or self.public_inputs is None or kd.weight == 0:
-            return None
-        return kd_regularizer(self.public_inputs, teacher, kd.weight, kd.temperature, self.cfg.train.batch_size)
+    def _attacks(self, cid: ClientId) -> bool:
+        return self._attack is not None and cid in self.cfg.clients.attack.clients
 
-    def _public_logits(self) -> TopK | None:
-        """This client's top-k logits on the public set (clients -> server transfer)."""
-        if self.public_inputs is None or not self.cfg.server.distill.client_to_server:
-            return None
-        import torch
-
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model(self.public_inputs)
-        logits = getattr(out, "logits", out).float().to("cpu").numpy()
-        return top_k(logits, self.cfg.server.distill.top_k)
+    def _data(self, cid: ClientId) -> Any:
+        """The client's training data on this actor's device, prepared once."""
+        if cid not in self.shards:
+            if cid in self.hosted:
+                raise NotLoaded(cid)
+            raise AssertionError(f"client {cid} is not hosted on this actor")
+        data = self._tensors.get(cid)
+        if data is None:
+            data = self.task.prepare(self.shards[cid], self.device)
+            if self._attacks(cid) and self._attack.data is not None:
+                data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
+            self._tensors[cid] = data
+        return data
 
     def _activate(self, cid: ClientId, merges: tuple):
         """The travelling parameters of this client: its rank's adapter over a base
@@ -158,9 +175,11 @@ class ClientActor:
         self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
         return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
 
-    def has_state(self, client_id: ClientId) -> bool:
-        return bool(self.state.get(client_id, "optimizer"))
 
-    def export_state(self) -> dict[ClientId, dict]:
-        """Kept per-client state, for the server's checkpoint."""
-        return self.state.export()
+def _sum(regularizers: list):
+    """One regularizer adding up several (None if there are none)."""
+    if not regularizers:
+        return None
+    if len(regularizers) == 1:
+        return regularizers[0]
+    return lambda model, generator: sum(r(model, generator) for r in regularizers)

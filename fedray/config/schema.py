@@ -42,7 +42,8 @@ from fedray.config.sections import (  # noqa: F401  (part of this schema; re-exp
     AttackConfig,
     ClientsConfig,
     TrainConfig,
-    StrategyConfig,
+    ComponentConfig,
+    component,
     ValidationConfig,
 )
 
@@ -163,7 +164,15 @@ class ServerConfig:
     deadline_s: Optional[float] = None
     """Simulated seconds a round may last: results that would finish later are late
     (dropped, or in `async` mode dropped as timed out). null: no deadline."""
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: ComponentConfig = component("fedavg")
+    """The named algorithm: `fedavg`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`,
+    `fedprox`, `scaffold`, or a dotted path; its hyper-parameters in `args`."""
+    aggregator: ComponentConfig = component("weighted_mean")
+    """How the round's updates are combined: `weighted_mean`, `median`, `trimmed_mean`,
+    `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""
+    transforms: List[ComponentConfig] = field(default_factory=list)
+    """Server transforms applied, in order, to the aggregate before the strategy's own
+    step (e.g. central noise, clipping)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     round_timeout_s: Optional[float] = 600.0
     """Results not in after this many seconds count as failed for the round."""
@@ -230,7 +239,6 @@ class ServerConfig:
             out.append(f"server.max_staleness must be >= 0 or null, got {self.max_staleness}")
         if self.deadline_s is not None and not self.deadline_s > 0:
             out.append(f"server.deadline_s must be > 0 or null, got {self.deadline_s}")
-        out += self.strategy.errors()
         out += self.selection.errors()
         out += self.validation.errors()
         out += self.foundation_model.errors()

@@ -1,5 +1,5 @@
 """Configuration sections that stand on their own: Ray, data, model, resources,
-clients, local training, strategy, validation. `fedray.config.schema` composes them
+clients, local training, components, validation. `fedray.config.schema` composes them
 into `RunConfig` (and re-exports them); the same rules apply: unknown keys are
 errors, and `errors()` names every bad value's key.
 """
@@ -70,6 +70,21 @@ class Precision(enum.Enum):
     bf16 = "bf16"
     fp16 = "fp16"
     """float16 autocast with a gradient scaler (CUDA only)."""
+
+
+@dataclasses.dataclass
+class ComponentConfig:
+    """A pluggable piece of the algorithm: a registered name (or a dotted path
+    `package.module:factory` to your own) and the keyword arguments of its factory.
+    `args` are checked against the factory's signature before the run starts."""
+
+    name: str = ""
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+def component(name: str, **args: Any) -> Any:
+    """A default `{name, args}` section (for `field(default_factory=...)`)."""
+    return field(default_factory=lambda: ComponentConfig(name, dict(args)))
 
 
 @dataclasses.dataclass
@@ -295,11 +310,20 @@ class AttackConfig:
     """Simulated malicious clients, for robustness experiments (off by default)."""
 
     name: Optional[str] = None
-    """`nan`, `wrong_shape`, `scale`, `sign_flip`, or a dotted path; null: no attack."""
+    """On the update: `nan`, `wrong_shape`, `scale`, `sign_flip`, `gaussian`; on the
+    data: `label_flip`; or a dotted path; null: no attack."""
     clients: List[int] = field(default_factory=list)
     """Ids of the attacking clients."""
     scale: float = 100.0
     """Factor for `scale` (the update is multiplied by it)."""
+    std: float = 1.0
+    """`gaussian`: the update is replaced by N(0, std^2) noise in every coordinate."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.std > 0:
+            out.append(f"clients.attack.std must be > 0, got {self.std}")
+        return out
 
 
 @dataclasses.dataclass
@@ -322,6 +346,13 @@ class ClientsConfig:
     max_failures: Optional[int] = 5
     """A client that failed this many times in a row is no longer selected
     (null: always retried). A failed client is retried on a later round."""
+    transforms: List[ComponentConfig] = field(default_factory=list)
+    """The client chain: update transforms applied, in order, to each client's update
+    before it leaves the client (e.g. `clip_by_global_norm`); their state is kept per
+    client id."""
+    objective: List[ComponentConfig] = field(default_factory=list)
+    """Terms added to every client's local objective (e.g. `proximal`), on top of those
+    the strategy brings (FedProx's, SCAFFOLD's)."""
 
     def errors(self) -> list[str]:
         out = []
@@ -334,6 +365,7 @@ class ClientsConfig:
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
         if bad:
             out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
+        out += self.attack.errors()
         if self.max_failures is not None and self.max_failures < 1:
             out.append(f"clients.max_failures must be >= 1 or null, got {self.max_failures}")
         out += self.resources.errors("clients.resources")
@@ -406,34 +438,6 @@ class TrainConfig:
             out.append(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             out.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        return out
-
-
-@dataclasses.dataclass
-class StrategyConfig:
-    """Server-side aggregation and update rule."""
-
-    name: str = "fedavg"
-    """`fedavg`, `fedavgm`, `fedadam`, or a dotted path to a builder."""
-    server_lr: float = 1.0
-    """Scale of the aggregated update (fedavgm, fedadam)."""
-    momentum: float = 0.9
-    """Server momentum (fedavgm)."""
-    beta1: float = 0.9
-    beta2: float = 0.99
-    eps: float = 1e-3
-    """Adaptivity of fedadam (Reddi et al. 2021 use tau = 1e-3)."""
-
-    def errors(self) -> list[str]:
-        out = []
-        if not self.server_lr > 0:
-            out.append(f"server.strategy.server_lr must be > 0, got {self.server_lr}")
-        for key in ("momentum", "beta1", "beta2"):
-            value = getattr(self, key)
-            if not 0 <= value < 1:
-                out.append(f"server.strategy.{key} must be in [0, 1), got {value}")
-        if not self.eps > 0:
-            out.append(f"server.strategy.eps must be > 0, got {self.eps}")
         return out
 
 

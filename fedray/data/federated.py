@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import compact
-from fedray.data.datasets import DATASETS, DataInfo
+from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo
 from fedray.data.partition import PARTITIONERS
 from fedray.data.text import TextCorpus, pack, select_owners
 from fedray.data.tokenize import ByteTokenizer, Tokenizer
@@ -55,12 +55,19 @@ def build_federated_dataset(
     """Load (and tokenise text), split off the test set stratified by class or owner
     and `public_size` public rows, and partition the rest among clients."""
     data = DATASETS.build(cfg.dataset, cfg)
+    if not isinstance(data, (ArrayDataset, TextCorpus)):
+        raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
+                         "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
     if isinstance(data, TextCorpus):
         data = pack(select_owners(data, cfg), tokenizer or ByteTokenizer(), cfg.seq_len)
     rng = np.random.default_rng([seed, 0xDA7A])
     train_idx, test_idx = _stratified_split(data.groups, cfg.test_fraction, rng)
     train_idx, public_idx = _take_public(train_idx, public_size, rng)
     shards = PARTITIONERS.build(cfg.partition, data.groups[train_idx], num_clients, cfg, rng)
+    if not isinstance(shards, (list, tuple)) or len(shards) != num_clients or not all(
+            isinstance(s, np.ndarray) and s.dtype.kind in "iu" for s in shards):
+        raise ValueError(f"data.partition={cfg.partition!r} must return {num_clients} integer index arrays "
+                         f"(one per client), got {type(shards).__name__}")
     order = np.concatenate([train_idx[s] for s in shards])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in shards])]).astype(np.int64)
     return FederatedDataset(

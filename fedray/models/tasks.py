@@ -7,6 +7,7 @@ loss and the metrics reported in metrics.parquet.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
@@ -75,6 +76,11 @@ class Classification:
         return {"loss": total_loss / n, "accuracy": correct / n}
 
 
+def perplexity(loss: float) -> float:
+    """exp(mean NLL per token), inf rather than an overflow warning for a huge loss."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 _MAX_LOGITS = 2**25
 """Logit elements per evaluation forward pass (128 MiB in float32): a 49k-token
 vocabulary must not turn a 1,024-row batch into tens of gigabytes."""
@@ -84,8 +90,8 @@ vocabulary must not turn a 1,024-row batch into tens of gigabytes."""
 class CausalLM:
     """Next-token cross-entropy over packed rows; padding (id < 0) is never a target.
 
-    Metrics are per target token: `loss` (mean negative log-likelihood, whose exp
-    is the perplexity in metrics.parquet) and `accuracy` (next-token top-1).
+    Metrics are per target token: `loss` (mean negative log-likelihood),
+    `perplexity` (its exp) and `accuracy` (next-token top-1).
     """
 
     def prepare(self, table: pa.Table, device: torch.device):
@@ -108,7 +114,8 @@ class CausalLM:
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict[str, float]:
         nll, correct, count = (t.sum().item() for t in self.row_scores(model, data, batch_size))
-        return {"loss": nll / max(1, count), "accuracy": correct / max(1, count)}
+        loss = nll / max(1, count)
+        return {"loss": loss, "accuracy": correct / max(1, count), "perplexity": perplexity(loss)}
 
     @torch.no_grad()
     def row_scores(self, model, data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ class Selector(NamedTuple):
     select: Callable[[SelectionRequest, Any, np.random.Generator], tuple[list[ClientId], Any]]
 
 
-SELECTORS: Registry[Callable[[SelectionConfig], Selector]] = Registry("selector")
+SELECTORS: Registry[Callable[[SelectionConfig], Selector]] = Registry("selector", returns=Selector)
 
 
 def require_profiles(request: SelectionRequest, name: str) -> ClientProfiles:

@@ -41,8 +41,10 @@ def run_quiet(cfg, hook=None, resume=None):
 
 
 RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.optimizer=adam", "train.lr=0.01",
-          "train.persist_optimizer_state=true", "server.strategy.name=fedadam",
-          "server.strategy.server_lr=0.05"]
+          "train.persist_optimizer_state=true", "server.strategy.name=scaffold",
+          "server.transforms=[{name: adam, args: {lr: 0.05}}]"]
+"""State everywhere: clients' Adam moments and SCAFFOLD control variates (kept per client
+id), the server's control variate and Adam moments (server chain)."""
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path):
