@@ -54,8 +54,14 @@ def load_run(where: str) -> RunRecord:
     if not metrics_file.exists():
         raise ValueError(f"{where} is not a run directory: no metrics.parquet")
     summary_file, config_file = location / "summary.json", location / "config.yaml"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    try:
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    except ValueError as err:
+        raise ValueError(f"{summary_file} is not valid JSON: {err}") from None
+    try:
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config_file} is not valid YAML: {err}") from None
     return RunRecord(location.name, str(location), read_parquet(metrics_file).to_pydict(), summary,
                      _flatten(config or {}))
 

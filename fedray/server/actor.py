@@ -10,7 +10,6 @@ import numpy as np
 import ray
 
 from fedray.client.pool import ClientPool, actor_index, placement_columns
-from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
@@ -99,7 +98,6 @@ class Server:
             )
         if self.state.profiles is None:
             self.state.profiles = initial_profiles(self.simulation, num_examples)
-        self.run_dir.write_config(to_yaml(cfg))
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
