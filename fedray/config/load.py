@@ -165,19 +165,20 @@ def _value_problems(merged: DictConfig) -> list[str]:
 
 
 def _attributed(problems: list[str], source: str, overrides: list[str]) -> ConfigError:
-    """Say which problems come from the command line rather than from the file."""
+    """Say which problems come from `key=value` overrides (the command line, a sweep's
+    grid) rather than from the file."""
     keys = {item.split("=", 1)[0].strip(): item for item in overrides if "=" in item}
     out, from_command_line = [], 0
     for problem in problems:
         items = [item for key, item in keys.items() if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", problem)]
         if problem.startswith("override ") or items:
             from_command_line += 1
-        out.append(f"{problem} (from the command line: {' '.join(items)})" if items and not
+        out.append(f"{problem} (set by override {' '.join(items)})" if items and not
                    problem.startswith("override ") else problem)
     if from_command_line == len(problems):
-        where = "command-line overrides" + ("" if source == "<defaults>" else f" of {source}")
+        where = "key=value overrides" + ("" if source == "<defaults>" else f" of {source}")
     elif from_command_line:
-        where = f"{source} and command-line overrides"
+        where = f"{source} and its key=value overrides"
     else:
         where = source
     return ConfigError(out, where)

@@ -148,11 +148,11 @@ def test_errors_from_overrides_say_they_come_from_the_command_line(tmp_path, cap
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  alpha: 0\n")
     err = fails_cleanly(capsys, ["validate", str(path), "server.rounds=-1"],
-                        f"in {path} and command-line overrides",
-                        "server.rounds must be >= 1, got -1 (from the command line: server.rounds=-1)")
-    assert "data.alpha must be > 0, got 0.0\n" in err + "\n"  # the file's own problem is not attributed
+                        f"in {path} and its key=value overrides",
+                        "server.rounds must be >= 1, got -1 (set by override server.rounds=-1)")
+    assert "data.alpha must be > 0, got 0.0\n" in err  # the file's own problem is not attributed
     path.write_text("{}\n")
-    fails_cleanly(capsys, ["validate", str(path), "server.rounds=-1"], f"in command-line overrides of {path}")
+    fails_cleanly(capsys, ["validate", str(path), "server.rounds=-1"], f"in key=value overrides of {path}:")
 
 
 # ---- 11. damaged files named, not Arrow's buffers or pickle's opcodes --------------------------
