@@ -28,8 +28,10 @@ class PreparedRun:
     num_params: int
 
 
-def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
-    """Build the data and check every named component; all problems in one ConfigError."""
+def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> PreparedRun:
+    """Build the data and check every named component; all problems in one ConfigError.
+    `local`: the run writes from this machine, so `output_dir` is checked here too (not
+    for `fedray submit`, whose output_dir is a path on the cluster)."""
     import torch
 
     from fedray.client.attacks import ATTACKS
@@ -41,7 +43,7 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
     from fedray.strategy.presets import STRATEGIES
     from fedray.strategy.staleness import STALENESS
 
-    problems: list[str] = output_dir_problems(cfg)
+    problems: list[str] = output_dir_problems(cfg) if local else []
     for key, registry, name in (
         ("server.strategy.name", STRATEGIES, cfg.server.strategy.name),
         ("server.selection.name", SELECTORS, cfg.server.selection.name),

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
-from fedray.server.rundir import read_parquet
+from fedray.server.rundir import RunDirectory, read_parquet
 from fedray.server.storage import Location
 
 _MB = 1e6
@@ -53,7 +53,8 @@ def load_run(where: str) -> RunRecord:
     metrics_file = location / "metrics.parquet"
     if not metrics_file.exists():
         raise ValueError(f"{where} is not a run directory: no metrics.parquet")
-    summary_file, config_file = location / "summary.json", location / "config.yaml"
+    configs = RunDirectory(location).config_files()  # a resume's changes are in the newest
+    summary_file, config_file = location / "summary.json", (configs[-1] if configs else location / "config.yaml")
     try:
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     except ValueError as err:

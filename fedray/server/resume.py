@@ -87,7 +87,7 @@ def changed_keys(base: RunConfig, cfg: RunConfig, run_dir: str) -> tuple[str, ..
         raise ConfigError([
             f"--resume {run_dir}: {shown} cannot change on resume: the checkpoint and the rest "
             "of the run depend on it. Start a new run for a different experiment; a resume may "
-            "change only " + ", ".join(_shown_keys())], "command line")
+            "change only " + ", ".join(resumable_keys())], "command line")
     return tuple(differ)
 
 
@@ -154,7 +154,7 @@ def _flatten(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _shown_keys() -> list[str]:
+def resumable_keys() -> list[str]:
     """RESUMABLE as users write keys: a section as `section.*`."""
     leaves = _flatten(RunConfig())
     return [key if key in leaves else f"{key}.*" for key in RESUMABLE]

@@ -89,7 +89,8 @@ def test_sigterm_stops_after_the_current_round_keeps_checkpoints_and_exits_143(t
     assert proc.wait(timeout=120) == 143, "".join(output)
     text = "".join(output)
     assert "fedray: terminated (SIGTERM); completed rounds and checkpoints are kept" in text
-    assert re.search(rf"stopped by SIGTERM after round \d+; continue with `fedray run --resume {tmp_path / 'test'}`", text)
+    resume_hint = re.escape(f"; continue with `fedray run --resume {tmp_path / 'test'}`")
+    assert re.search(rf"stopped by SIGTERM after round \d+{resume_hint}", text)
     for abort in ("Traceback", "terminate called", "SIGTERM received", "Aborted"):
         assert abort not in text, text
 

@@ -5,6 +5,7 @@ key or file, no traceback, and the run directory exactly as it was.
 """
 
 import os
+import pathlib
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,7 @@ from fedray.config import ConfigError, to_yaml
 from fedray.server.checkpoint import save_checkpoint
 from fedray.server.resume import resume_config
 from fedray.server.state import ServerState
-from tests.conftest import small_config
+from tests.conftest import REPO, small_config
 
 
 def snapshot(directory):
@@ -207,3 +208,13 @@ def test_a_run_that_failed_before_any_evaluation_says_so():
     line = format_summary({"status": "failed", "rounds_completed": 0, "final_metrics": {}, "wall_s": 30.6,
                            "run_dir": "runs/x"})
     assert line == "fedray: failed 0 round(s) in 30.6 s; no evaluated round; results in runs/x"
+
+
+def test_the_readme_says_what_may_change_on_resume():
+    from fedray.server.resume import RESUMABLE, resumable_keys
+
+    readme = (pathlib.Path(REPO) / "README.md").read_text()
+    section = readme[readme.index("**What may change on resume**"):readme.index("**The record**")]
+    assert len(resumable_keys()) == len(RESUMABLE)
+    missing = [key for key in resumable_keys() if f"`{key}`" not in section]
+    assert not missing, f"README.md's resume section lacks {missing}"

@@ -78,7 +78,7 @@ def test_run_files_respect_the_umask(tmp_path, umask, mode):
         save_checkpoint(run.checkpoints, state(1), keep=1)
     finally:
         os.umask(old)
-    for path in (tmp_path / "summary.json", tmp_path / "metrics.parquet", tmp_path / "checkpoints" / "round_000001.pkl"):
+    for path in (tmp_path / "summary.json", tmp_path / "metrics.parquet", run.checkpoints / "round_000001.pkl"):
         assert path.stat().st_mode & 0o777 == mode, path
 
 
