@@ -78,7 +78,8 @@ def test_run_files_respect_the_umask(tmp_path, umask, mode):
         save_checkpoint(run.checkpoints, state(1), keep=1)
     finally:
         os.umask(old)
-    for path in (tmp_path / "summary.json", tmp_path / "metrics.parquet", run.checkpoints / "round_000001.pkl"):
+    written = ("summary.json", "metrics.parquet", "checkpoints/round_000001.pkl")
+    for path in (tmp_path / name for name in written):
         assert path.stat().st_mode & 0o777 == mode, path
 
 
