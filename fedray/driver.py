@@ -65,9 +65,8 @@ class Driver:
         """The foundation model's reserved placement group, if any."""
         self.server = None
         self.next_round, self.restarts = 1, 0
-        self.on_interrupt: str | None = None
-        """What to tell the user once an interrupted run's summary is written (`{rounds}`:
-        the rounds it kept)."""
+        self.stopped_by: str | None = None
+        """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
 
     def reserve(self, cleanup: contextlib.ExitStack) -> None:
         """Fail fast on resources the cluster never has; reserve the foundation model's ranks."""
@@ -165,8 +164,9 @@ class Driver:
             RunDirectory(self.run_dir).write_summary(summary)
         except OSError as err:
             self.console(f"fedray: could not write summary.json: {err}")
-        if self.on_interrupt:
-            self.console(self.on_interrupt.format(rounds=summary["rounds_completed"]))
+        if self.stopped_by:
+            self.console(f"fedray: stopped by {self.stopped_by} after round {summary['rounds_completed']}; "
+                         f"continue with `fedray run --resume {self.run_dir}`")
         return summary
 
 

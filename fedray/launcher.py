@@ -169,8 +169,9 @@ def run(
     progress), summary.json is written, and it claims only rounds whose checkpoint is on
     disk. Problems found before anything runs raise ConfigError with nothing written.
     """
+    from fedray.config.load import to_yaml
     from fedray.server.resume import open_for_resume, record_resume
-    from fedray.server.rundir import Location
+    from fedray.server.rundir import Location, RunDirectory
 
     cfg = prepared.cfg
     started = time.perf_counter()
@@ -183,18 +184,18 @@ def run(
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
     driver = Driver(prepared, run_dir, console, started)
     with ray_session(cfg), sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
-        driver.reserve(cleanup)
+        driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
         if point is not None:
             record_resume(run_dir, cfg, point, console)
+        else:
+            RunDirectory(run_dir).write_config(to_yaml(cfg))
         status = "failed"  # until the rounds say otherwise
         try:
             driver.start_server(resume=point is not None and point.after_round > 0)
             status = driver.run_rounds()
         except KeyboardInterrupt as err:
             status = "interrupted"
-            how = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
-            driver.on_interrupt = f"fedray: stopped by {how} after round {{rounds}}; continue with " \
-                                  f"`fedray run --resume {run_dir}`"
+            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
             raise
         finally:
             summary = driver.finish(status)
@@ -202,16 +203,14 @@ def run(
 
 
 def create_run_dir(cfg: RunConfig):
-    """A new run directory holding config.yaml; ConfigError naming it if it cannot be written."""
-    from fedray.config.load import to_yaml
-    from fedray.server.rundir import RunDirectory, unique_run_dir
+    """A new, empty run directory; ConfigError naming it if it cannot be created."""
+    from fedray.server.rundir import unique_run_dir
 
     run_dir = unique_run_dir(cfg.output_dir, cfg.name)
     try:
         run_dir.mkdir()
-        RunDirectory(run_dir).write_config(to_yaml(cfg))
     except OSError as err:
-        raise ConfigError([f"output_dir: cannot write the run directory {run_dir}: {err}"], "output_dir") from None
+        raise ConfigError([f"output_dir: cannot create the run directory {run_dir}: {err}"], "output_dir") from None
     return run_dir
 
 

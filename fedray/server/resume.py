@@ -119,9 +119,10 @@ def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
     if after > cfg.server.rounds:
         raise ConfigError([f"--resume {run_dir}: server.rounds={cfg.server.rounds}, but its newest "
                            f"checkpoint is after round {after}"], "command line")
+    going_on = f"continuing after round {after}" if loaded is not None else "starting again from round 1"
     for err in corrupt:
         moved = set_aside(err.path)
-        note = f"{err}; kept as {moved.name}, continuing from the newest checkpoint that loads"
+        note = f"{err}; kept as {moved.name}, {going_on}"
         console(f"fedray: warning: {note}")
         directory.log(note)
     return ResumePoint(after, changed)
