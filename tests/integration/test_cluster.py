@@ -195,7 +195,7 @@ def logs_once(address: str, job_id: str, pattern: str) -> str:
     from fedray.cluster.submit import connect
 
     client = connect(address)
-    deadline = time.monotonic() + 300  # only so that a broken run cannot hang the suite
+    deadline = time.monotonic() + 900  # only so that a broken run cannot hang the suite (2 loaded cores: minutes)
     while time.monotonic() < deadline:
         text = client.get_job_logs(job_id)
         if re.search(pattern, text):
