@@ -1,43 +1,36 @@
-"""The driver: check and build everything, start (or join) Ray, drive the server actor.
+"""Launching a run: check and build everything, start (or join) Ray, hand over to the driver.
 
 Everything that can be wrong with a config is found here before Ray starts and
 reported at once as a ConfigError. The rounds themselves run in the server
-actor; the driver asks for one round at a time, prints a line per round, and
-leaves the run directory consistent however it stops.
+actor; the driver (`fedray.driver`) asks for one round at a time, prints a line
+per round, and leaves the run directory consistent however it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import math
 import os
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
-from fedray.types import RoundResult
+from fedray.driver import Driver, PreparedRun, format_round, resource_problems, run_key  # noqa: F401  (re-exported)
+from fedray.signals import Terminated, sigterm_as_interrupt
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedRun:
-    cfg: RunConfig
-    dataset: FederatedDataset
-    num_params: int
-
-
-def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
-    """Build the data and check every named component; all problems in one ConfigError."""
+def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> PreparedRun:
+    """Build the data and check every named component; all problems in one ConfigError.
+    `local`: the run writes from this machine, so `output_dir` is checked here too (not
+    for `fedray submit`, whose output_dir is a path on the cluster)."""
     import torch
 
     from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
 
-    problems = component_problems(cfg)
+    problems: list[str] = output_dir_problems(cfg) if local else []
+    problems += component_problems(cfg)
     dataset = None
     if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
@@ -179,173 +172,84 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-def resource_problems(cfg: RunConfig) -> list[str]:
-    """What the connected cluster can never provide for this run's actors."""
-    from fedray.cluster.resources import check_cluster
-
-    return check_cluster(cfg) if cfg.ray.check_resources else []
-
-
-def format_round(result: RoundResult, rounds: int) -> str:
-    parts = [
-        f"round {result.server_round:>{len(str(rounds))}}/{rounds}",
-        f"clients {result.clients_succeeded}/{result.clients_selected}",
-        f"train_loss {result.train_loss:.4f}",
-    ]
-    if not math.isnan(result.eval_loss):
-        parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
-    if not math.isnan(result.eval_perplexity):
-        parts.append(f"perplexity {result.eval_perplexity:.2f}")
-    parts.append(f"{result.round_wall_s:.2f} s")
-    parts.append(f"sim {result.sim_time_s:.1f} s")
-    return " | ".join(parts)
-
-
 def run(
     prepared: PreparedRun,
     console: Callable[[str], None] = print,
     resume: str | None = None,
+    fresh: bool = False,
 ) -> dict:
-    """Run every round; returns summary.json's content (plus `run_dir`).
+    """Run every round; returns summary.json's content (with `run_dir`, `placement`, `wall_s`).
 
-    With `resume`, continue the run in that directory from its newest complete
-    checkpoint. If the server actor dies, it is restarted from the newest
-    checkpoint up to `server.max_restarts` times.
+    With `resume`, continue the run in that directory from its newest checkpoint that
+    loads, after checking that `prepared.cfg` changes nothing a resume may not change
+    (`fedray.server.resume`); `fresh` lets a directory without a checkpoint start again
+    from round 1. A dead server actor is restarted from the newest checkpoint up to
+    `server.max_restarts` times.
+
+    However the run ends (completed; failed: too few clients, the server gone for good,
+    a file it could not write; interrupted: Ctrl-C or SIGTERM, after the round in
+    progress), summary.json is written, and it claims only rounds whose checkpoint is on
+    disk. Problems found before anything runs raise ConfigError with nothing written.
     """
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError
-
-    from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group
-    from fedray.cluster.resources import unplaceable_error
-    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
+    from fedray.config.load import to_yaml
+    from fedray.server.resume import open_for_resume, record_resume
+    from fedray.server.rundir import Location, RunDirectory
 
     cfg = prepared.cfg
     started = time.perf_counter()
-    run_dir = Location.parse(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
-    run_dir.mkdir()
+    point = None
+    if resume:
+        run_dir = Location.parse(resume)
+        point = open_for_resume(run_dir, cfg, fresh, console)
+    else:
+        run_dir = create_run_dir(cfg)
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
-
-    with ray_session(cfg), contextlib.ExitStack() as cleanup:
-        missing = resource_problems(cfg)
-        if missing:
-            raise unplaceable_error(missing, "")
-        placement: dict = {"driver_node": ray.get_runtime_context().get_node_id()}
-        ranks = None
-        if cfg.server.foundation_model.model is not None:
-            foundation = cfg.server.foundation_model
-            ranks = reserve_worker_group(foundation, f"fedray/{run_key(run_dir)}/foundation")
-            cleanup.callback(release, ranks)
-            placement["worker_nodes"] = bundle_nodes(ranks)
-            console(f"foundation model: {foundation.num_workers} rank(s) {foundation.placement_strategy.value} "
-                    f"on {len(set(placement['worker_nodes']))} node(s)")
-        server, info = _start_server(prepared, run_dir, bool(resume), 0, console, started, ranks)
-        next_round, placement["server_node"] = info["next_round"], info["server_node"]
-        status, restarts = "interrupted", 0
+    driver = Driver(prepared, run_dir, console, started)
+    with ray_session(cfg), sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
+        driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
+        if point is not None:
+            record_resume(run_dir, cfg, point, console)
+        else:
+            RunDirectory(run_dir).write_config(to_yaml(cfg))
+        status = "failed"  # until the rounds say otherwise
         try:
-            while next_round <= cfg.server.rounds:
-                try:
-                    result, notes = ray.get(server.run_round.remote(next_round))
-                except RayTaskError as err:  # a bug (fedray's or user code's), not a failed client
-                    RunDirectory(run_dir).log(f"round {next_round} stopped by an error. "
-                                              f"Traceback (most recent call last, across Ray actors):\n{err}")
-                    console(f"fedray: stopping: round {next_round}: {_root_cause(err)} "
-                            "(the traceback is in log.txt)")
-                    status = "failed"
-                    break
-                except RayActorError as err:
-                    if restarts >= cfg.server.max_restarts:
-                        console(f"fedray: the server actor died and server.max_restarts="
-                                f"{cfg.server.max_restarts} restarts are used up: {_first_line(err)}")
-                        status = "failed"
-                        break
-                    restarts += 1
-                    console(f"fedray: the server actor died in round {next_round} ({_first_line(err)}); "
-                            f"restart {restarts}/{cfg.server.max_restarts} from the newest checkpoint")
-                    server, info = _start_server(prepared, run_dir, True, restarts, console, started, ranks)
-                    next_round, placement["server_node"] = info["next_round"], info["server_node"]
-                    continue
-                for note in notes:
-                    console(f"  warning: {note}")
-                if result is None:
-                    console(f"fedray: stopping: {notes[-1]}")
-                    status = "failed"
-                    break
-                console(format_round(result, cfg.server.rounds))
-                next_round += 1
-            else:
-                status = "completed"
+            driver.start_server(resume=point is not None and point.after_round > 0)
+            status = driver.run_rounds()
+        except KeyboardInterrupt as err:
+            status = "interrupted"
+            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+            raise
         finally:
-            summary = _finish(server, run_dir, status)
-    summary["run_dir"] = str(run_dir)
-    summary["placement"] = placement
-    summary["wall_s"] = time.perf_counter() - started
-    RunDirectory(run_dir).write_summary(summary)
+            summary = driver.finish(status)
     return summary
 
 
-def run_key(run_dir) -> str:
-    """A name for a run's actors, unique per run directory, so concurrent runs on one
-    cluster never collide: `<dir name>-<hash of its absolute path or URI>`."""
-    text = str(run_dir)
-    if "://" not in text:
-        text = str(Path(text).resolve())
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return f"{text.rstrip('/').rsplit('/', 1)[-1]}-{digest}"
+def create_run_dir(cfg: RunConfig):
+    """A new, empty run directory; ConfigError naming it if it cannot be created."""
+    from fedray.server.rundir import unique_run_dir
 
-
-def _start_server(prepared: PreparedRun, run_dir, resume: bool, restarts: int,
-                  console: Callable[[str], None], started: float, ranks=None):
-    """Create the server actor (resuming from the newest checkpoint if asked); (handle, its start info)."""
-    import ray
-
-    from fedray.cluster.placement import server_options
-    from fedray.server.actor import Server
-
-    cfg = prepared.cfg
-    prefix = f"fedray/{run_key(run_dir)}/{restarts}"
-    server = ray.remote(Server).options(
-        name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
-    ).remote(cfg, prepared.dataset, str(run_dir), prefix, resume, ranks)
-    info = ray.get(server.start.remote())
-    if info["next_round"] > 1:
-        console(f"resuming after round {info['next_round'] - 1}")
-    console(
-        f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
-        f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
-    return server, info
-
-
-def _finish(server, run_dir, status: str) -> dict:
-    """Summary from the server; if it is gone, from the newest checkpoint on disk."""
-    import ray
-    from ray.exceptions import RayActorError
-
-    from fedray.server.actor import summarize
-    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
-    from fedray.server.rundir import RunDirectory
-
+    run_dir = unique_run_dir(cfg.output_dir, cfg.name)
     try:
-        summary = ray.get(server.finish.remote(status))
-        ray.kill(server)
-        return summary
-    except RayActorError:
-        path = latest_checkpoint(RunDirectory(run_dir).checkpoints)
-        if path is None:
-            return {"status": status, "rounds_completed": 0, "final_metrics": {}}
-        return summarize(load_checkpoint(path), status)
+        run_dir.mkdir()
+    except OSError as err:
+        raise ConfigError([f"output_dir: cannot create the run directory {run_dir}: {err}"], "output_dir") from None
+    return run_dir
 
 
-def _root_cause(err: BaseException) -> str:
-    """`Type: message` of the exception at the bottom of a chain of remote task errors."""
-    from ray.exceptions import RayTaskError
+def output_dir_problems(cfg: RunConfig) -> list[str]:
+    """A local output_dir must be a directory this process may write into, or creatable as one."""
+    from fedray.server.storage import is_uri
 
-    while isinstance(err, RayTaskError) and getattr(err, "cause", None) is not None:
-        err = err.cause
-    return f"{type(err).__name__}: {_first_line(err)}"
+    if is_uri(cfg.output_dir):
+        return []  # object stores are checked by their first write
+    where = os.path.abspath(cfg.output_dir)
+    existing = where
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return [f"output_dir: {existing} is a file, not a directory (output_dir={cfg.output_dir})"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"output_dir: {existing} is not writable by this user (output_dir={cfg.output_dir})"]
+    return []
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

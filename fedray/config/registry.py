@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import typing
 from types import UnionType
 from typing import Any, Callable, Generic, Mapping, TypeVar
@@ -65,22 +66,27 @@ class Registry(Generic[T]):
         """The builder, after checking that it accepts these arguments (types of keyword
         arguments included, where the builder annotates them); ValueError naming the
         unknown, missing or mistyped ones."""
+        return self._checked(name, args, kwargs)[0]
+
+    def _checked(self, name: str, args: tuple, kwargs: dict) -> tuple[Callable, dict]:
+        """(builder, keyword arguments converted to the annotated number types)."""
         builder = self.get(name)
         try:
             signature = inspect.signature(builder)
         except (TypeError, ValueError):  # some builtins have no signature: nothing to check
-            return builder
+            return builder, kwargs
         problems = _binding_problems(signature, args, kwargs)
-        problems += _type_problems(builder, signature, kwargs)
+        converted, type_problems = _typed(builder, kwargs)
+        problems += type_problems
         if problems:
             takes = ", ".join(p for p in signature.parameters if p not in ("self",)) or "nothing"
             raise ValueError(f"{self.kind} '{name}': {'; '.join(problems)} (it takes: {takes})")
-        return builder
+        return builder, converted
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Check the call, build, check the result's kind. User code (a dotted path) that
         raises while building is reported as a config error naming it."""
-        builder = self.check_call(name, *args, **kwargs)
+        builder, kwargs = self._checked(name, args, kwargs)
         if name in self._entries:
             built = builder(*args, **kwargs)
         else:
@@ -126,25 +132,34 @@ def _binding_problems(signature: inspect.Signature, args: tuple, kwargs: Mapping
 _SIMPLE = {float: (int, float), int: (int,), bool: (bool,), str: (str,)}
 
 
-def _type_problems(builder: Callable, signature: inspect.Signature, kwargs: Mapping[str, Any]) -> list[str]:
-    """Keyword values against simple annotations (float, int, bool, str, Optional of them)."""
+def _typed(builder: Callable, kwargs: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """Keyword values checked against simple annotations (float, int, bool, str, Optional
+    of them). A number written as text (`inf`, `1e-3` read by YAML as a string) becomes
+    the number; numbers must be finite."""
     try:
         hints = typing.get_type_hints(builder)
     except Exception:  # noqa: BLE001 - unresolvable annotations in user code: nothing to check
-        return []
-    problems = []
+        return dict(kwargs), []
+    converted, problems = dict(kwargs), []
     for key, value in kwargs.items():
         hint = hints.get(key)
         allowed = _allowed_types(hint)
         if allowed is None or (value is None and type(None) in allowed):
             continue
+        if isinstance(value, str) and float in allowed:
+            try:
+                value = converted[key] = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) and bool not in allowed:
             ok = False
         else:
             ok = isinstance(value, tuple(t for t in allowed if t is not type(None)))
         if not ok:
             problems.append(f"argument '{key}' must be {_describe(hint)}, got {value!r}")
-    return problems
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"argument '{key}' must be a finite number, got {value}")
+    return converted, problems
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...] | None:

@@ -256,6 +256,8 @@ class ResourcesConfig:
             out.append(f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
         if self.num_gpus < 0:
             out.append(f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        if self.memory is not None and self.memory < 0:
+            out.append(f"{prefix}.memory must be >= 0 bytes or null, got {self.memory}")
         elif self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             out.append(f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}")
         for key, value in self.custom.items():

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
-from fedray.server.rundir import read_parquet
+from fedray.server.rundir import RunDirectory, read_parquet
 from fedray.server.storage import Location
 
 _MB = 1e6
@@ -53,9 +53,16 @@ def load_run(where: str) -> RunRecord:
     metrics_file = location / "metrics.parquet"
     if not metrics_file.exists():
         raise ValueError(f"{where} is not a run directory: no metrics.parquet")
-    summary_file, config_file = location / "summary.json", location / "config.yaml"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    configs = RunDirectory(location).config_files()  # a resume's changes are in the newest
+    summary_file, config_file = location / "summary.json", (configs[-1] if configs else location / "config.yaml")
+    try:
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    except ValueError as err:
+        raise ValueError(f"{summary_file} is not valid JSON: {err}") from None
+    try:
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config_file} is not valid YAML: {err}") from None
     return RunRecord(location.name, str(location), read_parquet(metrics_file).to_pydict(), summary,
                      _flatten(config or {}))
 

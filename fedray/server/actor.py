@@ -10,7 +10,6 @@ import numpy as np
 import ray
 
 from fedray.client.pool import ClientPool, actor_index, placement_columns
-from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
@@ -25,7 +24,7 @@ from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import TASKS
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
-from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, prune_tags, save_checkpoint
+from fedray.server.checkpoint import CorruptCheckpoint, load_newest, prune_tags, save_checkpoint
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
 from fedray.server.rundir import Location, RunDirectory
@@ -73,8 +72,8 @@ class Server:
         ranks = None if peft is None else client_ranks(peft, num_examples)
         self.layout = None if peft is None else lora_layout(self.spec, peft)
         self.merged = FoldedMerges()
-        checkpoint = latest_checkpoint(self.run_dir.checkpoints) if resume else None
-        saved = load_checkpoint(checkpoint) if checkpoint is not None else None
+        loaded = load_newest(self.run_dir.checkpoints, self._note_corrupt) if resume else None
+        saved = loaded.state if loaded is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
         self.algorithm = build_algorithm(cfg, extra)
@@ -87,11 +86,17 @@ class Server:
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
             self.state.profiles = initial_profiles(simulation, num_examples)
-        self.run_dir.write_config(to_yaml(cfg))
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
         self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks)
+
+    def _note_corrupt(self, err: CorruptCheckpoint) -> None:
+        """A restarted server skips a checkpoint that does not load (the driver's resume has
+        already set such files aside; this is a file damaged since)."""
+        note = f"{err}; continuing from an older checkpoint"
+        logger.warning(note)
+        self.run_dir.log(note)
 
     def _initial_state(self, exchange, selector) -> ServerState:
         params = get_flat(self.model, self.spec)

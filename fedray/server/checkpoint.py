@@ -1,9 +1,15 @@
-"""Checkpoints of the server state: written whole, the newest N kept.
+"""Checkpoints of the server state: written whole, the newest N kept, read back newest first.
 
 A checkpoint is one pickle of `ServerState` (plain data: numpy arrays, the
 strategy's and selector's state, the generator state, metrics so far), so a
 resumed run continues exactly where it stopped. The directory may be a local
 path or a `pyarrow.fs` URI (see `storage`).
+
+Writes are atomic, but a file can still be damaged afterwards (a disk that
+filled up on a store without atomic renames, a copy cut short, a hand edit).
+`load_checkpoint` turns every such case into one error type, `CorruptCheckpoint`,
+and `load_newest` walks back to the newest checkpoint that loads; neither knows
+the file format beyond `load_checkpoint` itself.
 """
 
 from __future__ import annotations
@@ -11,15 +17,40 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from typing import Callable, NamedTuple
 
 from fedray.server.state import ServerState
 from fedray.server.storage import Location
 
 _NAME = re.compile(r"^round_(\d{6})\.pkl$")
 _TAG = re.compile(r"^round_(\d{6})$")
+CORRUPT_SUFFIX = ".corrupt"
+"""Appended to a checkpoint that does not load: kept for inspection, never listed again."""
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that exists but cannot be read back (truncated, damaged, foreign)."""
+
+    def __init__(self, path: Location, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"checkpoint {path} is corrupt or truncated ({reason})")
+
+
+class Loaded(NamedTuple):
+    """A checkpoint read back: where it was and the state it held."""
+
+    path: Location
+    state: ServerState
+
 
 def checkpoint_path(directory: Location | str | os.PathLike, server_round: int) -> Location:
     return Location.parse(directory) / f"round_{server_round:06d}.pkl"
+
+
+def checkpoint_round(path: Location) -> int:
+    """The round a checkpoint file holds, from its name."""
+    return int(_NAME.match(path.name).group(1))
 
 
 def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState, keep: int) -> Location:
@@ -31,8 +62,8 @@ def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState,
 
 
 def list_checkpoints(directory: Location | str | os.PathLike) -> list[Location]:
-    """Complete checkpoints, oldest first (temporary files never match the name)."""
-    return [p for p in Location.parse(directory).list() if _NAME.match(p.name)]
+    """Checkpoint files, oldest first (temporary and set-aside files never match the name)."""
+    return [p for p in Location.parse(directory).list() if _NAME.match(p.name) and not p.is_dir()]
 
 
 def prune_tags(directory: Location | str | os.PathLike, keep: int) -> None:
@@ -50,8 +81,34 @@ def latest_checkpoint(directory: Location | str | os.PathLike) -> Location | Non
 
 
 def load_checkpoint(path: Location | str | os.PathLike) -> ServerState:
+    """The state in one checkpoint file; CorruptCheckpoint if the file cannot be read back."""
     location = Location.parse(path)
-    state = pickle.loads(location.read_bytes())
+    data = location.read_bytes()
+    try:
+        state = pickle.loads(data)
+    except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, TypeError, OverflowError) as err:
+        # a truncated or damaged pickle fails in whichever opcode it was cut or hit: these
+        # are the ways. Not ImportError/AttributeError: those mean the code changed, not the file.
+        raise CorruptCheckpoint(location, f"{type(err).__name__}: {err}") from None
     if not isinstance(state, ServerState):
-        raise ValueError(f"{location} is not a fedray checkpoint")
+        raise CorruptCheckpoint(location, f"it holds a {type(state).__name__}, not a fedray server state")
     return state
+
+
+def load_newest(directory: Location | str | os.PathLike,
+                on_corrupt: Callable[[CorruptCheckpoint], None] = lambda err: None) -> Loaded | None:
+    """The newest checkpoint that loads, walking back past corrupt ones (each reported to
+    `on_corrupt`); None if there is none."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return Loaded(path, load_checkpoint(path))
+        except CorruptCheckpoint as err:
+            on_corrupt(err)
+    return None
+
+
+def set_aside(path: Location) -> Location:
+    """Rename a corrupt checkpoint to `<name>.corrupt`, out of every listing but still there."""
+    target = path.sibling(path.name + CORRUPT_SUFFIX)
+    path.rename(target)
+    return target

@@ -21,6 +21,7 @@ LAYERS = [
     ["foundation", "lifecycle"],
     ["client"],
     ["server"],
+    ["driver", "signals"],
     ["launcher"],
     ["experiments"],
     ["cli"],
