@@ -18,7 +18,7 @@ def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
 
 
-def wait_until_answers(actor, limit_s=120.0):
+def wait_until_answers(actor, limit_s=900.0):
     """Block until a (restarting) actor answers a call; calls made while it restarts fail."""
     from ray.exceptions import ActorUnavailableError
 

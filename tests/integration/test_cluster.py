@@ -76,7 +76,7 @@ def stop_nodes(procs: list[subprocess.Popen]) -> None:
             pass
 
 
-def fedray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def fedray(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """The real CLI in a fresh process, without RAY_AUTH_MODE in its environment (it finds
     the cluster's token where a user's shell would: RAY_AUTH_TOKEN_PATH, set by `two_nodes`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
@@ -110,7 +110,7 @@ def two_nodes():
              *args], env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT))
 
     def wait_for_nodes(count: int) -> list:
-        deadline, last = time.monotonic() + 90, None
+        deadline, last = time.monotonic() + 600, None  # a hang guard: a loaded machine takes minutes
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in procs), (temp / "head.log").read_text()[-3000:]
             try:

@@ -117,7 +117,7 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
             threading.Timer(0.5, lambda: ray.kill(actor, no_restart=False)).start()
         if line.startswith("round 3/6"):
             # let Ray finish restarting it (it re-imports torch) before the next round
-            ray.get(ray.get_actor(name).describe.remote(), timeout=120)
+            ray.get(ray.get_actor(name).describe.remote(), timeout=600)
 
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
     assert summary["status"] == "completed"
