@@ -18,7 +18,8 @@ the server's held-out split, V(empty) that of M_t. Methods:
   Monte-Carlo permutations whose first position cycles through the players
   (guided sampling), truncated within a permutation once the coalition's value is
   within `epsilon` of V(N), and skipped for the whole round when V(N) is within
-  `epsilon` of V(empty). Values of coalitions are cached, so no model is evaluated twice.
+  `epsilon` of V(empty); sampling stops when the estimates have converged. Values
+  of coalitions are cached, so no model is evaluated twice.
 
 Values are in the utility's units (accuracy, or minus the loss) and add up to
 V(N) - V(empty) (exactly for the Shapley methods, within `epsilon` for GTG).
@@ -26,6 +27,7 @@ V(N) - V(empty) (exactly for the Shapley methods, within `epsilon` for GTG).
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -136,15 +138,17 @@ def leave_one_out(normalize: str = "subset") -> Valuer:
 
 
 @CONTRIBUTIONS.register("gtg_shapley")
-def gtg_shapley(epsilon: float = 0.001, max_permutations: int = 100, tolerance: float = 0.05,
-                normalize: str = "subset") -> Valuer:
-    """GTG-Shapley (module docstring). `epsilon`: truncation threshold in utility units;
-    permutations stop at `max_permutations`, or once a full cycle of n guided
-    permutations moved the values by less than `tolerance` (relative, mean over players)."""
+def gtg_shapley(epsilon: float = 0.001, max_permutations: int = 100, min_permutations: int = 30,
+                tolerance: float = 0.05, normalize: str = "subset") -> Valuer:
+    """GTG-Shapley (module docstring). `epsilon`: truncation threshold in utility units.
+    Sampling runs at least max(`min_permutations`, n) permutations and at most
+    `max_permutations`, and stops once each of the last 10 running estimates is within
+    `tolerance` of the newest (mean over players of the relative difference), the
+    convergence test of the authors' implementation."""
     _check_normalize(normalize)
-    if epsilon < 0 or max_permutations < 1 or tolerance < 0:
-        raise ValueError(f"needs epsilon >= 0, max_permutations >= 1 and tolerance >= 0, got "
-                         f"{epsilon}, {max_permutations}, {tolerance}")
+    if epsilon < 0 or max_permutations < 1 or min_permutations < 1 or tolerance < 0:
+        raise ValueError(f"needs epsilon >= 0, max_permutations >= 1, min_permutations >= 1 and "
+                         f"tolerance >= 0, got {epsilon}, {max_permutations}, {min_permutations}, {tolerance}")
 
     def value(game: RoundGame, rng: np.random.Generator) -> Valuation:
         n = game.num_players
@@ -152,7 +156,7 @@ def gtg_shapley(epsilon: float = 0.001, max_permutations: int = 100, tolerance: 
         phi = np.zeros(n)
         if abs(full - empty) < epsilon:  # between-round truncation
             return Valuation(phi, skipped=True)
-        cycle_start = phi.copy()
+        history: collections.deque = collections.deque(maxlen=_LAST_K)
         for k in range(1, max_permutations + 1):
             first = (k - 1) % n  # guided sampling: every player leads equally often
             order = [first, *rng.permutation([i for i in range(n) if i != first])]
@@ -163,15 +167,19 @@ def gtg_shapley(epsilon: float = 0.001, max_permutations: int = 100, tolerance: 
                 current = previous if abs(full - previous) < epsilon else game.value(members)
                 phi[i] += (current - previous - phi[i]) / k
                 previous = current
-            if k % n == 0:
-                if k > n and _relative_change(phi, cycle_start) < tolerance:
-                    break
-                cycle_start = phi.copy()
+            history.append(phi.copy())
+            if k >= max(min_permutations, n) and _converged(history, tolerance):
+                break
         return Valuation(phi, permutations=k)
 
     return Valuer(value, normalize)
 
 
-def _relative_change(now: np.ndarray, before: np.ndarray) -> float:
-    scale = float(np.mean(np.abs(now)))
-    return float(np.mean(np.abs(now - before))) / scale if scale > 0 else 0.0
+_LAST_K = 10
+
+
+def _converged(history, tolerance: float) -> bool:
+    """Each recent estimate within `tolerance` of the newest (mean relative difference)."""
+    newest = history[-1]
+    scale = np.abs(newest) + 1e-12
+    return max(float(np.mean(np.abs(h - newest) / scale)) for h in history) <= tolerance
