@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedray.cli.source import CLI, SourceRun, Unlearned
 from fedray.config.errors import ConfigError
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig
@@ -31,19 +32,14 @@ from fedray.strategy.algorithm import Algorithm, build_algorithm
 from fedray.types import Context, RoundResult
 
 if TYPE_CHECKING:
-    from fedray.cli.unlearn import SourceRun, Unlearned
     from fedray.client.pool import ClientPool
     from fedray.launcher import PreparedRun
 
-CLI = "command line"
 
-
-def run_federaser(source: "SourceRun", forget: set[int], prepared: "PreparedRun", ratio: float) -> "Unlearned":
+def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", ratio: float) -> Unlearned:
     """Check, rebuild from the ledger, write the new run directory."""
-    from fedray.cli.unlearn import Unlearned
     from fedray.client.pool import ClientPool
     from fedray.launcher import ray_session, run_key
-    from fedray.server.actor import summarize
 
     cfg = prepared.cfg
     probe = Probe(cfg, prepared.dataset.info, prepared.dataset.test)
@@ -68,22 +64,33 @@ def run_federaser(source: "SourceRun", forget: set[int], prepared: "PreparedRun"
                 f"train.local_steps={calibration.train.local_steps}")
     with ray_session(cfg):
         pool = ClientPool(calibration, prepared.dataset, f"fedray/{run_key(target)}/federaser")
-        pool.describe()
-        rebuild = Rebuild(cfg, algorithm, pool, probe, run_dir, begin)
-        params = federaser(params, [r for r in rounds if r.server_round > start], forget,
-                           rebuild.calibrate, rebuild.step, rebuild.record)
-        pool.shutdown()
-    final = load_checkpoint(checkpoints[max(checkpoints)])
+        try:
+            pool.describe()
+            rebuild = Rebuild(cfg, algorithm, pool, probe, run_dir, begin)
+            params = federaser(params, [r for r in rounds if r.server_round > start], forget,
+                               rebuild.calibrate, rebuild.step, rebuild.record)
+        finally:
+            pool.shutdown()
+    write_result(run_dir, load_checkpoint(checkpoints[max(checkpoints)]), params, rebuild, forget,
+                 cfg.server.keep_checkpoints)
+    return Unlearned(target, start, rebuild.calibrated, params)
+
+
+def write_result(run_dir: RunDirectory, final, params: np.ndarray, rebuild: "Rebuild", forget: set[int],
+                 keep: int) -> None:
+    """A checkpoint of the source's last round holding the unlearned model (nothing of the
+    forgotten clients: their kept state and values are dropped), and summary.json."""
+    from fedray.server.actor import summarize
+
     state = dataclasses.replace(
         final, params=params, transform_state=rebuild.transform_state, metrics=rebuild.rows, in_flight=[],
         client_states={c: s for c, s in final.client_states.items() if c not in forget},
         contributions=[row for row in final.contributions if row["client_id"] not in forget])
-    save_checkpoint(run_dir.checkpoints, state, cfg.server.keep_checkpoints)
+    save_checkpoint(run_dir.checkpoints, state, keep)
     run_dir.write_summary(summarize(state, "completed"))
-    return Unlearned(target, start, rebuild.calibrated, params)
 
 
-def ledger_problems(source: "SourceRun", rounds: list[LedgerRound], probe: Probe) -> list[str]:
+def ledger_problems(source: SourceRun, rounds: list[LedgerRound], probe: Probe) -> list[str]:
     """Where the ledger disagrees with its run: the model's size, a round's clients, the
     model hashes (the initial model's, and every kept checkpoint's)."""
     problems = []

@@ -132,3 +132,16 @@ def test_registry_checks_the_methods_arguments():
         CONTRIBUTIONS.build_component("server.contribution", ComponentConfig("shapley", {}))
     with pytest.raises(ValueError, match=r"normalize must be one of \['subset', 'total'\]"):
         CONTRIBUTIONS.build_component("server.contribution", ComponentConfig("leave_one_out", {"normalize": "x"}))
+
+
+def test_contribution_and_ledger_settings_are_checked():
+    from fedray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["server.contribution.budget=-1", "server.contribution.utility=f1",
+                           "server.ledger.every=1", "model.peft={aggregation: stack}"])
+    problems = "\n".join(err.value.problems)
+    assert "server.contribution.utility" in problems and "f1" in problems
+    assert "server.contribution.budget must be >= 0, got -1.0" in problems
+    assert "server.ledger and server.contribution need every update in the global adapter's layout" in problems
+    assert load_config(None, ["server.ledger.every=1", "model.peft={aggregation: mean}"]).server.ledger.every == 1
