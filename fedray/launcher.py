@@ -104,8 +104,8 @@ def component_problems(cfg: RunConfig) -> list[str]:
     if cfg.clients.attack.name is not None:
         check("clients.attack.name", lambda: ATTACKS.build(cfg.clients.attack.name))
     if cfg.server.contribution.enabled:
-        check("server.contribution", lambda: CONTRIBUTIONS.build_component("server.contribution",
-                                                                           cfg.server.contribution))
+        check("server.contribution", lambda: CONTRIBUTIONS.build(cfg.server.contribution.name,
+                                                                 **cfg.server.contribution.args))
     for key, build, section in (
         ("clients.profiles.source", build_devices, cfg.clients.profiles),
         ("clients.availability.model", build_availability, cfg.clients.availability),

@@ -52,7 +52,7 @@ def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", 
                         "of the source's last one")
     if problems:
         raise ConfigError(problems, CLI)
-    start, where = source.checkpoint_before(source.first_round(forget))
+    start, where = source.start_before(forget)
     begin = load_checkpoint(where) if where is not None else None
     params = begin.params if begin is not None else probe.initial
     target = unique_run_dir(cfg.output_dir, cfg.name)

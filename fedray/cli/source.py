@@ -57,10 +57,16 @@ class SourceRun:
 
         return {int(p.name[6:12]): p for p in list_checkpoints(self.where / "checkpoints")}
 
-    def checkpoint_before(self, server_round: int) -> tuple[int, Location | None]:
-        """The newest checkpoint of a round before `server_round`: (its round, it), or (0, None)."""
-        earlier = {r: p for r, p in self.checkpoints().items() if r < server_round}
-        return (max(earlier), earlier[max(earlier)]) if earlier else (0, None)
+    def start_before(self, clients: set[int]) -> tuple[int, Location | None]:
+        """The newest checkpoint untouched by `clients`: of a round before they were first
+        aggregated, and (async mode) with none of them in flight. (its round, it), or (0, None)."""
+        from fedray.server.checkpoint import load_checkpoint
+
+        first = self.first_round(clients)
+        for server_round, where in sorted(self.checkpoints().items(), reverse=True):
+            if server_round < first and not clients & {f.client_id for f in load_checkpoint(where).in_flight}:
+                return server_round, where
+        return 0, None
 
     def ledger(self) -> list[LedgerRound]:
         """Every recorded round, in order; ConfigError if there is no ledger or a file is unreadable."""

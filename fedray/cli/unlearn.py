@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fedray.cli.source import CLI, SourceRun, Unlearned
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config, override_value
+from fedray.config.load import load_config, override_value, to_yaml
 from fedray.config.schema import RunConfig
 
 if TYPE_CHECKING:  # the rest is imported when the command runs: `fedray --help` stays quick
@@ -79,7 +79,7 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
     from fedray.server.rundir import Location, unique_run_dir
 
     cfg = prepared.cfg
-    start, checkpoint = source.checkpoint_before(source.first_round(forget))
+    start, checkpoint = source.start_before(forget)
     target = unique_run_dir(cfg.output_dir, cfg.name)
     if checkpoint is None:
         summary = run(prepared)  # from scratch: into the same unique directory
@@ -93,6 +93,8 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
             recorded = ledger_file_round(path.name)
             if recorded is not None and recorded <= start:  # the same rounds: the same records
                 _copy(Location.parse(path), target / LEDGER_DIR / path.name)
+        # a run directory to resume: the checkpoint and, beside it, the config it continues with
+        (target / "config.yaml").write_text(to_yaml(cfg))
         summary = run(prepared, resume=str(target))
     assert summary["run_dir"] == str(target), (summary["run_dir"], str(target))
     newest = list_checkpoints(target / "checkpoints")

@@ -37,6 +37,7 @@ def contribution_section(records: Sequence, out: Path) -> tuple[str, list[Path]]
 
 def _bars(ids, values, paid, budget: float, label: str, path: Path) -> Path:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
     ax = fig.subplots()
@@ -49,6 +50,7 @@ def _bars(ids, values, paid, budget: float, label: str, path: Path) -> Path:
         twin.set_ylabel("payout")
         twin.set_ylim(bottom=0)
         twin.legend(fontsize="small", loc="upper right")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, axis="y")
     fig.savefig(path)
     return path

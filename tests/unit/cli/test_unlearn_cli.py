@@ -42,8 +42,25 @@ def test_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_the_new_config_excludes_the_clients_beside_the_source(fake_run):
     source = SourceRun.load(str(fake_run))
     assert source.first_round({3}) == 2 and source.first_round({0, 3}) == 1
-    assert source.checkpoint_before(2) == (0, None)
+    assert source.start_before({3}) == (0, None)
     cfg = unlearned_config(source, {3, 1}, ["train.lr=0.2"])
     assert cfg.clients.excluded == [1, 3] and cfg.name == "src-unlearned" and cfg.train.lr == 0.2
     assert cfg.output_dir == str(fake_run.resolve().parent)
     assert unlearned_config(source, {3}, ["name=mine"]).name == "mine"
+
+
+@pytest.mark.parametrize("in_flight, expected", [((), 1), ((3,), 0), ((0,), 1)])
+def test_retraining_starts_from_the_newest_checkpoint_the_clients_never_touched(fake_run, in_flight, expected):
+    import numpy as np
+
+    from fedray.server.buffered import InFlight
+    from fedray.server.checkpoint import save_checkpoint
+    from fedray.server.state import ServerState
+    from fedray.types import ClientResult
+
+    for server_round in (1, 2):  # client 3 is first aggregated in round 2
+        flying = [InFlight(c, 0, 9.0, ClientResult(c, server_round)) for c in in_flight]
+        save_checkpoint(fake_run / "checkpoints", ServerState(server_round, np.zeros(2, np.float32), (), (), {},
+                                                              in_flight=flying), keep=5)
+    start, where = SourceRun.load(str(fake_run)).start_before({3})
+    assert start == expected and (where is None) == (expected == 0)
