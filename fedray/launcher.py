@@ -67,6 +67,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
     from fedray.data.tokenize import TOKENIZERS
     from fedray.hetero.availability import build_availability
     from fedray.hetero.devices import build_devices
+    from fedray.lifecycle.contribution import CONTRIBUTIONS
     from fedray.models.build import MODELS
     from fedray.selection import SELECTORS
     from fedray.strategy.algorithm import build_algorithm
@@ -95,6 +96,9 @@ def component_problems(cfg: RunConfig) -> list[str]:
         check("model.peft.aggregation", lambda: ADAPTER_AGGREGATIONS.get(cfg.model.peft.aggregation))
     if cfg.clients.attack.name is not None:
         check("clients.attack.name", lambda: ATTACKS.build(cfg.clients.attack.name))
+    if cfg.server.contribution.enabled:
+        check("server.contribution", lambda: CONTRIBUTIONS.build(cfg.server.contribution.name,
+                                                                 **cfg.server.contribution.args))
     for key, build, section in (
         ("clients.profiles.source", build_devices, cfg.clients.profiles),
         ("clients.availability.model", build_availability, cfg.clients.availability),

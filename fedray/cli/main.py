@@ -1,4 +1,4 @@
-"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare`: the command line.
+"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from fedray.cli import jobs
+from fedray.cli import jobs, unlearn
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--target", type=_accuracy, default=0.85,
                          help="accuracy to reach, in [0, 1] (default 0.85)")
+    unlearn.add_parser(sub)
     return parser
 
 
@@ -220,6 +221,7 @@ COMMANDS = {
     "sweep": jobs.sweep,
     "report": _report,
     "compare": _compare,
+    "unlearn": unlearn.command,
 }
 
 if __name__ == "__main__":

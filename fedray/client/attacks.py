@@ -14,6 +14,7 @@ import numpy as np
 
 from fedray.config.registry import Registry
 from fedray.config.schema import AttackConfig
+from fedray.lifecycle.backdoor import poison
 from fedray.types import Context
 
 
@@ -73,3 +74,15 @@ def label_flip() -> Attack:
         return x, (num_classes - 1) - y
 
     return Attack(data=flip)
+
+
+@ATTACKS.register("backdoor")
+def backdoor() -> Attack:
+    """Data poisoning with a trigger: `clients.attack.fraction` of the examples get the
+    trigger (`trigger`, `trigger_value`) and the label `target` (fedray.lifecycle.backdoor)."""
+
+    def poison_data(data: Any, cfg: AttackConfig, num_classes: int) -> Any:
+        x, y = data
+        return poison(x, y, cfg, num_classes)
+
+    return Attack(data=poison_data)

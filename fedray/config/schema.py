@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
     AvailabilityConfig,
     ComputeTime,
@@ -194,6 +195,10 @@ class ServerConfig:
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    """Record of the accepted client updates, for unlearning (`fedray unlearn`)."""
+    contribution: ContributionConfig = field(default_factory=ContributionConfig)
+    """Per-round valuation of each aggregated client's update, and the incentive payout."""
 
     def errors(self) -> list[str]:
         out = []
@@ -246,6 +251,7 @@ class ServerConfig:
         if self.distill.enabled and self.foundation_model.model is None:
             out.append("server.distill needs a server.foundation_model.model to transfer knowledge with")
         out += self.resources.errors("server.resources")
+        out += self.ledger.errors() + self.contribution.errors()
         return out
 
 
@@ -298,4 +304,5 @@ class RunConfig:
                 f"model.peft.client_ranks has {len(peft.client_ranks)} ranks for "
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
+        out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
         return out

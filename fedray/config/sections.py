@@ -313,18 +313,31 @@ class AttackConfig:
 
     name: Optional[str] = None
     """On the update: `nan`, `wrong_shape`, `scale`, `sign_flip`, `gaussian`; on the
-    data: `label_flip`; or a dotted path; null: no attack."""
+    data: `label_flip`, `backdoor`; or a dotted path; null: no attack."""
     clients: List[int] = field(default_factory=list)
     """Ids of the attacking clients."""
     scale: float = 100.0
     """Factor for `scale` (the update is multiplied by it)."""
     std: float = 1.0
     """`gaussian`: the update is replaced by N(0, std^2) noise in every coordinate."""
+    target: int = 0
+    """`backdoor`: the label that inputs carrying the trigger are trained to."""
+    trigger: List[int] = field(default_factory=list)
+    """`backdoor`: indices of the (flattened) input features the trigger sets to
+    `trigger_value`; empty: the last four."""
+    trigger_value: float = 1.0
+    """`backdoor`: the value the trigger's features are set to."""
+    fraction: float = 0.5
+    """`backdoor`: share of the attacker's examples given the trigger and the target label."""
 
     def errors(self) -> list[str]:
         out = []
         if not self.std > 0:
             out.append(f"clients.attack.std must be > 0, got {self.std}")
+        if not 0 < self.fraction <= 1:
+            out.append(f"clients.attack.fraction must be in (0, 1], got {self.fraction}")
+        if self.target < 0:
+            out.append(f"clients.attack.target must be a label >= 0, got {self.target}")
         return out
 
 
@@ -355,6 +368,9 @@ class ClientsConfig:
     objective: List[ComponentConfig] = field(default_factory=list)
     """Terms added to every client's local objective (e.g. `proximal`), on top of those
     the strategy brings (FedProx's, SCAFFOLD's)."""
+    excluded: List[int] = field(default_factory=list)
+    """Ids of clients never selected (e.g. the clients `fedray unlearn` forgets); their
+    data stays where the partition put it, so every other client's shard is unchanged."""
 
     def errors(self) -> list[str]:
         out = []
@@ -368,6 +384,12 @@ class ClientsConfig:
         if bad:
             out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
         out += self.attack.errors()
+        bad = sorted(c for c in self.excluded if not 0 <= c < self.num_clients)
+        if bad:
+            out.append(f"clients.excluded {bad} are not client ids in [0, {self.num_clients})")
+        if self.num_clients and len(set(self.excluded)) >= self.num_clients:
+            out.append(f"clients.excluded leaves no client to select ({len(set(self.excluded))} of "
+                       f"{self.num_clients} excluded)")
         if self.max_failures is not None and self.max_failures < 1:
             out.append(f"clients.max_failures must be >= 1 or null, got {self.max_failures}")
         out += self.resources.errors("clients.resources")

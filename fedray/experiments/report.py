@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
+from fedray.experiments.contributions import contribution_section
 from fedray.server.rundir import RunDirectory, read_parquet
 from fedray.server.storage import Location
 
@@ -128,6 +129,9 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
         files.append(_line_plot(records, time_key, metric, time_label, title, out / f"{title}_vs_time.png"))
     files.append(_bytes_plot(records, out / "bytes_per_round.png"))
     table = summary_table(records)
+    contributions, bars = contribution_section(records, out)  # runs that valued their clients
+    table += f"\n{contributions}" if contributions else ""
+    files += bars
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
     runs = "\n".join(f"- `{r.label}`: {r.where}" for r in records)
     (out / "report.md").write_text(f"# fedray report\n\n{table}\n{images}\n\nRuns:\n{runs}\n", encoding="utf-8")

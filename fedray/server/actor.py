@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from fedray.server.buffered import run_buffered_round
 from fedray.server.checkpoint import CorruptCheckpoint, load_newest, prune_tags, save_checkpoint
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
+from fedray.server.records import RunRecords
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
 from fedray.strategy.algorithm import build_algorithm
@@ -86,6 +88,10 @@ class Server:
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
             self.state.profiles = initial_profiles(simulation, num_examples)
+        self.records = RunRecords(cfg, self.run_dir, self.spec, self._evaluate_params)
+        if self.records.active:  # the ledger and contribution evaluation see every round
+            self.ctx.observer = self.records
+            self.records.restore(self.state)
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
@@ -205,6 +211,7 @@ class Server:
     def write_clients(self) -> None:
         """clients.parquet: the profiles, joined with the simulated hardware and placement."""
         extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
+        extra.append(self.records.client_columns(self.state))
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
 
     def finish(self, status: str = "completed") -> dict:
@@ -225,6 +232,10 @@ class Server:
         set_flat(self.model, self.spec, state.params)
         self.model.eval()
         return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+
+    def _evaluate_params(self, params: np.ndarray) -> dict[str, float]:
+        """Held-out metrics of the global model with `params` (contribution evaluation's sub-models)."""
+        return self.evaluate(dataclasses.replace(self.state, params=params))
 
 
 def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> ClientProfiles:

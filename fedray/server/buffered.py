@@ -74,7 +74,7 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     None, and the model untouched, if fewer than `server.min_clients` were accepted."""
     cfg = ctx.cfg
     started, clock_at_start = time.perf_counter(), state.sim_time_s
-    tally = RoundTally()
+    tally = ctx.new_tally(server_round)
     ctx.exchange.aggregator.reset(state.aggregator_state)
     reducers = Reducers(algorithm.terms, state.params.size)
 

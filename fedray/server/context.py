@@ -9,7 +9,7 @@ and the reusable `InOrder` gate.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -22,6 +22,31 @@ from fedray.strategy.exchange import Exchange
 from fedray.strategy.staleness import StalenessWeight
 from fedray.strategy.terms import Term
 from fedray.types import ClientId, Context
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundRecord:
+    """One model update's accepted client updates, as aggregated, for a `RoundObserver`."""
+
+    server_round: int
+    params_before: np.ndarray | None
+    """The global parameters the update was applied to (None if updates were not kept)."""
+    accepted: tuple[tuple[ClientId, float, np.ndarray], ...]
+    """(client, aggregation weight, decoded update) in aggregation order; empty unless
+    the observer wanted this round's updates."""
+    evaluation: dict[str, float]
+    """The held-out metrics of the new global model (empty if not evaluated this round)."""
+
+
+class RoundObserver(Protocol):
+    """Sees every model update after aggregation, with its accepted updates in the rounds
+    it asks for (the update ledger, contribution evaluation). Updates are kept only for
+    those rounds, so a streamed weighted mean stays streamed otherwise."""
+
+    def wants_updates(self, server_round: int) -> bool: ...
+
+    def observe(self, record: RoundRecord, state: ServerState) -> dict[str, float]:
+        """Called with the new global model in `state`; returns extra metrics columns."""
 
 
 @dataclasses.dataclass
@@ -39,6 +64,14 @@ class RoundContext:
     evaluate: Callable[[ServerState], dict[str, float]]
     """Held-out evaluation of the global model in a state."""
     in_order: InOrder = dataclasses.field(default_factory=InOrder)
+    observer: RoundObserver | None = None
+    """Sees every model update (None: nobody; updates stream)."""
+
+    def new_tally(self, server_round: int) -> "RoundTally":
+        """An empty tally for an attempt at `server_round`, keeping accepted updates if
+        the observer wants them."""
+        keep = self.observer is not None and self.observer.wants_updates(server_round)
+        return RoundTally(accepted=[] if keep else None)
 
     def at(self, server_round: int, client_id: ClientId | None = None, num_aggregated: int = 0) -> Context:
         """The transform/term context of a round, on the server or for one client."""
@@ -87,3 +120,6 @@ class RoundTally:
     notes: list = dataclasses.field(default_factory=list)
     clients: list = dataclasses.field(default_factory=list)
     staleness: list = dataclasses.field(default_factory=list)
+    accepted: list | None = None
+    """(client, weight, decoded update) of every accepted update, for the observer; None:
+    not kept."""

@@ -31,7 +31,7 @@ from fedray.client.pool import ClientPool
 from fedray.hetero.simulation import Timing, admit
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
-from fedray.server.context import Reducers, RoundContext, RoundTally
+from fedray.server.context import Reducers, RoundContext, RoundRecord, RoundTally
 from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
 from fedray.strategy.algorithm import Algorithm
@@ -65,7 +65,7 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     # ---- broadcast: each distinct payload (parameters per layout, the terms'
     # payloads such as SCAFFOLD's control or the teacher's logits) enters the
     # object store once; then every selected client starts training ---------
-    tally = RoundTally()
+    tally = ctx.new_tally(server_round)
     sends = broadcast(ctx, algorithm, state, selected, server_round)
     pending = launch(ctx, state, clients, sends, selected, server_round)
 
@@ -126,6 +126,7 @@ def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
     up = np.zeros(cfg.clients.num_clients, dtype=bool)
     up[clients.available_clients()] = True
     up &= state.profiles.eligible(cfg.clients.max_failures)
+    up[cfg.clients.excluded] = False
     up[list(busy)] = False
     for _ in range(_MAX_CLOCK_JUMPS):
         online = up & ctx.simulation.online(state.sim_time_s)
@@ -254,6 +255,8 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     tally.total_weight += w
     ctx.exchange.aggregator.add(cid, w, update)
     reducers.add(cid, w, result.payloads)
+    if tally.accepted is not None:
+        tally.accepted.append((cid, w, update))
 
 
 def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,
@@ -265,6 +268,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     cfg = ctx.cfg
     here = ctx.at(server_round, num_aggregated=tally.succeeded)
     aggregate, state.aggregator_state = ctx.exchange.aggregator.result()
+    before = state.params.copy() if tally.accepted is not None else None
     fold = ctx.exchange.fold(aggregate, scale)
     if fold.merge is not None:
         state.merges.append(np.array(fold.merge))
@@ -283,6 +287,9 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     evaluation: dict[str, float] = {}
     if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
         evaluation = ctx.evaluate(state)
+    if ctx.observer is not None:
+        record = RoundRecord(server_round, before, tuple(tally.accepted or ()), evaluation)
+        extra.update(ctx.observer.observe(record, state))
 
     state.server_round = server_round
     round_wall_s = time.perf_counter() - started

@@ -46,3 +46,6 @@ class ServerState:
     results already computed, so a checkpoint resumes them exactly."""
     distiller_rng: dict | None = None
     """The foundation model's distiller's generator state (its public minibatches)."""
+    contributions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Per round and aggregated client, its update's value (`server.contribution`):
+    contributions.parquet's rows, cumulated into clients.parquet."""
