@@ -20,7 +20,7 @@ from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
-from fedray.models.tasks import TASKS
+from fedray.models.tasks import build_task
 from fedray.types import ClientId, ClientResult, FitInstructions
 
 
@@ -47,7 +47,7 @@ class ClientActor:
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg = cfg
         self.device = assigned_device()
-        self.task = TASKS.build(info.task)
+        self.task = build_task(info, cfg)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.ranks = dict(ranks or {})
@@ -57,7 +57,9 @@ class ClientActor:
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
         self.shards = shards
-        self._tensors: dict[ClientId, object] = {}
+        # Prepared at start-up, in parallel with the other actors: for some tasks this is
+        # real work (segmenting images into granular balls), not just a copy.
+        self._tensors: dict[ClientId, object] = {c: self.task.prepare(t, self.device) for c, t in shards.items()}
         self.state = ClientStateStore(states)
         attack = cfg.clients.attack
         self._attack = ATTACKS.get(attack.name) if attack.name and attack.clients else None
