@@ -60,6 +60,9 @@ def idx_dataset(cfg: DataConfig) -> ArrayDataset:
     if cfg.path is None:
         raise ValueError("data.path is required by data.dataset=idx (a folder of MNIST-format IDX files)")
     folder = Path(cfg.path).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"data.path={folder}: no such folder; data.dataset=idx reads {', '.join(IDX_FILES)} "
+                         "(each may end in .gz) from it")
     found = {name: _find(folder, name) for name in IDX_FILES}
     missing = [name for name, path in found.items() if path is None]
     if missing:
