@@ -40,8 +40,9 @@ def show_granules(dataset: FederatedDataset, granular: GranularConfig | None, ou
                   cache_dir: str | os.PathLike | None = None, num_clients: int = 3,
                   per_client: int = 4) -> GranulesFigure:
     """Segment the first `num_clients` clients' shards (or read them from the cache) and
-    draw `per_client` images of each: pixels with the balls outlined, then the balls
-    alone; below, the histogram of balls per image over those shards."""
+    draw `per_client` images of each, spread over the shard: pixels with the balls
+    outlined, then the balls alone; below, the histogram of balls per image over
+    those shards."""
     shape = dataset.info.image_shape
     if len(shape) != 2:
         raise ValueError("show-granules draws image datasets (mnist5k, idx, digits); this one has no image shape")
@@ -54,7 +55,7 @@ def show_granules(dataset: FederatedDataset, granular: GranularConfig | None, ou
         arrays, (boxes, _) = graph_arrays(graphs), boxes_of(graphs)
         counts.append(np.diff(arrays.node_offsets))
         x, _ = to_numpy(shard)
-        for k in range(min(per_client, len(x))):
+        for k in np.unique(np.linspace(0, len(x) - 1, per_client).astype(int)):  # spread over the shard
             nodes = slice(arrays.node_offsets[k], arrays.node_offsets[k + 1])
             samples.append((cid, int(arrays.y[k]), x[k].reshape(shape), boxes[nodes], arrays.nodes[nodes, MEAN]))
     nodes_per_image = np.concatenate(counts)
@@ -73,8 +74,9 @@ def _draw(path: Path, samples: list, nodes_per_image: np.ndarray, shape: tuple[i
 
     fig = plt.figure(figsize=(2.0 * per_client * 2 * 0.75, 1.6 * rows + 2.4))
     grid = fig.add_gridspec(rows + 1, 2 * per_client, height_ratios=[1.0] * rows + [1.4])
+    drawn = sorted({s[0] for s in samples})
     for i, (cid, label, image, boxes, means) in enumerate(samples):
-        row, col = divmod(i, per_client)
+        row, col = drawn.index(cid), sum(1 for s in samples[:i] if s[0] == cid)
         pixels, balls = fig.add_subplot(grid[row, 2 * col]), fig.add_subplot(grid[row, 2 * col + 1])
         pixels.imshow(image, cmap="gray", vmin=0, vmax=1)
         for r0, c0, r1, c1 in boxes:

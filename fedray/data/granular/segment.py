@@ -1,20 +1,25 @@
 """Granular-ball segmentation of images (GrBFL, arXiv 2501.04940), vectorised over a batch.
 
-Each image is blurred lightly; then, until every pixel belongs to a ball, the
-uncovered pixel with the smallest gradient seeds a new ball, a rectangle grown
-around the seed as far as three constraints allow:
+Each image is made gray, blurred lightly and rounded to 0-255 integers; then,
+until every pixel belongs to a ball, the uncovered pixel with the smallest
+Sobel gradient seeds a new ball (ties broken by a seeded random order), a
+rectangle grown around the seed as far as three constraints allow:
 
 - purity: at least `purity` of its pixels lie within `threshold` of the seed's value;
 - variance: its intensity variance is at most `var_threshold`;
 - it covers no pixel of an earlier ball, so every pixel ends in exactly one ball.
 
-Sums over rectangles come from integral images, so each test is O(1). The
-extents are found by a two-dimensional binary search: the largest square
-half-width first, then, from that square, the largest horizontal then vertical
-half-extent, and the other order; the larger of the two rectangles wins.
-Binary search presumes feasibility is monotone in the extent, which holds for
-the overlap constraint and nearly for the others; a rectangle is only ever
-accepted after passing every test, so each ball satisfies all three.
+Sums over rectangles come from summed-area tables (integral images), so each
+test is O(1) and exact in integers. The extent is found by a two-dimensional
+binary search: the largest square around the seed first, then each side pushed
+out by its own binary search, horizontal sides first or vertical sides first,
+whichever rectangle is larger. Sides move independently (unlike GrBFL's
+seed-centred rectangles, whose original code lets balls overlap): next to an
+earlier ball a centred rectangle could not grow at all, and the exact cover
+would shatter into single pixels. Binary search presumes feasibility is
+monotone in the extent, which holds for the overlap constraint and nearly for
+the others; a rectangle is only ever accepted after passing every test, so each
+ball satisfies all three.
 
 All images of a chunk advance in lockstep (one ball per image per step), which
 turns the per-ball work into numpy operations over the batch.
