@@ -59,16 +59,16 @@ def _ranges(start: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, tor
 class GraphClassification:
     """Cross-entropy over graph logits; accuracy as the headline metric."""
 
-    def __init__(self, granular: GranularConfig | None = None, image_shape: tuple[int, ...] = (28, 28),
+    def __init__(self, image_shape: tuple[int, ...], granular: GranularConfig | None = None,
                  cache_dir: str | os.PathLike | None = None):
-        self.granular = granular or GranularConfig()
+        """Pixel shards hold images of `image_shape`; `cache_dir` None: no cache."""
         self.image_shape = tuple(image_shape)
+        self.granular = granular or GranularConfig()
         self.cache_dir = cache_dir
 
     @classmethod
     def from_config(cls, info: DataInfo, cfg: RunConfig) -> "GraphClassification":
-        granular = cfg.data.granular or GranularConfig()
-        return cls(granular, info.image_shape, granular_cache_dir(cfg))
+        return cls(info.image_shape, cfg.data.granular, granular_cache_dir(cfg))
 
     def prepare(self, table: pa.Table, device: torch.device) -> GraphData:
         graphs = table if "nodes" in table.column_names else segment_table(

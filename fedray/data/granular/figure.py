@@ -12,9 +12,9 @@ from fedray.config.granular import GranularConfig
 from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
 from fedray.data.granular.graphs import boxes_of, graph_arrays, segment_table
+from fedray.data.granular.segment import NODE_FEATURES
 
-MEAN = 2
-"""Column of the mean intensity among `NODE_FEATURES`."""
+MEAN = NODE_FEATURES.index("mean")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ def graph_data():
     rng = np.random.default_rng(0)
     x = rng.random((12, 100)).astype(np.float32)
     x[:, :50] = 0.0  # a flat half, so there are big balls too
-    task = GraphClassification(GranularConfig(purity=0.6, threshold=60, var_threshold=2000), (10, 10))
+    task = GraphClassification((10, 10), GranularConfig(purity=0.6, threshold=60, var_threshold=2000))
     return task, task.prepare(features_table(x, np.arange(12) % 4), torch.device("cpu"))
 
 
