@@ -1,4 +1,5 @@
-"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn`: the command line.
+"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
+show-granules`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="plots and a Markdown table comparing run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
     report.add_argument("--out", default="report", help="folder for the PNGs and report.md (default report)")
+
+    granules = sub.add_parser("show-granules", help="draw images of a few clients with their granular balls")
+    granules.add_argument("config", metavar="CONFIG_OR_RUN_DIR", help="YAML config, or a run directory")
+    granules.add_argument("overrides", nargs="*", help="key=value overrides")
+    granules.add_argument("--out", default="granules.png", help="PNG to write (default granules.png)")
 
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -210,6 +216,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_granules(args: argparse.Namespace) -> int:
+    from fedray.config.load import load_config
+    from fedray.data.federated import build_federated_dataset
+    import numpy as np
+
+    from fedray.data.granular.figure import show_granules
+    from fedray.models.graph_task import granular_cache_dir
+
+    path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
+    cfg = load_config(path, args.overrides)
+    try:
+        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
+        figure = show_granules(dataset, cfg.data.granular, args.out, granular_cache_dir(cfg))
+    except (ValueError, OSError) as err:
+        raise ConfigError([f"data: {err}"], path) from None
+    counts = figure.nodes_per_image
+    print(f"fedray: {args.out}: clients {list(figure.clients)}, {len(counts)} images, balls per image "
+          f"median {np.median(counts):.0f} (min {counts.min()}, max {counts.max()}) of "
+          f"{figure.pixels_per_image} pixels")
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "validate": _validate,
@@ -222,6 +250,7 @@ COMMANDS = {
     "report": _report,
     "compare": _compare,
     "unlearn": unlearn.command,
+    "show-granules": _show_granules,
 }
 
 if __name__ == "__main__":

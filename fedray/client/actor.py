@@ -21,7 +21,7 @@ from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
-from fedray.models.tasks import TASKS
+from fedray.models.tasks import build_task
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
 from fedray.types import ClientId, ClientResult, Context, FitInstructions
@@ -58,7 +58,7 @@ class ClientActor:
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
-        self.task = TASKS.build(info.task)
+        self.task = build_task(info, cfg)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.ranks = dict(ranks or {})
@@ -83,7 +83,10 @@ class ClientActor:
     def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None) -> dict:
         """Take the hosted clients' shards (and the public set); where this actor runs."""
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
-        self.shards, self._tensors = shards, {}
+        # Prepared now, in parallel with the other actors' start-up: for some tasks this
+        # is real work (segmenting images into granular balls), not just a copy.
+        self.shards = shards
+        self._tensors = {cid: self._prepare(cid) for cid in shards}
         self.public = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
         return self.describe()
 
@@ -154,17 +157,17 @@ class ClientActor:
         return self._attack is not None and cid in self.cfg.clients.attack.clients
 
     def _data(self, cid: ClientId) -> Any:
-        """The client's training data on this actor's device, prepared once."""
-        if cid not in self.shards:
+        """The client's training data on this actor's device (prepared by `load`)."""
+        if cid not in self._tensors:
             if cid in self.hosted:
                 raise NotLoaded(cid)
             raise AssertionError(f"client {cid} is not hosted on this actor")
-        data = self._tensors.get(cid)
-        if data is None:
-            data = self.task.prepare(self.shards[cid], self.device)
-            if self._attacks(cid) and self._attack.data is not None:
-                data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
-            self._tensors[cid] = data
+        return self._tensors[cid]
+
+    def _prepare(self, cid: ClientId) -> Any:
+        data = self.task.prepare(self.shards[cid], self.device)
+        if self._attacks(cid) and self._attack.data is not None:
+            data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
         return data
 
     def _activate(self, cid: ClientId, merges: tuple):

@@ -12,6 +12,7 @@ import re
 from dataclasses import field
 from typing import Any, Dict, List, Optional
 
+from fedray.config.granular import GranularConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 
 class Placement(enum.Enum):
@@ -113,13 +114,22 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`, `text`, `shakespeare`) or a dotted path
-    `pkg.module:builder`."""
+    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`) or a
+    dotted path `pkg.module:builder`."""
     partition: str = "iid"
-    """How examples are split among clients: `iid`, `dirichlet` (label skew) or
-    `natural` (one client per owner: a text file or folder, a Shakespeare role)."""
+    """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
+    (each client gets `shards_per_client` label-sorted shards) or `natural` (one
+    client per owner: a text file or folder, a Shakespeare role)."""
     alpha: float = 0.5
     """Dirichlet concentration; smaller is more non-IID. Used by `dirichlet`."""
+    shards_per_client: int = 2
+    """`shards`: the data sorted by label is cut into num_clients x this many equal
+    shards and each client gets this many at random (McMahan et al., 2017)."""
+    max_examples: Optional[int] = None
+    """Keep about this many examples, a random subset stratified by class (null: all)."""
+    granular: Optional[GranularConfig] = None
+    """Segment images into granular-ball graphs on each client (GrBFL), for
+    `model.name: grb_gnn`; null keeps pixels. `{}` takes the defaults."""
     test_fraction: float = 0.2
     """Share of the dataset held out on the server for evaluation (per class, or per
     owner for text, so every owner is represented)."""
@@ -127,7 +137,7 @@ class DataConfig:
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
     """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
-    are one owner each."""
+    are one owner each. `idx`: the folder of MNIST-format IDX files."""
     text_field: str = "text"
     """Key of the document text in each JSONL record."""
     seq_len: int = 128
@@ -154,6 +164,12 @@ class DataConfig:
             out.append(
                 f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"
             )
+        if self.shards_per_client < 1:
+            out.append(f"data.shards_per_client must be >= 1, got {self.shards_per_client}")
+        if self.max_examples is not None and self.max_examples < 1:
+            out.append(f"data.max_examples must be >= 1 or null, got {self.max_examples}")
+        if self.granular is not None:
+            out += self.granular.errors()
         return out
 
 

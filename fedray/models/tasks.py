@@ -8,7 +8,7 @@ loss and the metrics reported in metrics.parquet.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import pyarrow as pa
 import torch
@@ -16,6 +16,10 @@ import torch.nn.functional as F
 
 from fedray.config.registry import Registry
 from fedray.data.arrow import to_numpy, token_arrays
+
+if TYPE_CHECKING:
+    from fedray.config.schema import RunConfig
+    from fedray.data.datasets import DataInfo
 
 
 class Task(Protocol):
@@ -35,6 +39,16 @@ class Task(Protocol):
 
 
 TASKS: Registry[type] = Registry("task")
+"""Task classes by `DataInfo.task`. A class built from the run's settings (e.g.
+`graph_classification`: the segmentation and its cache) has a classmethod
+`from_config(info, cfg)`; the others take no arguments."""
+
+
+def build_task(info: "DataInfo", cfg: "RunConfig") -> Task:
+    """The task of a dataset, with the run settings it needs."""
+    cls = TASKS.get(info.task)
+    from_config = getattr(cls, "from_config", None)
+    return from_config(info, cfg) if from_config is not None else cls()
 
 
 @TASKS.register("classification")

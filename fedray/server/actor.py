@@ -22,7 +22,7 @@ from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
-from fedray.models.tasks import TASKS
+from fedray.models.tasks import build_task
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
 from fedray.server.checkpoint import CorruptCheckpoint, load_newest, prune_tags, save_checkpoint
@@ -64,7 +64,7 @@ class Server:
         """clients.parquet's placement columns, known once the client actors are up."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
-        self.task = TASKS.build(dataset.info.task)
+        self.task = build_task(dataset.info, cfg)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.test_data = self.task.prepare(dataset.test, self.device)
