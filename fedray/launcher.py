@@ -75,6 +75,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
     from fedray.hetero.availability import build_availability
     from fedray.hetero.devices import build_devices
     from fedray.models.build import MODELS
+    from fedray.privacy import privacy_problems
     from fedray.selection import SELECTORS
     from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import ADAPTER_AGGREGATIONS
@@ -91,6 +92,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
             problems.append(f"{key}: {err}")
 
     check("server.strategy", lambda: build_algorithm(cfg))
+    problems += privacy_problems(cfg)
     check("server.selection.name", lambda: SELECTORS.build(cfg.server.selection.name, cfg.server.selection))
     check("server.staleness", lambda: _staleness_weight(STALENESS.build(cfg.server.staleness, cfg.server)))
     check("data.dataset", lambda: DATASETS.check_call(cfg.data.dataset, cfg.data))
@@ -240,9 +242,12 @@ def run(
                     f"on {len(set(placement['worker_nodes']))} node(s)")
         server, info = _start_server(prepared, run_dir, bool(resume), 0, console, started, ranks)
         next_round, placement["server_node"] = info["next_round"], info["server_node"]
+        if info["last_round"] < cfg.server.rounds:
+            console(f"fedray: the privacy budget (server.privacy.args.target_epsilon) allows {info['last_round']} "
+                    f"of server.rounds={cfg.server.rounds} rounds; the run stops after round {info['last_round']}")
         status, restarts = "interrupted", 0
         try:
-            while next_round <= cfg.server.rounds:
+            while next_round <= info["last_round"]:
                 try:
                     result, notes = ray.get(server.run_round.remote(next_round))
                 except RayTaskError as err:  # a bug (fedray's or user code's), not a failed client
