@@ -18,8 +18,11 @@ for it (the configuration is refused).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
+
+import numpy as np
 
 MAX_NOISE_MULTIPLIER = 1000.0
 """Calibration gives up above this: the noise would swamp any update."""
@@ -53,27 +56,54 @@ def epsilon(noise_multiplier: float, sampling: Sampling, rounds: int, delta: flo
 
 
 def _opacus_epsilon(noise_multiplier: float, rate: float, steps: int, delta: float, method: str) -> float:
+    if method == "prv":
+        from opacus.accountants import PRVAccountant
+
+        accountant = PRVAccountant()
+        accountant.history = [(noise_multiplier, rate, steps)]
+        return float(accountant.get_epsilon(delta))
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    orders, per_step = _poisson_rdp(noise_multiplier, rate)
+    return float(get_privacy_spent(orders=orders, rdp=per_step * steps, delta=delta)[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _poisson_rdp(noise_multiplier: float, rate: float):
+    """(orders, RDP of one step): what Opacus's `RDPAccountant` composes, computed once
+    per setting (RDP adds up over steps, so T steps are T times this)."""
     import logging
 
-    from opacus.accountants import PRVAccountant, RDPAccountant
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import compute_rdp
 
-    # Opacus logs a warning for every RDP order whose series it cannot sum (tiny orders
-    # at low noise); the orders it drops do not change the bound.
+    # Opacus warns about every fractional order whose series it cannot sum (low noise);
+    # it leaves those orders out, which only loosens the bound.
     logging.getLogger("opacus").setLevel(logging.ERROR)
-    accountant = RDPAccountant() if method == "rdp" else PRVAccountant()
-    accountant.history = [(noise_multiplier, rate, steps)]
-    return float(accountant.get_epsilon(delta))
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    return orders, np.asarray(compute_rdp(q=rate, noise_multiplier=noise_multiplier, steps=1, orders=orders))
 
 
 def _without_replacement_epsilon(noise_multiplier: float, sampling: Sampling, rounds: int, delta: float) -> float:
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    orders, per_round = _without_replacement_rdp(noise_multiplier, sampling.num_clients, sampling.expected_clients)
+    return float(compute_epsilon(orders, per_round * rounds, delta)[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _without_replacement_rdp(noise_multiplier: float, num_clients: int, sample_size: int):
+    """(orders, RDP of one round) from dp-accounting's RDP accountant, once per setting."""
     import dp_accounting
     from dp_accounting import rdp
 
     event = dp_accounting.SampledWithoutReplacementDpEvent(
-        sampling.num_clients, sampling.expected_clients, dp_accounting.GaussianDpEvent(noise_multiplier))
+        num_clients, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier))
     accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
-    accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(delta))
+    accountant.compose(event, 1)
+    # the accountant keeps its composed RDP curve in `_rdp` (no public getter); one
+    # round's curve times T is T rounds', exactly what compose(event, T) computes
+    return np.asarray(accountant._orders), np.asarray(accountant._rdp)
 
 
 def calibrate(target_epsilon: float, sampling: Sampling, rounds: int, delta: float, method: str = "rdp") -> float:
