@@ -102,3 +102,20 @@ def test_adaptive_clipping_noise_split_is_refused_when_the_count_noise_is_too_sm
     with pytest.raises(ValueError, match=r"must be below 2 x count_stddev = 1"):
         adaptive_clip(small, noise_multiplier=1.0)  # sigma_b = K/20 = 0.5
     assert adaptive_clip(small, noise_multiplier=1.0, count_stddev=2.0).noise_multiplier == 1.0
+
+
+def test_attacks_measure_what_they_claim():
+    import torch
+
+    from fedray.privacy.attacks import cosine, invert_first_layer, roc_auc
+
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert roc_auc(np.array([0.0]), np.array([1.0])) == 0.0
+    # one example, one SGD step: the first layer's update gives the input back exactly
+    torch.manual_seed(0)
+    layer, head = torch.nn.Linear(16, 8), torch.nn.Linear(8, 3)
+    x = torch.rand(1, 16)
+    torch.nn.functional.cross_entropy(head(torch.relu(layer(x))), torch.tensor([2])).backward()
+    recovered = invert_first_layer(-0.1 * layer.weight.grad.numpy(), -0.1 * layer.bias.grad.numpy())
+    assert cosine(recovered, x[0].numpy()) > 0.9999
