@@ -88,7 +88,7 @@ def accuracy(seeds: list[int], out: Path) -> None:
                 rows = []
                 for seed in seeds:
                     cfg = load_config(CONFIG, [f"output_dir={tmp}", f"name=r{len(results)}-{seed}", f"seed={seed}",
-                                               "server.checkpoint_every=0", *base, *overrides])
+                                               "server.checkpoint_every=1000", *base, *overrides])
                     prepared = prepare(cfg)
                     summary = run(prepared, console=lambda line: None)
                     last = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()[-1]

@@ -225,6 +225,8 @@ def run(
     started = time.perf_counter()
     run_dir = Location.parse(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
     run_dir.mkdir()
+    if resume:  # a corrupt or tampered checkpoint is refused here, before Ray starts (exit 2)
+        check_resumable(run_dir)
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
 
     with ray_session(cfg), contextlib.ExitStack() as cleanup:
@@ -286,6 +288,17 @@ def run(
     summary["wall_s"] = time.perf_counter() - started
     RunDirectory(run_dir).write_summary(summary)
     return summary
+
+
+def check_resumable(run_dir) -> None:
+    """Load and validate the newest checkpoint of `run_dir` (if any); CheckpointError if it
+    cannot be trusted."""
+    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
+    from fedray.server.rundir import RunDirectory
+
+    newest = latest_checkpoint(RunDirectory(run_dir).checkpoints)
+    if newest is not None:
+        load_checkpoint(newest)
 
 
 def run_key(run_dir) -> str:

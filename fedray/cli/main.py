@@ -15,6 +15,7 @@ from typing import Sequence
 from fedray.cli import jobs
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
+from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ClusterError) as err:
+    except (ConfigError, ClusterError, CheckpointError) as err:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
