@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -146,20 +147,23 @@ def train_private(model: torch.nn.Module, task: Task, data: Any, cfg: TrainConfi
     steps = cfg.local_steps or cfg.local_epochs * max(1, round(n / cfg.batch_size))
     full = next(iter(task.batches(data, n, generator)))  # the shard as one batch; samples come from it
     total_loss, total_sq, batches = 0.0, 0.0, 0
-    try:
-        dp_optimizer.zero_grad(set_to_none=True)
-        for batch, size in poisson_batches(full, n, cfg.batch_size, steps, generator):
-            if size == 0:
-                noise_only_step(dp_optimizer, params)
-            else:
-                loss = task.loss(module, batch)
-                loss.backward()
-                dp_optimizer.step()
-                value = float(loss.detach())
-                total_loss, total_sq, batches = total_loss + value, total_sq + value * value, batches + 1
+    with warnings.catch_warnings():
+        # Opacus hooks on a model whose inputs need no gradient (LoRA over a frozen base) warn every step
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        try:
             dp_optimizer.zero_grad(set_to_none=True)
-    finally:
-        release(module)
+            for batch, size in poisson_batches(full, n, cfg.batch_size, steps, generator):
+                if size == 0:
+                    noise_only_step(dp_optimizer, params)
+                else:
+                    loss = task.loss(module, batch)
+                    loss.backward()
+                    dp_optimizer.step()
+                    value = float(loss.detach())
+                    total_loss, total_sq, batches = total_loss + value, total_sq + value * value, batches + 1
+                dp_optimizer.zero_grad(set_to_none=True)
+        finally:
+            release(module)
     return LocalTrainResult(
         loss=total_loss / max(1, batches),
         loss_sq=total_sq / max(1, batches),

@@ -83,3 +83,15 @@ def test_the_account_adds_up_rounds_as_opacus_would():
     assert state.epsilon == pytest.approx(reference.get_epsilon(1e-5))
     assert epsilon_of(((0.0, 0.25, 3),), 1e-5) == float("inf")
     assert Account().epsilon == 0.0
+
+
+def test_an_empty_poisson_sample_still_takes_a_noisy_step():
+    """4 examples, expected batch 1: many steps sample no example; they add noise only
+    (skipping them would reveal the empty sample)."""
+    tiny = (DATA[0][:4], DATA[1][:4])
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(batch_size=1, lr=0.1, local_steps=12, dp=DPSGDConfig(noise_multiplier=1.0))
+    result = train_local(model, Classification(), tiny, cfg, seed=0)
+    assert result.steps == 12 and np.isfinite(result.loss)
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
