@@ -150,7 +150,9 @@ def test_clients_teach_the_server_and_its_shards_export(ray_cluster, tmp_path, d
     path = export_foundation(tmp_path / "fedfm_kd", tmp_path / "export")
     cfg = kd_config(tmp_path)
     model = build_model(cfg.server.foundation_model.model, digits[0], seed=0)
-    model.load_state_dict(torch.load(path))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(path))
     assert sum(p.numel() for p in model.parameters()) == 64 * 512 + 512 + 512 * 512 + 512 + 5130
 
     # Resume from round 2 (its shards, its checkpoint, the distiller's generator): round 3
