@@ -198,6 +198,8 @@ def format_round(result: RoundResult, rounds: int) -> str:
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
     if not math.isnan(result.eval_perplexity):
         parts.append(f"perplexity {result.eval_perplexity:.2f}")
+    if "dp_epsilon" in result.metrics:
+        parts.append(f"epsilon {result.metrics['dp_epsilon']:.3g}")
     parts.append(f"{result.round_wall_s:.2f} s")
     parts.append(f"sim {result.sim_time_s:.1f} s")
     return " | ".join(parts)
