@@ -67,7 +67,10 @@ def _secure(cfg: RunConfig) -> list[str]:
                    "model.peft.aggregation: mean with one rank (rank_rule: uniform, no client_ranks)")
     if out:
         return out
-    algorithm = with_privacy(build_algorithm(cfg), cfg)
+    try:
+        algorithm = with_privacy(build_algorithm(cfg), cfg)
+    except ValueError:  # the components' own problems, reported where they are checked
+        return out
     if algorithm.client_transforms.decode is not None:
         out.append("server.secure_aggregation: clients.transforms encode the update (a codec), which the server "
                    "could not decode from a masked sum")
