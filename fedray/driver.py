@@ -47,6 +47,8 @@ def format_round(result: RoundResult, rounds: int) -> str:
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
     if not math.isnan(result.eval_perplexity):
         parts.append(f"perplexity {result.eval_perplexity:.2f}")
+    if "dp_epsilon" in result.metrics:
+        parts.append(f"epsilon {result.metrics['dp_epsilon']:.3g}")
     parts.append(f"{result.round_wall_s:.2f} s")
     parts.append(f"sim {result.sim_time_s:.1f} s")
     return " | ".join(parts)
@@ -73,6 +75,8 @@ class Driver:
         """The foundation model's reserved placement group, if any."""
         self.server = None
         self.next_round, self.restarts = 1, 0
+        self.last_round = self.cfg.server.rounds
+        """The last round to run: `server.rounds`, or earlier when a privacy budget runs out."""
         self.stopped_by: str | None = None
         """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
 
@@ -109,8 +113,12 @@ class Driver:
         ).remote(cfg, self.prepared.dataset, str(self.run_dir), prefix, resume, self.ranks)
         info = ray.get(self.server.start.remote())
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
+        self.last_round = info["last_round"]
         if info["next_round"] > 1:
             self.console(f"resuming after round {info['next_round'] - 1}")
+        if self.last_round < cfg.server.rounds:
+            self.console(f"fedray: the privacy budget (server.privacy.args.target_epsilon) allows {self.last_round} "
+                         f"of server.rounds={cfg.server.rounds} rounds; the run stops after round {self.last_round}")
         self.console(
             f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
             f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
@@ -123,7 +131,7 @@ class Driver:
         from ray.exceptions import RayActorError, RayTaskError
 
         cfg = self.cfg
-        while self.next_round <= cfg.server.rounds:
+        while self.next_round <= self.last_round:
             try:
                 result, notes = ray.get(self.server.run_round.remote(self.next_round))
             except RayActorError as err:

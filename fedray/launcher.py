@@ -69,6 +69,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
     from fedray.hetero.devices import build_devices
     from fedray.lifecycle.contribution import CONTRIBUTIONS
     from fedray.models.build import MODELS
+    from fedray.privacy import privacy_problems
     from fedray.selection import SELECTORS
     from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import ADAPTER_AGGREGATIONS
@@ -85,6 +86,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
             problems.append(f"{key}: {err}")
 
     check("server.strategy", lambda: build_algorithm(cfg))
+    problems += privacy_problems(cfg)
     check("server.selection.name", lambda: SELECTORS.build(cfg.server.selection.name, cfg.server.selection))
     check("server.staleness", lambda: _staleness_weight(STALENESS.build(cfg.server.staleness, cfg.server)))
     check("data.dataset", lambda: DATASETS.check_call(cfg.data.dataset, cfg.data))

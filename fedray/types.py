@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -70,6 +70,10 @@ class Context:
     """Clients in the federation (N)."""
     num_aggregated: int = 0
     """On the server: updates in this round's aggregate (m); 0 on a client."""
+    downlink: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The payloads broadcast this round: on a client, what it received (so a client
+    transform can read e.g. adaptive clipping's clip norm); on the server, what the
+    objective terms sent."""
 
     def rng(self, tag: int = 0) -> np.random.Generator:
         """A generator for this (run, round, client) and `tag`, the same on every call."""
@@ -89,6 +93,15 @@ def payload_bytes(value: Any) -> int:
     if isinstance(value, (tuple, list)):
         return sum(payload_bytes(v) for v in value)
     raise TypeError(f"cannot size a payload of type {type(value).__name__}")
+
+
+@runtime_checkable
+class Sealed(Protocol):
+    """An update the server cannot read on its own (a secure-aggregation masked input):
+    only the round's sum means anything, so the server checks only its form."""
+
+    def problem(self, num_params: int) -> str | None:
+        """Why this cannot be a well-formed update of `num_params` values, or None."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from fedray.cli import jobs, unlearn
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             return COMMANDS[args.command](args)
-    except (ConfigError, ClusterError) as err:
+    except (ConfigError, ClusterError, CheckpointError) as err:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:

@@ -22,6 +22,9 @@ from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.tasks import build_task
+from fedray.privacy import with_privacy
+from fedray.privacy.dpsgd import account
+from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
 from fedray.types import ClientId, ClientResult, Context, FitInstructions
@@ -67,7 +70,9 @@ class ClientActor:
             self.layout = lora_layout(self.spec, cfg.model.peft)
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
-        self.algorithm = build_algorithm(cfg, client_terms(cfg))
+        self.algorithm = with_privacy(build_algorithm(cfg, client_terms(cfg)), cfg, on_client=True)
+        self.secagg = Sessions()
+        """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
         self.shards: dict[ClientId, pa.Table] = {}
         self._tensors: dict[ClientId, Any] = {}
         self.public = None
@@ -123,7 +128,7 @@ class ClientActor:
         spec = self._activate(cid, merges)
         params = payloads["params"]
         set_flat(self.model, spec, params)
-        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients)
+        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads)
         kept = state if state is not None else initial_client_state(self.algorithm, params)
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
         terms = self.algorithm.terms
@@ -141,7 +146,12 @@ class ClientActor:
         if self._attacks(cid) and self._attack.update is not None:
             delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
         delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
-        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state)
+        if "secagg" in payloads:  # secure aggregation: only the masked update leaves the client
+            delta = self.secagg.masked_input(cid, payloads["secagg"], delta, trained.num_examples, ctx.rng(0x5EC))
+        privacy = kept.privacy
+        if self.cfg.train.dp is not None:
+            privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
+        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
@@ -150,8 +160,14 @@ class ClientActor:
             state=None if new_state.is_empty() else new_state,
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq},
+            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq,
+                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
         )
+
+    def stage(self, client_id: ClientId, message: Any) -> Any:
+        """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""
+        assert client_id in self.hosted, f"client {client_id} is not hosted on this actor"
+        return self.secagg.answer(client_id, message)
 
     def _attacks(self, cid: ClientId) -> bool:
         return self._attack is not None and cid in self.cfg.clients.attack.clients

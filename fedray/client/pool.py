@@ -82,6 +82,11 @@ class ClientPool:
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
         return actor.fit.remote(ins, state, send.merges, *send.refs.values())
 
+    def stage(self, client_id: ClientId, message) -> ray.ObjectRef:
+        """Send `client_id` one stage of a protocol around the round (secure aggregation);
+        the reference of its answer."""
+        return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
+
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after
         this one run after it, on the actor."""

@@ -43,6 +43,7 @@ from fedray.config.sections import (  # noqa: F401  (part of this schema; re-exp
     AttackConfig,
     ClientsConfig,
     TrainConfig,
+    DPSGDConfig,
     ComponentConfig,
     component,
     ValidationConfig,
@@ -175,6 +176,12 @@ class ServerConfig:
     """Server transforms applied, in order, to the aggregate before the strategy's own
     step (e.g. central noise, clipping)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    privacy: Optional[ComponentConfig] = None
+    """Client-level differential privacy: `fixed_clip` or `adaptive_clip` (DP-FedAvg)
+    with their `args`; null: off."""
+    secure_aggregation: Optional[ComponentConfig] = None
+    """`secagg_plus` (SecAgg+) with its `args`: the server sees only the round's sum;
+    null: off."""
     round_timeout_s: Optional[float] = 600.0
     """Results not in after this many seconds count as failed for the round."""
     min_clients: int = 1

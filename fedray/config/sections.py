@@ -441,6 +441,31 @@ class ClientsConfig:
 
 
 @dataclasses.dataclass
+class DPSGDConfig:
+    """Local DP-SGD (Abadi et al. 2016) through Opacus: every example's gradient is
+    clipped, Gaussian noise is added to each step's sum, and minibatches are Poisson
+    samples (each example joins with probability batch_size / examples), which is what
+    the accountant assumes. Only trainable parameters are privatised (LoRA adapters)."""
+
+    noise_multiplier: float = 1.0
+    """Noise std over `max_grad_norm` per step; 0 clips without noise (epsilon infinite)."""
+    max_grad_norm: float = 1.0
+    """Per-example gradient L2 bound C."""
+    delta: float = 1e-5
+    """The delta at which each client's epsilon is reported (clients.parquet `dp_epsilon`)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.noise_multiplier < 0:
+            out.append(f"train.dp.noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if not self.max_grad_norm > 0:
+            out.append(f"train.dp.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not 0 < self.delta < 1:
+            out.append(f"train.dp.delta must be in (0, 1), got {self.delta}")
+        return out
+
+
+@dataclasses.dataclass
 class TrainConfig:
     local_epochs: int = 1
     local_steps: Optional[int] = None
@@ -459,9 +484,11 @@ class TrainConfig:
     """Autocast of the forward pass: `auto` uses it where the device supports it."""
     max_grad_norm: Optional[float] = None
     """Clip each step's gradient to this global norm; null: no clipping."""
+    dp: Optional[DPSGDConfig] = None
+    """Local DP-SGD on every client; null: off."""
 
     def errors(self) -> list[str]:
-        out = []
+        out = [] if self.dp is None else self.dp.errors()
         if self.grad_accum_steps < 1:
             out.append(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

@@ -23,9 +23,12 @@ from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
 from fedray.models.tasks import build_task
+from fedray.privacy import build_mechanism, build_secure_params, with_privacy
+from fedray.privacy.dpsgd import epsilon_column
+from fedray.privacy.secagg.stages import SecureStages
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
-from fedray.server.checkpoint import CorruptCheckpoint, load_newest, prune_tags, save_checkpoint
+from fedray.server.checkpoint import CheckpointError, load_newest, prune_tags, save_checkpoint
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
 from fedray.server.records import RunRecords
@@ -78,7 +81,7 @@ class Server:
         saved = loaded.state if loaded is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
-        self.algorithm = build_algorithm(cfg, extra)
+        self.algorithm = with_privacy(build_algorithm(cfg, extra), cfg)
         exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
                                   lambda cid: actor_index(cid, cfg))
         selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
@@ -96,8 +99,12 @@ class Server:
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
         self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks)
+        mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
+        self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
+        if secure is not None:
+            self.ctx.stages = SecureStages(secure, self.pool.stage, exchange.aggregator, cfg.server.round_timeout_s)
 
-    def _note_corrupt(self, err: CorruptCheckpoint) -> None:
+    def _note_corrupt(self, err: CheckpointError) -> None:
         """A restarted server skips a checkpoint that does not load (the driver's resume has
         already set such files aside; this is a file damaged since)."""
         note = f"{err}; continuing from an older checkpoint"
@@ -160,6 +167,7 @@ class Server:
             "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
+            "last_round": self.ctx.final_round,
         }
 
     def run_round(self, server_round: int) -> tuple[RoundResult | None, list[str]]:
@@ -195,7 +203,7 @@ class Server:
         self.run_dir.write_metrics(self.state.metrics)
         self.write_clients()
         every = self.cfg.server.checkpoint_every
-        if every and (server_round % every == 0 or server_round == self.cfg.server.rounds):
+        if every and (server_round % every == 0 or server_round == self.ctx.final_round):
             self.checkpoint()
         return result, notes
 
@@ -212,6 +220,8 @@ class Server:
         """clients.parquet: the profiles, joined with the simulated hardware and placement."""
         extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
         extra.append(self.records.client_columns(self.state))
+        if self.cfg.train.dp is not None:
+            extra.append(epsilon_column(self.state.client_states, self.cfg.clients.num_clients))
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
 
     def finish(self, status: str = "completed") -> dict:
@@ -255,10 +265,13 @@ def summarize(state: ServerState, status: str) -> dict:
                 final["perplexity"] = row["eval_perplexity"]
             final["round"] = row["round"]
             break
-    return {
+    summary = {
         "status": status,
         "rounds_completed": state.server_round,
         "final_metrics": final,
         "rounds_wall_s": state.wall_s,
         "sim_time_s": state.sim_time_s,
     }
+    if state.metrics and "dp_epsilon" in state.metrics[-1]:  # client-level DP: the final guarantee
+        summary["privacy"] = {"epsilon": state.metrics[-1]["dp_epsilon"], "delta": state.metrics[-1]["dp_delta"]}
+    return summary

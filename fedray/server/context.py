@@ -18,7 +18,7 @@ from fedray.hetero.simulation import Simulation
 from fedray.selection.base import Selector
 from fedray.server.state import ServerState
 from fedray.strategy.aggregate import Aggregator, InOrder
-from fedray.strategy.exchange import Exchange
+from fedray.strategy.exchange import Exchange, Send
 from fedray.strategy.staleness import StalenessWeight
 from fedray.strategy.terms import Term
 from fedray.types import ClientId, Context
@@ -49,6 +49,30 @@ class RoundObserver(Protocol):
         """Called with the new global model in `state`; returns extra metrics columns."""
 
 
+class RoundStages(Protocol):
+    """Protocol stages around a sync round's training, for protocols that need every
+    selected client before training and every result after it (secure aggregation:
+    key exchange before, unmasking the sum after)."""
+
+    def before_launch(self, server_round: int, sends: dict[ClientId, Send],
+                      tally: "RoundTally") -> dict[ClientId, Send]:
+        """What each client is sent, with the stages' own payloads; clients left out
+        dropped out and do not train."""
+
+    def after_collect(self, server_round: int, tally: "RoundTally") -> str | None:
+        """Finish the aggregate once every result is in; why the round fails, or None."""
+
+
+class NoStages:
+    """Rounds without extra stages."""
+
+    def before_launch(self, server_round: int, sends: dict[ClientId, Send], tally: "RoundTally"):
+        return sends
+
+    def after_collect(self, server_round: int, tally: "RoundTally") -> str | None:
+        return None
+
+
 @dataclasses.dataclass
 class RoundContext:
     """The run's fixed collaborators of a round (besides algorithm, state and clients)."""
@@ -72,10 +96,20 @@ class RoundContext:
         the observer wants them."""
         keep = self.observer is not None and self.observer.wants_updates(server_round)
         return RoundTally(accepted=[] if keep else None)
+    stages: RoundStages = dataclasses.field(default_factory=NoStages)
+    last_round: int = 0
+    """The run's last round: `server.rounds`, or an earlier one when a privacy budget
+    runs out first (0: `server.rounds`)."""
 
-    def at(self, server_round: int, client_id: ClientId | None = None, num_aggregated: int = 0) -> Context:
+    @property
+    def final_round(self) -> int:
+        return self.last_round or self.cfg.server.rounds
+
+    def at(self, server_round: int, client_id: ClientId | None = None, num_aggregated: int = 0,
+           downlink: dict | None = None) -> Context:
         """The transform/term context of a round, on the server or for one client."""
-        return Context(server_round, client_id, self.cfg.seed, self.cfg.clients.num_clients, num_aggregated)
+        return Context(server_round, client_id, self.cfg.seed, self.cfg.clients.num_clients, num_aggregated,
+                       downlink or {})
 
 
 class Reducers:
@@ -123,3 +157,7 @@ class RoundTally:
     accepted: list | None = None
     """(client, weight, decoded update) of every accepted update, for the observer; None:
     not kept."""
+    downlink: dict = dataclasses.field(default_factory=dict)
+    """The objective terms' broadcast payloads of this round (the server chain sees them)."""
+    metrics: dict = dataclasses.field(default_factory=dict)
+    """Extra metrics of the round's stages (e.g. `secagg_dropped`)."""

@@ -66,15 +66,20 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     # payloads such as SCAFFOLD's control or the teacher's logits) enters the
     # object store once; then every selected client starts training ---------
     tally = ctx.new_tally(server_round)
-    sends = broadcast(ctx, algorithm, state, selected, server_round)
-    pending = launch(ctx, state, clients, sends, selected, server_round)
+    sends = broadcast(ctx, algorithm, state, selected, server_round, tally)
+    # secure aggregation's key exchange (nothing without it): who drops out here does not train
+    sends = ctx.stages.before_launch(server_round, sends, tally)
+    for cid in sorted(set(selected) - set(sends)):
+        state.profiles.record_outcome(cid, Outcome.failed)
+    pending = launch(ctx, state, clients, sends, sorted(sends), server_round)
 
     # ---- collect: each result gets its simulated finish time ----------------
     # Without over-commitment or a deadline every success counts, so results
     # stream into the aggregate (in client order) as they arrive; otherwise they
-    # are held until every finish time is known.
+    # are held until every finish time is known. Poisson sampling keeps them all.
+    k = len(selected) if ctx.selector.keep_all else k
     gated = len(selected) > k or cfg.server.deadline_s is not None
-    ctx.in_order.reset(sorted(selected))
+    ctx.in_order.reset(sorted(sends))
     ctx.exchange.aggregator.reset(state.aggregator_state)
     reducers = Reducers(algorithm.terms, state.params.size)
     finish_s: dict[ClientId, float] = {}
@@ -102,6 +107,10 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
             f"round {server_round} attempt {attempt}: {tally.succeeded} of {len(selected)} "
             f"client(s) succeeded, fewer than server.min_clients={cfg.server.min_clients}"
         )
+        return None, tally.notes
+    problem = ctx.stages.after_collect(server_round, tally)  # secure aggregation unmasks the sum
+    if problem is not None:
+        tally.notes.append(f"round {server_round} attempt {attempt}: {problem}")
         return None, tally.notes
 
     # ---- aggregate, apply through the server chain, evaluate ----------------
@@ -140,13 +149,16 @@ def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
 
 
 def broadcast(ctx: RoundContext, algorithm: Algorithm, state: ServerState, selected: Iterable[ClientId],
-              server_round: int) -> dict[ClientId, Send]:
+              server_round: int, tally: RoundTally | None = None) -> dict[ClientId, Send]:
     """What each selected client downloads: the exchange's parameters (per layout) and
-    every term's downlink payloads, each put into the object store once."""
+    every term's downlink payloads, each put into the object store once (and kept in
+    `tally.downlink` for the server chain)."""
     sends = ctx.exchange.broadcast(state.params, state.merges, list(selected))
     extra: dict = {}
     for term, term_state in zip(algorithm.terms, state.term_states):
         extra.update(term.downlink(term_state, ctx.at(server_round)))
+    if tally is not None:
+        tally.downlink = extra
     if not extra:
         return sends
     refs = {name: ray.put(value) for name, value in extra.items()}
@@ -249,7 +261,8 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     tally.succeeded += 1
     tally.clients.append(cid)
     tally.staleness.append(staleness)
-    tally.norms.append(norm)
+    if not math.isnan(norm):  # a sealed (masked) update has no norm the server could know
+        tally.norms.append(norm)
     tally.losses.append((result.train_loss, result.num_examples))
     w = result.num_examples * weight
     tally.total_weight += w
@@ -266,7 +279,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     server chain (or as an exact merge), let the terms absorb their payloads,
     evaluate, and return the round's metrics row."""
     cfg = ctx.cfg
-    here = ctx.at(server_round, num_aggregated=tally.succeeded)
+    here = ctx.at(server_round, num_aggregated=tally.succeeded, downlink=tally.downlink)
     aggregate, state.aggregator_state = ctx.exchange.aggregator.result()
     before = state.params.copy() if tally.accepted is not None else None
     fold = ctx.exchange.fold(aggregate, scale)
@@ -276,7 +289,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         step, state.transform_state = algorithm.server_transforms.apply(
             fold.step, state.transform_state, state.params, here)
         state.params += step
-    extra: dict[str, float] = {}
+    extra: dict[str, float] = dict(tally.metrics)
     term_states = list(state.term_states)
     for i, (term, combined) in enumerate(zip(algorithm.terms, reducers.results())):
         term_states[i], metrics = term.absorb(term_states[i], combined, here)
@@ -285,7 +298,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     state.norm_history = (state.norm_history + tally.norms)[-cfg.server.validation.norm_window :]
 
     evaluation: dict[str, float] = {}
-    if server_round % cfg.server.eval_every == 0 or server_round == cfg.server.rounds:
+    if server_round % cfg.server.eval_every == 0 or server_round == ctx.final_round:
         evaluation = ctx.evaluate(state)
     if ctx.observer is not None:
         record = RoundRecord(server_round, before, tuple(tally.accepted or ()), evaluation)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from fedray.config.errors import ConfigError
 from fedray.config.load import load_config_text, to_yaml
 from fedray.config.schema import RunConfig
-from fedray.server.checkpoint import CorruptCheckpoint, checkpoint_round, load_newest, set_aside
+from fedray.server.checkpoint import CheckpointError, checkpoint_round, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
 from fedray.server.storage import Location
 
@@ -106,11 +106,11 @@ def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
     _, base = current_config(run_dir)
     changed = changed_keys(base, cfg, str(run_dir))
     directory = RunDirectory(run_dir)
-    corrupt: list[CorruptCheckpoint] = []
+    corrupt: list[CheckpointError] = []
     loaded = load_newest(directory.checkpoints, corrupt.append)
     if loaded is None and not fresh:
-        found = f"only corrupt checkpoints ({', '.join(e.path.name for e in corrupt)})" if corrupt else \
-            f"no checkpoint in {directory.checkpoints}"
+        found = ("only checkpoints that cannot be loaded (" + "; ".join(str(e) for e in corrupt) + ")"
+                 if corrupt else f"no checkpoint in {directory.checkpoints}")
         raise ConfigError([f"--resume {run_dir}: {found}, so there is nothing to resume from. "
                            "`fedray run --resume RUN_DIR --fresh` starts it again from round 1 "
                            "(replacing its metrics); `fedray run RUN_DIR/config.yaml` starts a new "

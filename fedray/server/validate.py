@@ -16,12 +16,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedray.config.schema import ValidationConfig
+from fedray.types import Sealed
 
 
 def update_problem(update: Any, num_examples: int, num_params: int) -> tuple[str | None, float]:
     """(why this update must be rejected or None, its L2 norm)."""
     if update is None:
         return "no update returned", math.nan
+    if isinstance(update, Sealed):  # secure aggregation: only its form can be checked
+        return update.problem(num_params) or (f"num_examples={num_examples}, expected > 0"
+                                               if num_examples <= 0 else None), math.nan
     if not isinstance(update, np.ndarray) or update.dtype != np.float32:
         return f"update dtype {getattr(update, 'dtype', type(update).__name__)}, expected float32", math.nan
     if update.shape != (num_params,):

@@ -108,10 +108,13 @@ class KeptState(NamedTuple):
     """Each objective term's client state (e.g. SCAFFOLD's c_i)."""
     transforms: Any
     """The client chain's state (e.g. error-feedback residuals)."""
+    privacy: Any = None
+    """Local DP-SGD's account of the client's privacy spending so far (`train.dp`), else None."""
 
     def is_empty(self) -> bool:
         """Nothing worth keeping: no optimizer state, only empty tuples elsewhere."""
-        return self.optimizer is None and _empty(self.terms) and _empty(self.transforms)
+        return (self.optimizer is None and _empty(self.terms) and _empty(self.transforms)
+                and self.privacy is None)
 
 
 def _empty(state: Any) -> bool:

@@ -226,6 +226,6 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
         assert "SIGTERM received" not in text and "Traceback" not in text
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 2
-        assert (tmp_path / name / "checkpoints" / f"round_{summary['rounds_completed']:06d}.pkl").is_file()
+        assert (tmp_path / name / "checkpoints" / f"round_{summary['rounds_completed']:06d}.safetensors").is_file()
     assert main(["logs", "fedray-no-such-job", "--address", address]) == 2
     assert "fedray logs: job fedray-no-such-job: " in capsys.readouterr().err

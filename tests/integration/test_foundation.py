@@ -150,14 +150,16 @@ def test_clients_teach_the_server_and_its_shards_export(ray_cluster, tmp_path, d
     path = export_foundation(tmp_path / "fedfm_kd", tmp_path / "export")
     cfg = kd_config(tmp_path)
     model = build_model(cfg.server.foundation_model.model, digits[0], seed=0)
-    model.load_state_dict(torch.load(path))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(path))
     assert sum(p.numel() for p in model.parameters()) == 64 * 512 + 512 + 512 * 512 + 512 + 5130
 
     # Resume from round 2 (its shards, its checkpoint, the distiller's generator): round 3
     # runs again exactly as it did, down to the public minibatches of the ZeRO steps.
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "fedfm_kd", resumed_dir)
-    (resumed_dir / "checkpoints" / "round_000003.pkl").unlink()
+    (resumed_dir / "checkpoints" / "round_000003.safetensors").unlink()
     shutil.rmtree(resumed_dir / "checkpoints" / "foundation" / "round_000003")
     again = run(prepare(kd_config(tmp_path, "server.checkpoint_every=1", "server.distill.server_to_client=false")),
                 console=lambda line: None, resume=str(resumed_dir))
@@ -182,6 +184,6 @@ def test_a_dead_rank_mid_run_stops_the_run_with_its_checkpoint(ray_cluster, tmp_
     assert any("fedray: stopping: round 2: foundation model rank 1 failed" in line for line in lines)
     log = (tmp_path / "fedfm_kd" / "log.txt").read_text()
     assert "foundation model rank 1 failed" in log
-    assert (tmp_path / "fedfm_kd" / "checkpoints" / "round_000001.pkl").is_file()
+    assert (tmp_path / "fedfm_kd" / "checkpoints" / "round_000001.safetensors").is_file()
     assert (tmp_path / "fedfm_kd" / "checkpoints" / "foundation" / "round_000001").is_dir()
     assert json.loads((tmp_path / "fedfm_kd" / "summary.json").read_text())["status"] == "failed"

@@ -31,15 +31,15 @@ def test_resume_starts_fresh_only_when_asked_and_falls_back_past_a_corrupt_check
     first = metrics(run_dir)
     assert [r["round"] for r in first] == [1, 2, 3]
 
-    newest = run_dir / "checkpoints" / "round_000003.pkl"
+    newest = run_dir / "checkpoints" / "round_000003.safetensors"
     newest.write_bytes(newest.read_bytes()[:-200])  # truncated, as by a full disk
     capsys.readouterr()
     assert main(["run", "--resume", str(run_dir), "server.rounds=4"]) == 0
     out = capsys.readouterr().out
-    assert "round_000003.pkl is corrupt or truncated" in out and "kept as round_000003.pkl.corrupt" in out
+    assert "round_000003.safetensors cannot be loaded" in out and "kept as round_000003.safetensors.corrupt" in out
     assert "resuming after round 2" in out
-    assert "round_000003.pkl is corrupt or truncated" in (run_dir / "log.txt").read_text()
-    assert (run_dir / "checkpoints" / "round_000003.pkl.corrupt").exists()
+    assert "round_000003.safetensors cannot be loaded" in (run_dir / "log.txt").read_text()
+    assert (run_dir / "checkpoints" / "round_000003.safetensors.corrupt").exists()
 
     # config.yaml is how the run started; the resume's change is recorded beside it
     assert (run_dir / "config.yaml").read_bytes() == original
@@ -59,7 +59,7 @@ def test_a_write_failure_mid_run_fails_it_and_the_summary_claims_only_checkpoint
     def block_the_round_3_checkpoint(line):
         lines.append(line)
         if re.match(r"round 2/4 ", line):  # the next round has not started yet
-            (run_dir / "checkpoints" / "round_000003.pkl").mkdir()
+            (run_dir / "checkpoints" / "round_000003.safetensors").mkdir()
 
     summary = run(prepare(small_config(tmp_path, "server.rounds=4")), console=block_the_round_3_checkpoint)
     reason = "round 3: the server could not write the run's files: [Errno 21] Is a directory"

@@ -116,7 +116,7 @@ def test_resume_restores_the_ledger_and_contributions(source, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     for checkpoint in (copy / "checkpoints").iterdir():
-        if checkpoint.name > "round_000002.pkl":
+        if checkpoint.name > "round_000002.safetensors":
             checkpoint.unlink()
     (copy / "ledger" / "round_000004.parquet").write_bytes(b"left by a crash")
     cfg = load_config(copy / "config.yaml")

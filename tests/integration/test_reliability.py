@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import pickle
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from fedray.config import to_yaml
 from fedray.launcher import prepare, run, run_key
-from fedray.server.checkpoint import latest_checkpoint
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.helpers import untimed
 from tests.conftest import REPO, small_config
 
@@ -29,8 +28,7 @@ def metrics(run_dir):
 
 
 def final_params(run_dir):
-    with open(latest_checkpoint(run_dir / "checkpoints"), "rb") as fh:
-        return pickle.load(fh).params
+    return load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).params
 
 
 def run_quiet(cfg, hook=None, resume=None):

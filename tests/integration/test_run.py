@@ -51,7 +51,7 @@ def test_pool_run_writes_a_complete_run_directory(ray_cluster, tmp_path):
     assert on_disk["wall_s"] > 0
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["server"]["rounds"] == 3
     # checkpoint_every=2 and always after the last round; keep only the newest
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["round_000003.pkl"]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["round_000003.safetensors"]
     assert any(line.startswith("round 3/3 | clients 5/5") for line in lines)
 
 

@@ -80,7 +80,7 @@ def test_resume_continues_from_the_newest_recorded_config(run_dir):
 @pytest.mark.parametrize("damage, expected", [
     ("missing", "no checkpoint in"),
     ("empty", "no checkpoint in"),
-    ("corrupt", "only corrupt checkpoints (round_000002.pkl, round_000001.pkl)"),
+    ("corrupt", "only checkpoints that cannot be loaded (checkpoint "),
 ])
 def test_resume_without_a_checkpoint_is_refused(run_dir, capsys, damage, expected):
     checkpoints = run_dir / "checkpoints"
@@ -92,7 +92,10 @@ def test_resume_without_a_checkpoint_is_refused(run_dir, capsys, damage, expecte
     if damage == "missing":
         checkpoints.rmdir()
     before = snapshot(run_dir)
-    fails_cleanly(capsys, ["run", "--resume", str(run_dir)], expected, "--fresh")
+    err = fails_cleanly(capsys, ["run", "--resume", str(run_dir)], expected, "--fresh")
+    if damage == "corrupt":  # each file named, with why it does not load
+        assert "round_000002.safetensors cannot be loaded: its header runs past the end of the file" in err
+        assert "round_000001.safetensors cannot be loaded" in err
     assert snapshot(run_dir) == before  # metrics.parquet kept; corrupt files left where they were
 
 
@@ -161,9 +164,9 @@ def test_export_of_a_truncated_checkpoint_names_it(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("model:\n  peft: {r: 4}\n")
-    (run / "checkpoints" / "round_000002.pkl").write_bytes(b"\x80\x05\x95truncated")
+    (run / "checkpoints" / "round_000002.safetensors").write_bytes(b"\x80\x05\x95truncated")
     fails_cleanly(capsys, ["export", str(run), "--out", str(tmp_path / "out")],
-                  "round_000002.pkl is corrupt or truncated")
+                  "round_000002.safetensors cannot be loaded")
     assert not (tmp_path / "out").exists()
 
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fedray.server.checkpoint import (
-    CorruptCheckpoint, list_checkpoints, load_checkpoint, load_newest, save_checkpoint, set_aside,
+    CheckpointError, list_checkpoints, load_checkpoint, load_newest, save_checkpoint, set_aside,
 )
 from fedray.server.rundir import RunDirectory, read_parquet, write_parquet
 from fedray.server.state import ServerState
@@ -35,36 +35,36 @@ def checkpoints(tmp_path):
     lambda data: pickle.dumps({"not": "a state"}),
 ], ids=["half", "last-byte", "header", "empty", "bad-opcode", "foreign"])
 def test_a_damaged_checkpoint_raises_one_error_type_naming_it(checkpoints, damage):
-    path = checkpoints / "round_000003.pkl"
+    path = checkpoints / "round_000003.safetensors"
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(CorruptCheckpoint, match="round_000003.pkl is corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="round_000003.safetensors cannot be loaded"):
         load_checkpoint(path)
 
 
 def test_load_newest_walks_back_past_corrupt_checkpoints(checkpoints):
     for r in (2, 3):
-        path = checkpoints / f"round_{r:06d}.pkl"
+        path = checkpoints / f"round_{r:06d}.safetensors"
         path.write_bytes(path.read_bytes()[:100])
     skipped = []
     loaded = load_newest(checkpoints, skipped.append)
-    assert loaded.state.server_round == 1 and loaded.path.name == "round_000001.pkl"
+    assert loaded.state.server_round == 1 and loaded.path.name == "round_000001.safetensors"
     np.testing.assert_array_equal(loaded.state.params, np.full(1000, 1, dtype=np.float32))
-    assert [e.path.name for e in skipped] == ["round_000003.pkl", "round_000002.pkl"]
+    assert [e.path.name for e in skipped] == ["round_000003.safetensors", "round_000002.safetensors"]
 
 
 def test_a_corrupt_checkpoint_set_aside_is_kept_but_never_listed(checkpoints):
-    broken = checkpoints / "round_000003.pkl"
+    broken = checkpoints / "round_000003.safetensors"
     broken.write_bytes(b"cut")
     moved = set_aside(Location.parse(broken))
-    assert moved.name == "round_000003.pkl.corrupt" and (checkpoints / moved.name).read_bytes() == b"cut"
-    assert [p.name for p in list_checkpoints(checkpoints)] == ["round_000001.pkl", "round_000002.pkl"]
+    assert moved.name == "round_000003.safetensors.corrupt" and (checkpoints / moved.name).read_bytes() == b"cut"
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["round_000001.safetensors", "round_000002.safetensors"]
     save_checkpoint(checkpoints, state(4), keep=1)  # pruning leaves it alone too
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["round_000003.pkl.corrupt", "round_000004.pkl"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["round_000003.safetensors.corrupt", "round_000004.safetensors"]
 
 
 def test_nothing_loadable_is_none(tmp_path):
     assert load_newest(tmp_path / "missing") is None
-    (tmp_path / "round_000001.pkl").mkdir()  # a directory by a checkpoint's name is not one
+    (tmp_path / "round_000001.safetensors").mkdir()  # a directory by a checkpoint's name is not one
     assert list_checkpoints(tmp_path) == [] and load_newest(tmp_path) is None
 
 
@@ -78,7 +78,7 @@ def test_run_files_respect_the_umask(tmp_path, umask, mode):
         save_checkpoint(run.checkpoints, state(1), keep=1)
     finally:
         os.umask(old)
-    written = ("summary.json", "metrics.parquet", "checkpoints/round_000001.pkl")
+    written = ("summary.json", "metrics.parquet", "checkpoints/round_000001.safetensors")
     for path in (tmp_path / name for name in written):
         assert path.stat().st_mode & 0o777 == mode, path
 

@@ -48,7 +48,7 @@ def test_checkpoints_keep_the_newest_and_reload_exactly(tmp_path):
     for r in range(1, 6):
         save_checkpoint(tmp_path, state(r), keep=2)
     kept = list_checkpoints(tmp_path)
-    assert [p.name for p in kept] == ["round_000004.pkl", "round_000005.pkl"]
+    assert [p.name for p in kept] == ["round_000004.safetensors", "round_000005.safetensors"]
     loaded = load_checkpoint(kept[-1])
     assert loaded.server_round == 5 and loaded.transform_state == ("s", 5)
     assert loaded.client_states == {7: ("kept", 5)}
