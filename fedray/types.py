@@ -70,6 +70,12 @@ class Context:
     """Clients in the federation (N)."""
     num_aggregated: int = 0
     """On the server: updates in this round's aggregate (m); 0 on a client."""
+    spec: ParamSpec | None = None
+    """The layout (tensor names and shapes) of the update being transformed, where
+    known: the client's own travelling parameters; None on the server."""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """On a client: its per-round instructions (`FitInstructions.config`), e.g. the
+    upload byte budget a rate-adaptive codec sizes its payload to."""
 
     def rng(self, tag: int = 0) -> np.random.Generator:
         """A generator for this (run, round, client) and `tag`, the same on every call."""

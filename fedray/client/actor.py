@@ -14,6 +14,8 @@ import torch
 
 from fedray.client.attacks import ATTACKS
 from fedray.client.train import build_optimizer, train_local
+from fedray.compress import build_codecs
+from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
 from fedray.foundation.term import client_terms
@@ -67,7 +69,9 @@ class ClientActor:
             self.layout = lora_layout(self.spec, cfg.model.peft)
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
-        self.algorithm = build_algorithm(cfg, client_terms(cfg))
+        codecs = build_codecs(cfg)
+        self.algorithm = build_algorithm(cfg, client_terms(cfg), codecs.uplink)
+        self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.shards: dict[ClientId, pa.Table] = {}
         self._tensors: dict[ClientId, Any] = {}
         self.public = None
@@ -118,9 +122,11 @@ class ClientActor:
         cid = ins.client_id
         data = self._data(cid)
         spec = self._activate(cid, merges)
+        payloads, figures = self._decode_broadcast(payloads)
         params = payloads["params"]
         set_flat(self.model, spec, params)
-        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients)
+        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients,
+                      spec=spec, config=ins.config)
         kept = state if state is not None else initial_client_state(self.algorithm, params)
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
         terms = self.algorithm.terms
@@ -137,7 +143,10 @@ class ClientActor:
             term_states.append(term_state)
         if self._attacks(cid) and self._attack.update is not None:
             delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
+        encoding = time.perf_counter()
         delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        if self.algorithm.client_transforms.decode is not None:
+            figures["encode_s"] = time.perf_counter() - encoding
         new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state)
         return ClientResult(
             client_id=cid,
@@ -147,8 +156,16 @@ class ClientActor:
             state=None if new_state.is_empty() else new_state,
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq},
+            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures},
         )
+
+    def _decode_broadcast(self, payloads: dict) -> tuple[dict, dict]:
+        """The broadcast with encoded payloads decoded, each once on this actor; the
+        decode figures for the round's metrics."""
+        if self.downlink is None:
+            return payloads, {}
+        payloads, seconds, decodes = self.downlink.decode(payloads)
+        return payloads, {"downlink_decode_s": seconds, "downlink_decodes": float(decodes)}
 
     def _attacks(self, cid: ClientId) -> bool:
         return self._attack is not None and cid in self.cfg.clients.attack.clients

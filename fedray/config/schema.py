@@ -173,6 +173,9 @@ class ServerConfig:
     transforms: List[ComponentConfig] = field(default_factory=list)
     """Server transforms applied, in order, to the aggregate before the strategy's own
     step (e.g. central noise, clipping)."""
+    codec: ComponentConfig = component("none")
+    """How the broadcast parameters travel: encoded once per round, decoded once per
+    client actor (`none`, `fp16`, `bf16`, `int8`, `gain` with a fixed rate)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     round_timeout_s: Optional[float] = 600.0
     """Results not in after this many seconds count as failed for the round."""

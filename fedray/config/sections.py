@@ -353,6 +353,10 @@ class ClientsConfig:
     objective: List[ComponentConfig] = field(default_factory=list)
     """Terms added to every client's local objective (e.g. `proximal`), on top of those
     the strategy brings (FedProx's, SCAFFOLD's)."""
+    codec: ComponentConfig = component("none")
+    """How each update travels: the last step of the client chain, decoded by the server
+    before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
+    `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
 
     def errors(self) -> list[str]:
         out = []

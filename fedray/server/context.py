@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fedray.compress.downlink import BroadcastEncoder
+from fedray.compress.rate import Instruct
 from fedray.config.schema import RunConfig
 from fedray.hetero.simulation import Simulation
 from fedray.selection.base import Selector
@@ -39,6 +41,11 @@ class RoundContext:
     evaluate: Callable[[ServerState], dict[str, float]]
     """Held-out evaluation of the global model in a state."""
     in_order: InOrder = dataclasses.field(default_factory=InOrder)
+    downlink: BroadcastEncoder | None = None
+    """The broadcast codec (`server.codec`); None sends the parameters as they are."""
+    instruct: Instruct | None = None
+    """Per-client instructions for each launch (`FitInstructions.config`), e.g. the upload
+    budgets of `rate: auto`; None sends none."""
 
     def at(self, server_round: int, client_id: ClientId | None = None, num_aggregated: int = 0) -> Context:
         """The transform/term context of a round, on the server or for one client."""
@@ -87,3 +94,8 @@ class RoundTally:
     notes: list = dataclasses.field(default_factory=list)
     clients: list = dataclasses.field(default_factory=list)
     staleness: list = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    """Per-round sums for metrics.parquet (codec seconds and counts), by column."""
+
+    def add(self, name: str, value: float) -> None:
+        self.metrics[name] = self.metrics.get(name, 0.0) + value
