@@ -50,6 +50,10 @@ def build_codecs(cfg: RunConfig) -> Codecs:
         if transform is not None and transform.decode is None:
             problems.append(f"{key}: codec '{spec.name}' has no decode, so nothing could read what it sends")
         built.append(None if spec.name == "none" else transform)
+    peft = cfg.model.peft
+    if cfg.server.codec.name != "none" and peft is not None and peft.aggregation == "stack":
+        problems.append("server.codec must be none with model.peft.aggregation=stack: stacking adds each "
+                        "client's update to the exact adapter it was sent, which an encoded broadcast is not")
     if problems:
         raise ConfigError(problems)
     return Codecs(*built)

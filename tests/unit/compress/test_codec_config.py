@@ -49,6 +49,11 @@ def test_bad_codec_config_is_a_config_error_naming_the_key(overrides, expected):
     assert expected in str(err.value)
 
 
+def test_an_encoded_broadcast_cannot_feed_exact_stacking():
+    with pytest.raises(ConfigError, match="server.codec must be none with model.peft.aggregation=stack"):
+        build_codecs(cfg("server.codec.name=fp16", "model.peft={r: 2, aggregation: stack}"))
+
+
 def test_all_codec_problems_at_once_and_exit_status_2(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("clients:\n  codec: {name: top_k, args: {fraction: -1}}\nserver:\n  codec: {name: sign}\n")
