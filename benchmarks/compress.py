@@ -3,6 +3,7 @@
     python benchmarks/compress.py digits      [--variants ...] [--seeds 0 1 2]
     python benchmarks/compress.py digits_wide [--variants ...] [--seeds 0 1 2]
     python benchmarks/compress.py lora        [--variants ...] [--seeds 0]
+    python benchmarks/compress.py table RESULTS.json [RESULTS.json ...]
     python benchmarks/compress.py plot RESULTS.json [RESULTS.json ...]
 
 `digits` is configs/hetero_random.yaml (100 FLASH phones, label-skewed digits,
@@ -12,8 +13,9 @@ length; `lora` is configs/lora_tiny.yaml on FLASH bandwidths (6 rounds). Each
 variant is a codec (overrides below); each run goes to `--out` and is reported
 as final and best accuracy (perplexity for LoRA), cumulative MB up and down,
 simulated seconds (and rounds) to the target accuracy, and the codec seconds per
-round. The table shows medians over seeds. `plot` writes `fedray report`'s plots
-for the seed-0 runs of one results file.
+round. The table shows medians over seeds (`table` prints it again for results
+files of one workload, merged). `plot` writes `fedray report`'s plots for the
+seed-0 runs of the results files.
 """
 
 from __future__ import annotations
@@ -48,13 +50,14 @@ CODECS = {
     "top_k_1pct": ["clients.codec={name: top_k, args: {fraction: 0.01}}"],
     "top_k_5pct": ["clients.codec={name: top_k, args: {fraction: 0.05}}"],
     "gain_auto": ["clients.codec={name: gain, args: {rate: auto}}"],
+    "gain_0.5": ["clients.codec={name: gain, args: {rate: 0.5}}"],
     "gain_auto_int8_down": ["clients.codec={name: gain, args: {rate: auto}}", "server.codec.name=int8"],
     "content_auto": ["clients.codec={name: content_auto, args: {budget: 0.1}}"],
 }
 WORKLOADS = {
     "digits": {"config": "configs/hetero_random.yaml", "target": 0.85, "overrides": [],
                "variants": ["none", "fp16", "int8", "qsgd", "top_k_1pct", "gain_auto", "content", "content_auto",
-                            "top_k_5pct"],
+                            "top_k_5pct", "gain_0.5"],
                "content": [CONTENT_MLP]},
     "digits_wide": {"config": "configs/hetero_random.yaml", "target": 0.85,
                     "overrides": ["model.hidden=[512, 512]", "server.rounds=40", "server.checkpoint_every=0"],
@@ -130,10 +133,11 @@ def table(workload: str, runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[Path], out: Path) -> None:
+def plot(results: list[Path], out: Path, variants: list[str] | None) -> None:
     from fedray.experiments.report import load_runs, write_report
 
-    runs = [r for path in results for r in json.loads(path.read_text())["runs"] if r["seed"] == 0]
+    runs = [r for path in results for r in json.loads(path.read_text())["runs"]
+            if r["seed"] == 0 and (not variants or r["variant"] in variants)]
     report = write_report(load_runs([r["run_dir"] for r in runs]), out)
     print(report.table)
     print("\n".join(str(f) for f in report.files))
@@ -141,15 +145,19 @@ def plot(results: list[Path], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=[*WORKLOADS, "plot"])
-    parser.add_argument("results", nargs="*", type=Path, help="plot: results files")
+    parser.add_argument("workload", choices=[*WORKLOADS, "table", "plot"])
+    parser.add_argument("results", nargs="*", type=Path, help="table, plot: results files")
     parser.add_argument("--variants", nargs="+")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "compress")
     parser.add_argument("--set", nargs="*", default=[], help="further config overrides, e.g. server.rounds=2")
     args = parser.parse_args()
     if args.workload == "plot":
-        plot(args.results, args.out / "report")
+        plot(args.results, args.out / "report", args.variants)
+        return
+    if args.workload == "table":
+        loaded = [json.loads(path.read_text()) for path in args.results]
+        print(table(loaded[0]["workload"], [r for result in loaded for r in result["runs"]]))
         return
 
     import ray

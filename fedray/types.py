@@ -109,7 +109,8 @@ class FitInstructions:
     """Names of the broadcast payloads that follow the instructions in the call, in order
     (`params`, the global parameters in this client's layout, always first)."""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Per-round overrides of the training settings (e.g. lr schedules); usually empty."""
+    """Per-round, per-client instructions, handed to the client's transforms as `Context.config`
+    (e.g. `upload_bytes`, the budget of `rate: auto`); usually empty."""
 
 
 @dataclasses.dataclass(frozen=True)
