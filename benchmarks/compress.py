@@ -61,11 +61,12 @@ WORKLOADS = {
                "content": [CONTENT_MLP]},
     "digits_wide": {"config": "configs/hetero_random.yaml", "target": 0.85,
                     "overrides": ["model.hidden=[512, 512]", "server.rounds=40", "server.checkpoint_every=0"],
-                    "variants": ["none", "int8", "top_k_1pct", "gain_auto", "gain_auto_int8_down"],
+                    "variants": ["none", "int8", "top_k_1pct", "gain_auto", "gain_auto_int8_down", "gain_0.5"],
                     "content": [CONTENT_MLP]},
     "lora": {"config": "configs/lora_tiny.yaml", "target": None,
              "overrides": ["server.rounds=6", "clients.profiles.source=flash", "server.checkpoint_every=0"],
-             "variants": ["none", "fp16", "int8", "qsgd", "top_k_1pct", "gain_auto", "content"],
+             "variants": ["none", "fp16", "int8", "qsgd", "top_k_1pct", "gain_auto", "content", "content_auto",
+                          "gain_0.5"],
              "content": [CONTENT_LORA]},
 }
 

@@ -95,7 +95,7 @@ def expect(payload: Any, kind: type) -> Any:
     """`payload` if it is a `kind`; else a ValueError, so the server rejects the update
     (a client cannot stop the run by sending garbage)."""
     if not isinstance(payload, kind):
-        raise ValueError(f"expected a {kind.__name__} payload, got {type(payload).__name__}")
+        raise ValueError(f"expected a payload of type {kind.__name__}, got {type(payload).__name__}")
     return payload
 
 

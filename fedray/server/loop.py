@@ -240,7 +240,8 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     """Decode, check and aggregate one update. Runs in a deterministic order (client id;
     in async mode simulated finish), so the norm reference, and every decision, is too.
     The update counts `num_examples x weight`."""
-    update, problem, norm = _decode(ctx, algorithm, result, tally)
+    update, problem = _decode(ctx, algorithm, result, tally)
+    norm = math.nan
     if problem is None:
         problem, norm = update_problem(update, result.num_examples, ctx.exchange.update_size(cid))
     missing = reducers.missing(result.payloads)
@@ -268,7 +269,7 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
 
 
 def _decode(ctx: RoundContext, algorithm: Algorithm, result: ClientResult, tally: RoundTally):
-    """(update, problem, norm): the `delta` payload decoded (timed), or why it cannot be."""
+    """(update, None): the `delta` payload decoded (timed); (None, why) if it cannot be."""
     started = time.perf_counter()
     try:
         update, problem = algorithm.decode(result.update, ctx.at(result.server_round, result.client_id)), None
@@ -276,7 +277,7 @@ def _decode(ctx: RoundContext, algorithm: Algorithm, result: ClientResult, tally
         update, problem = None, f"payload cannot be decoded: {err}"
     if algorithm.client_transforms.decode is not None:
         tally.add("decode_s", time.perf_counter() - started)
-    return update, problem, math.nan
+    return update, problem
 
 
 def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,

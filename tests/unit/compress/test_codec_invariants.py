@@ -125,7 +125,7 @@ def test_random_draws_come_from_the_context():
 
 def test_a_payload_that_is_not_the_codecs_is_a_value_error():
     t = CODECS.build("int8")
-    with pytest.raises(ValueError, match="expected a Int8Blocks payload"):
+    with pytest.raises(ValueError, match="expected a payload of type Int8Blocks"):
         t.decode(np.zeros(3, np.float32), ctx())
     with pytest.raises(ValueError, match="scales for"):
         t.decode(Int8Blocks(np.zeros(600, np.int8), np.zeros(1, np.float32)), ctx())
