@@ -26,8 +26,10 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
     for `fedray submit`, whose output_dir is a path on the cluster)."""
     import torch
 
+    from fedray.compress import codec_problems
     from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
+    from fedray.models.flat import param_spec
 
     problems: list[str] = output_dir_problems(cfg) if local else []
     problems += component_problems(cfg)
@@ -46,6 +48,7 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
                 model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
             check_adapters(cfg, model, dataset)
+            problems += codec_problems(cfg, param_spec(model))
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
         if cfg.server.foundation_model.model is not None and not problems:
@@ -62,6 +65,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
     import numpy as np
 
     from fedray.client.attacks import ATTACKS
+    from fedray.compress import build_codecs
     from fedray.data.partition import PARTITIONERS
     from fedray.data.datasets import DATASETS
     from fedray.data.tokenize import TOKENIZERS
@@ -85,7 +89,9 @@ def component_problems(cfg: RunConfig) -> list[str]:
         except ValueError as err:
             problems.append(f"{key}: {err}")
 
-    check("server.strategy", lambda: build_algorithm(cfg))
+    uplink: list = []  # the client codec, if it builds, ends the client chain
+    check("clients.codec", lambda: uplink.append(build_codecs(cfg).uplink))
+    check("server.strategy", lambda: build_algorithm(cfg, codec=uplink[0] if uplink else None))
     problems += privacy_problems(cfg)
     check("server.selection.name", lambda: SELECTORS.build(cfg.server.selection.name, cfg.server.selection))
     check("server.staleness", lambda: _staleness_weight(STALENESS.build(cfg.server.staleness, cfg.server)))

@@ -74,6 +74,12 @@ class Context:
     """The payloads broadcast this round: on a client, what it received (so a client
     transform can read e.g. adaptive clipping's clip norm); on the server, what the
     objective terms sent."""
+    spec: ParamSpec | None = None
+    """The layout (tensor names and shapes) of the update being transformed, where
+    known: the client's own travelling parameters; None on the server."""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """On a client: its per-round instructions (`FitInstructions.config`), e.g. the
+    upload byte budget a rate-adaptive codec sizes its payload to."""
 
     def rng(self, tag: int = 0) -> np.random.Generator:
         """A generator for this (run, round, client) and `tag`, the same on every call."""
@@ -116,7 +122,8 @@ class FitInstructions:
     """Names of the broadcast payloads that follow the instructions in the call, in order
     (`params`, the global parameters in this client's layout, always first)."""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Per-round overrides of the training settings (e.g. lr schedules); usually empty."""
+    """Per-round, per-client instructions, handed to the client's transforms as `Context.config`
+    (e.g. `upload_bytes`, the budget of `rate: auto`); usually empty."""
 
 
 @dataclasses.dataclass(frozen=True)

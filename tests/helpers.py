@@ -13,7 +13,7 @@ def iid_with_an_empty_client(labels, num_clients, cfg, rng):
     return shards
 
 
-TIMING = {"round_wall_s", "wall_s"}
+TIMING = {"round_wall_s", "wall_s", "encode_s", "decode_s", "downlink_encode_s", "downlink_decode_s", "contribution_s"}
 
 
 def untimed(rows):

@@ -14,6 +14,8 @@ import torch
 
 from fedray.client.attacks import ATTACKS
 from fedray.client.train import build_optimizer, train_local
+from fedray.compress import build_codecs
+from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
 from fedray.foundation.term import client_terms
@@ -70,7 +72,9 @@ class ClientActor:
             self.layout = lora_layout(self.spec, cfg.model.peft)
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
-        self.algorithm = with_privacy(build_algorithm(cfg, client_terms(cfg)), cfg, on_client=True)
+        codecs = build_codecs(cfg)
+        self.algorithm = with_privacy(build_algorithm(cfg, client_terms(cfg), codecs.uplink), cfg, on_client=True)
+        self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
         """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
         self.shards: dict[ClientId, pa.Table] = {}
@@ -126,9 +130,11 @@ class ClientActor:
         cid = ins.client_id
         data = self._data(cid)
         spec = self._activate(cid, merges)
+        payloads, figures = self._decode_broadcast(payloads)
         params = payloads["params"]
         set_flat(self.model, spec, params)
-        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads)
+        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads,
+                      spec=spec, config=ins.config)
         kept = state if state is not None else initial_client_state(self.algorithm, params)
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
         terms = self.algorithm.terms
@@ -145,7 +151,10 @@ class ClientActor:
             term_states.append(term_state)
         if self._attacks(cid) and self._attack.update is not None:
             delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
+        encoding = time.perf_counter()
         delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        if self.algorithm.client_transforms.decode is not None:
+            figures["encode_s"] = time.perf_counter() - encoding
         if "secagg" in payloads:  # secure aggregation: only the masked update leaves the client
             delta = self.secagg.masked_input(cid, payloads["secagg"], delta, trained.num_examples, ctx.rng(0x5EC))
         privacy = kept.privacy
@@ -160,7 +169,7 @@ class ClientActor:
             state=None if new_state.is_empty() else new_state,
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq,
+            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
                      **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
         )
 
@@ -168,6 +177,14 @@ class ClientActor:
         """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""
         assert client_id in self.hosted, f"client {client_id} is not hosted on this actor"
         return self.secagg.answer(client_id, message)
+
+    def _decode_broadcast(self, payloads: dict) -> tuple[dict, dict]:
+        """The broadcast with encoded payloads decoded, each once on this actor; the
+        decode figures for the round's metrics."""
+        if self.downlink is None:
+            return payloads, {}
+        payloads, seconds, decodes = self.downlink.decode(payloads)
+        return payloads, {"downlink_decode_s": seconds, "downlink_decodes": float(decodes)}
 
     def _attacks(self, cid: ClientId) -> bool:
         return self._attack is not None and cid in self.cfg.clients.attack.clients

@@ -175,6 +175,9 @@ class ServerConfig:
     transforms: List[ComponentConfig] = field(default_factory=list)
     """Server transforms applied, in order, to the aggregate before the strategy's own
     step (e.g. central noise, clipping)."""
+    codec: ComponentConfig = component("none")
+    """How the broadcast parameters travel: encoded once per round, decoded once per
+    client actor (`none`, `fp16`, `bf16`, `int8`, `gain` with a fixed rate)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     privacy: Optional[ComponentConfig] = None
     """Client-level differential privacy: `fixed_clip` or `adaptive_clip` (DP-FedAvg)

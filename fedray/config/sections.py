@@ -387,6 +387,10 @@ class ClientsConfig:
     excluded: List[int] = field(default_factory=list)
     """Ids of clients never selected (e.g. the clients `fedray unlearn` forgets); their
     data stays where the partition put it, so every other client's shard is unchanged."""
+    codec: ComponentConfig = component("none")
+    """How each update travels: the last step of the client chain, decoded by the server
+    before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
+    `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
 
     def errors(self) -> list[str]:
         out = []

@@ -128,6 +128,11 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
         files.append(_line_plot(records, "round", metric, "round", title, out / f"{title}_vs_round.png"))
         files.append(_line_plot(records, time_key, metric, time_label, title, out / f"{title}_vs_time.png"))
     files.append(_bytes_plot(records, out / "bytes_per_round.png"))
+    if any(_finite(r.metrics.get("eval_accuracy", [])) for r in records):
+        counted = [_cumulative_bytes(r) for r in records]
+        for key, what, name in (("mb_up", "cumulative MB sent up", "accuracy_vs_bytes_up"),
+                                ("mb_total", "cumulative MB up and down", "accuracy_vs_bytes")):
+            files.append(_line_plot(counted, key, "eval_accuracy", what, "accuracy", out / f"{name}.png", log_x=True))
     table = summary_table(records)
     contributions, bars = contribution_section(records, out)  # runs that valued their clients
     table += f"\n{contributions}" if contributions else ""
@@ -153,14 +158,28 @@ def _figure():
     return fig, fig.subplots()
 
 
-def _line_plot(records, x_key: str, y_key: str, x_label: str, y_label: str, path: Path) -> Path:
+def _line_plot(records, x_key: str, y_key: str, x_label: str, y_label: str, path: Path,
+               log_x: bool = False) -> Path:
     fig, ax = _figure()
+    if log_x:
+        ax.set_xscale("log")
     for r in records:
         points = [(x, y) for x, y in zip(r.metrics.get(x_key, []), r.metrics.get(y_key, [])) if _ok(y)]
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, label=r.label)
     ax.set(xlabel=x_label, ylabel=y_label, title=f"{y_label} against {x_label.split(' (')[0]}")
     return _save(fig, ax, path, integer_x=x_key == "round")
+
+
+def _cumulative_bytes(record: RunRecord) -> RunRecord:
+    """The run with columns `mb_up` and `mb_total`: MB sent so far, at the end of each round
+    (what compression is judged by: accuracy against bytes on the wire)."""
+    up, down, columns = 0.0, 0.0, {"mb_up": [], "mb_total": []}
+    for b_up, b_down in zip(record.metrics.get("bytes_up", []), record.metrics.get("bytes_down", [])):
+        up, down = up + b_up / _MB, down + b_down / _MB
+        columns["mb_up"].append(up)
+        columns["mb_total"].append(up + down)
+    return dataclasses.replace(record, metrics={**record.metrics, **columns})
 
 
 def _bytes_plot(records, path: Path) -> Path:

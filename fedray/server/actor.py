@@ -11,6 +11,9 @@ import numpy as np
 import ray
 
 from fedray.client.pool import ClientPool, actor_index, placement_columns
+from fedray.compress import build_codecs
+from fedray.compress.downlink import BroadcastEncoder
+from fedray.compress.rate import upload_budgets, wants_budget
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
@@ -81,12 +84,15 @@ class Server:
         saved = loaded.state if loaded is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
-        self.algorithm = with_privacy(build_algorithm(cfg, extra), cfg)
+        codecs = build_codecs(cfg)
+        self.algorithm = with_privacy(build_algorithm(cfg, extra, codecs.uplink), cfg)
         exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
                                   lambda cid: actor_index(cid, cfg))
         selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
+        downlink = None if codecs.downlink is None else BroadcastEncoder(codecs.downlink, cfg.seed)
         self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
-                                np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate)
+                                np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate,
+                                downlink=downlink, instruct=_upload_budgets(cfg, simulation))
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
@@ -246,6 +252,14 @@ class Server:
     def _evaluate_params(self, params: np.ndarray) -> dict[str, float]:
         """Held-out metrics of the global model with `params` (contribution evaluation's sub-models)."""
         return self.evaluate(dataclasses.replace(self.state, params=params))
+
+
+def _upload_budgets(cfg: RunConfig, simulation: Simulation):
+    """`rate: auto`'s per-client upload budgets from the simulated devices (else None)."""
+    if not wants_budget(cfg):
+        return None
+    devices = simulation.devices
+    return upload_budgets(cfg, devices.down_kbps, devices.up_kbps, simulation.expected_compute_s())
 
 
 def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> ClientProfiles:

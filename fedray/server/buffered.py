@@ -135,7 +135,7 @@ def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: 
     chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
     if not chosen:
         return 0
-    sends = broadcast(ctx, algorithm, state, chosen, server_round)
+    sends = broadcast(ctx, algorithm, state, chosen, server_round, tally)
     pending = launch(ctx, state, clients, sends, chosen, server_round, seed_by_launch=True)
     deadline = cfg.server.deadline_s
     for cid, result, timing in collect(ctx, state, clients, pending, sends, server_round, time.perf_counter(), tally):

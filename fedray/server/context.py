@@ -13,6 +13,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from fedray.compress.downlink import BroadcastEncoder
+from fedray.compress.rate import Instruct
 from fedray.config.schema import RunConfig
 from fedray.hetero.simulation import Simulation
 from fedray.selection.base import Selector
@@ -90,6 +92,11 @@ class RoundContext:
     in_order: InOrder = dataclasses.field(default_factory=InOrder)
     observer: RoundObserver | None = None
     """Sees every model update (None: nobody; updates stream)."""
+    downlink: BroadcastEncoder | None = None
+    """The broadcast codec (`server.codec`); None sends the parameters as they are."""
+    instruct: Instruct | None = None
+    """Per-client instructions for each launch (`FitInstructions.config`), e.g. the upload
+    budgets of `rate: auto`; None sends none."""
 
     def new_tally(self, server_round: int) -> "RoundTally":
         """An empty tally for an attempt at `server_round`, keeping accepted updates if
@@ -160,4 +167,8 @@ class RoundTally:
     downlink: dict = dataclasses.field(default_factory=dict)
     """The objective terms' broadcast payloads of this round (the server chain sees them)."""
     metrics: dict = dataclasses.field(default_factory=dict)
-    """Extra metrics of the round's stages (e.g. `secagg_dropped`)."""
+    """Extra per-round metrics.parquet columns: the stages' figures (e.g. `secagg_dropped`)
+    and per-round sums (codec seconds and counts)."""
+
+    def add(self, name: str, value: float) -> None:
+        self.metrics[name] = self.metrics.get(name, 0.0) + value

@@ -35,11 +35,13 @@ from fedray.server.context import Reducers, RoundContext, RoundRecord, RoundTall
 from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
 from fedray.strategy.algorithm import Algorithm
-from fedray.strategy.exchange import Send
+from fedray.strategy.exchange import Send, plain_put
 from fedray.types import ClientId, ClientResult, FitInstructions, RoundResult, payload_bytes
 
 _MAX_CLOCK_JUMPS = 10_000
 TIMED_OUT = "timed out"
+SUMMED_CLIENT_METRICS = ("encode_s", "downlink_decode_s", "downlink_decodes")
+"""Client-measured figures summed over a round's results into metrics.parquet columns."""
 
 
 def client_seed(seed: int, server_round: int, client_id: int, launch: int = 0) -> int:
@@ -150,10 +152,13 @@ def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
 
 def broadcast(ctx: RoundContext, algorithm: Algorithm, state: ServerState, selected: Iterable[ClientId],
               server_round: int, tally: RoundTally | None = None) -> dict[ClientId, Send]:
-    """What each selected client downloads: the exchange's parameters (per layout) and
-    every term's downlink payloads, each put into the object store once (and kept in
-    `tally.downlink` for the server chain)."""
-    sends = ctx.exchange.broadcast(state.params, state.merges, list(selected))
+    """What each selected client downloads: the exchange's parameters (per layout, encoded
+    by the broadcast codec if there is one) and every term's downlink payloads, each put
+    into the object store once (and kept in `tally.downlink` for the server chain)."""
+    put = plain_put if ctx.downlink is None else ctx.downlink.put_for(server_round)
+    sends = ctx.exchange.broadcast(state.params, state.merges, list(selected), put)
+    if ctx.downlink is not None and tally is not None:
+        tally.add("downlink_encode_s", ctx.downlink.take_seconds())
     extra: dict = {}
     for term, term_state in zip(algorithm.terms, state.term_states):
         extra.update(term.downlink(term_state, ctx.at(server_round)))
@@ -173,11 +178,12 @@ def launch(ctx: RoundContext, state: ServerState, clients: ClientPool, sends: di
     gets its kept state from the server's copy. The launch number seeds the client's
     simulated bandwidth draws, and with `seed_by_launch` its training too (a client may
     train twice within one async step)."""
-    pending = {}
+    pending, client_ids = {}, list(client_ids)
+    config = ctx.instruct({cid: sends[cid].num_bytes for cid in client_ids}) if ctx.instruct else {}
     for cid in client_ids:
         nonce = int(state.profiles.times_selected[cid])
         seed = client_seed(ctx.cfg.seed, server_round, cid, nonce + 1 if seed_by_launch else 0)
-        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs))
+        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs), config=config.get(cid, {}))
         pending[clients.fit(ins, state.client_states.get(cid), sends[cid])] = (cid, nonce, ins)
     return pending
 
@@ -219,6 +225,9 @@ def _record(ctx: RoundContext, state: ServerState, result: ClientResult, nonce: 
                                 bytes_down, ctx.simulation.examples_per_round(cid))
     tally.bytes_up += result.num_bytes
     tally.bytes_down += bytes_down
+    for name in SUMMED_CLIENT_METRICS:
+        if name in result.metrics:
+            tally.add(name, result.metrics[name])
     if result.ok:
         if result.state is not None:
             state.client_states[cid] = result.state
@@ -243,8 +252,10 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     """Decode, check and aggregate one update. Runs in a deterministic order (client id;
     in async mode simulated finish), so the norm reference, and every decision, is too.
     The update counts `num_examples x weight`."""
-    update = algorithm.decode(result.update, ctx.at(result.server_round, cid))
-    problem, norm = update_problem(update, result.num_examples, ctx.exchange.update_size(cid))
+    update, problem = _decode(ctx, algorithm, result, tally)
+    norm = math.nan
+    if problem is None:
+        problem, norm = update_problem(update, result.num_examples, ctx.exchange.update_size(cid))
     missing = reducers.missing(result.payloads)
     if problem is None and missing:
         problem = f"payload(s) {missing} missing"
@@ -272,6 +283,18 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
         tally.accepted.append((cid, w, update))
 
 
+def _decode(ctx: RoundContext, algorithm: Algorithm, result: ClientResult, tally: RoundTally):
+    """(update, None): the `delta` payload decoded (timed); (None, why) if it cannot be."""
+    started = time.perf_counter()
+    try:
+        update, problem = algorithm.decode(result.update, ctx.at(result.server_round, result.client_id)), None
+    except ValueError as err:  # not what the client's codec makes: a bad update, not a crash
+        update, problem = None, f"payload cannot be decoded: {err}"
+    if algorithm.client_transforms.decode is not None:
+        tally.add("decode_s", time.perf_counter() - started)
+    return update, problem
+
+
 def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,
                        server_round: int, attempt: int, started: float, tally: RoundTally, selected: int,
                        failed: int, late: int, sim_round_s: float, scale: float = 1.0) -> RoundResult:
@@ -295,6 +318,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         term_states[i], metrics = term.absorb(term_states[i], combined, here)
         extra.update(metrics)
     state.term_states = tuple(term_states)
+    extra.update(tally.metrics)
     state.norm_history = (state.norm_history + tally.norms)[-cfg.server.validation.norm_window :]
 
     evaluation: dict[str, float] = {}

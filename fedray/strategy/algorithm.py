@@ -47,8 +47,11 @@ class Algorithm:
         return payload if decode is None else decode(payload, ctx)
 
 
-def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = ()) -> Algorithm:
-    """The run's algorithm; ConfigError naming every bad component (key and reason)."""
+def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
+                    codec: UpdateTransform | None = None) -> Algorithm:
+    """The run's algorithm; ConfigError naming every bad component (key and reason).
+    `codec` (built from `clients.codec` by `fedray.compress.build_codecs`) is the
+    client chain's last step."""
     problems: list[str] = []
 
     def build(registry, key: str, component, *args):
@@ -62,6 +65,7 @@ def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = ()) -> Algorit
     client = [build(TRANSFORMS, f"clients.transforms[{i}]", c) for i, c in enumerate(cfg.clients.transforms)]
     server = [build(TRANSFORMS, f"server.transforms[{i}]", c) for i, c in enumerate(cfg.server.transforms)]
     terms = [build(TERMS, f"clients.objective[{i}]", c) for i, c in enumerate(cfg.clients.objective)]
+    problems += encoder_problems(client + ([codec] if codec is not None else []))
     if build(AGGREGATORS, "server.aggregator", cfg.server.aggregator, 1) is not None:
         problems += aggregator_problems(cfg)
     if problems:
@@ -73,10 +77,18 @@ def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = ()) -> Algorit
 
     return Algorithm(
         terms=(*strategy.terms, *terms, *extra_terms),
-        client_transforms=chain(*client),
+        client_transforms=chain(*client, *([codec] if codec is not None else [])),
         aggregator=aggregator,
         server_transforms=chain(*server, strategy.server),
     )
+
+
+def encoder_problems(client_chain: Sequence[UpdateTransform | None]) -> list[str]:
+    """An encoder (a transform with a decode) outputs a payload, not an array, so nothing
+    may follow it in the client chain."""
+    return [f"clients.transforms[{i}] encodes the update (it has a decode), so it must be the last step "
+            "of the client chain; give it as clients.codec instead"
+            for i, t in enumerate(client_chain[:-1]) if t is not None and t.decode is not None]
 
 
 def aggregator_problems(cfg: RunConfig) -> list[str]:

@@ -9,12 +9,22 @@ state: they are given the global parameters and merges, and say what to do.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from fedray.strategy.aggregate import Aggregator
-from fedray.types import ClientId
+from fedray.types import ClientId, payload_bytes
+
+Put = Callable[[np.ndarray], "tuple[Any, int]"]
+"""Puts one broadcast payload into the object store: (ObjectRef, bytes on the wire).
+The default puts the array as it is; a broadcast codec (`server.codec`) encodes first."""
+
+
+def plain_put(value: np.ndarray) -> tuple[Any, int]:
+    import ray
+
+    return ray.put(value), payload_bytes(value)
 
 
 class Send(NamedTuple):
@@ -42,9 +52,9 @@ class Exchange(Protocol):
     aggregator: Aggregator
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId]) -> dict[ClientId, Send]:
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
         """Put what the selected clients need into the object store (each distinct
-        payload once) and say what each one gets."""
+        payload once, through `put`) and say what each one gets."""
 
     def update_size(self, client_id: ClientId) -> int:
         """Length of the flat update `client_id` returns."""
@@ -62,10 +72,9 @@ class FlatExchange:
         self.aggregator = aggregator
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId]) -> dict[ClientId, Send]:
-        import ray
-
-        send = Send({"params": ray.put(params)}, int(params.nbytes))
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
+        ref, num_bytes = put(params)
+        send = Send({"params": ref}, num_bytes)
         return {cid: send for cid in selected}
 
     def update_size(self, client_id: ClientId) -> int:

@@ -27,7 +27,7 @@ from fedray.config.schema import RunConfig
 from fedray.models.adapters import LoraLayout
 from fedray.strategy.aggregate import Aggregator
 from fedray.strategy.algorithm import Algorithm
-from fedray.strategy.exchange import Exchange, FlatExchange, Fold, Send, scaled
+from fedray.strategy.exchange import Exchange, FlatExchange, Fold, Put, Send, plain_put, scaled
 from fedray.types import ClientId
 
 ActorOf = Callable[[ClientId], int]
@@ -45,14 +45,11 @@ def build_exchange(cfg: RunConfig, algorithm: Algorithm, num_params: int, layout
     return ADAPTER_AGGREGATIONS.build(cfg.model.peft.aggregation, cfg, algorithm, layout, ranks, actor_of)
 
 
-def _rank_payloads(layout: LoraLayout, params: np.ndarray, ranks: set[int]) -> dict[int, tuple]:
-    """(ref, array) of the global adapter truncated to each rank, each put once."""
-    import ray
-
+def _rank_payloads(layout: LoraLayout, params: np.ndarray, ranks: set[int], put: Put) -> dict[int, tuple]:
+    """(ref, bytes) of the global adapter truncated to each rank, each put once."""
     out = {}
     for rank in sorted(ranks):
-        payload = params if rank == layout.rank else layout.truncate(params, rank)
-        out[rank] = (ray.put(payload), payload)
+        out[rank] = put(params if rank == layout.rank else layout.truncate(params, rank))
     return out
 
 
@@ -98,12 +95,12 @@ class RankPaddedExchange:
         self.aggregator = PaddedAggregator(layout, ranks, aggregator)
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId]) -> dict[ClientId, Send]:
-        payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected})
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
+        payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected}, put)
         sends = {}
         for cid in selected:
-            ref, payload = payloads[int(self.ranks[cid])]
-            sends[cid] = Send({"params": ref}, int(payload.nbytes))
+            ref, num_bytes = payloads[int(self.ranks[cid])]
+            sends[cid] = Send({"params": ref}, num_bytes)
         return sends
 
     def update_size(self, client_id: ClientId) -> int:
@@ -184,20 +181,20 @@ class StackExchange:
         """Merges each actor has been sent (fresh actors after a resume start at 0)."""
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId]) -> dict[ClientId, Send]:
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
         import ray
 
         self._refs += [ray.put(m) for m in merges[len(self._refs) :]]
         refs = tuple(self._refs)
-        payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected})
+        payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected}, put)
         self.aggregator.start_from(params)
         sends = {}
         for cid in selected:
-            ref, payload = payloads[int(self.ranks[cid])]
+            ref, num_bytes = payloads[int(self.ranks[cid])]
             actor = self.actor_of(cid)
             new = sum(int(m.nbytes) for m in merges[self._sent.get(actor, 0) :])
             self._sent[actor] = len(refs)
-            sends[cid] = Send({"params": ref}, int(payload.nbytes) + new, refs)
+            sends[cid] = Send({"params": ref}, num_bytes + new, refs)
         return sends
 
     def update_size(self, client_id: ClientId) -> int:
