@@ -70,6 +70,9 @@ class Context:
     """Clients in the federation (N)."""
     num_aggregated: int = 0
     """On the server: updates in this round's aggregate (m); 0 on a client."""
+    task: int = 0
+    """The data schedule's task (continual learning, `data.schedule`): the client's on a
+    client, the federation's on the server; 0 without a schedule."""
 
     def rng(self, tag: int = 0) -> np.random.Generator:
         """A generator for this (run, round, client) and `tag`, the same on every call."""

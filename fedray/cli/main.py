@@ -1,4 +1,4 @@
-"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare`: the command line.
+"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | watermark`: the command line.
 
 User mistakes (bad config, missing files, resources the cluster lacks, an
 unreachable or refusing cluster) print one clear paragraph to stderr and exit
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from fedray.cli import jobs
+from fedray.cli import jobs, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--target", type=float, default=0.85,
                          help="accuracy to reach (default 0.85)")
+    watermark.add_parser(sub)
     return parser
 
 
@@ -189,6 +190,7 @@ COMMANDS = {
     "sweep": jobs.sweep,
     "report": _report,
     "compare": _compare,
+    "watermark": watermark.main,
 }
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import re
 from dataclasses import field
 from typing import Any, Dict, List, Optional
 
+from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 
 class Placement(enum.Enum):
@@ -139,6 +140,8 @@ class DataConfig:
     """Keep only these owners (e.g. `hamlet/HAMLET`); empty keeps all."""
     max_owners: Optional[int] = None
     """Keep the owners with the most text, at most this many; null keeps all."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Data that changes over rounds (continual learning); off by default."""
 
     def errors(self) -> list[str]:
         out = []
@@ -154,6 +157,7 @@ class DataConfig:
             out.append(
                 f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"
             )
+        out += self.schedule.errors()
         return out
 
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
+from fedray.experiments.task_matrix import task_matrix_plots
 from fedray.server.rundir import read_parquet
 from fedray.server.storage import Location
 
@@ -120,6 +121,7 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
         files.append(_line_plot(records, "round", metric, "round", title, out / f"{title}_vs_round.png"))
         files.append(_line_plot(records, time_key, metric, time_label, title, out / f"{title}_vs_time.png"))
     files.append(_bytes_plot(records, out / "bytes_per_round.png"))
+    files += task_matrix_plots(records, out)  # continual runs: accuracy per task after each task
     table = summary_table(records)
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
     runs = "\n".join(f"- `{r.label}`: {r.where}" for r in records)

@@ -18,6 +18,9 @@ from fedray.foundation.group import FoundationError
 from fedray.foundation.term import knowledge_transfer
 from fedray.foundation.transfer import Distiller
 from fedray.hetero.simulation import Simulation, build_simulation
+from fedray.lifecycle.continual import build_schedule
+from fedray.lifecycle.continual.metrics import TaskEvaluator
+from fedray.lifecycle.watermark import ensure_keys, watermark_terms
 from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
@@ -77,12 +80,16 @@ class Server:
         saved = load_checkpoint(checkpoint) if checkpoint is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
-        self.algorithm = build_algorithm(cfg, extra)
+        self.algorithm = build_algorithm(cfg, extra + watermark_terms(cfg))
+        schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
+        self.tasks = None if schedule is None else TaskEvaluator(schedule, self.task, dataset.test, self.device)
         exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
                                   lambda cid: actor_index(cid, cfg))
         selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
         self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
                                 np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate)
+        if schedule is not None:
+            self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
@@ -91,7 +98,8 @@ class Server:
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
-        self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks)
+        ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
+        self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks, schedule)
 
     def _initial_state(self, exchange, selector) -> ServerState:
         params = get_flat(self.model, self.spec)
@@ -219,7 +227,10 @@ class Server:
             self.merged.catch_up(self.model, self.layout, state.merges)
         set_flat(self.model, self.spec, state.params)
         self.model.eval()
-        return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+        metrics = self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+        if self.tasks is not None:  # continual learning: every task's accuracy, forgetting
+            metrics.update(self.tasks.evaluate(self.model, state.server_round, state.metrics))
+        return metrics
 
 
 def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> ClientProfiles:

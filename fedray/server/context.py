@@ -39,10 +39,16 @@ class RoundContext:
     evaluate: Callable[[ServerState], dict[str, float]]
     """Held-out evaluation of the global model in a state."""
     in_order: InOrder = dataclasses.field(default_factory=InOrder)
+    task_of: Callable[[int], int] = lambda server_round: 0
+    """The federation's data-schedule task in a round (`Context.task` on the server)."""
+    eval_columns: tuple[str, ...] = ()
+    """Extra metrics `evaluate` reports (e.g. per-task accuracy), each a metrics column:
+    NaN in rounds without an evaluation."""
 
     def at(self, server_round: int, client_id: ClientId | None = None, num_aggregated: int = 0) -> Context:
         """The transform/term context of a round, on the server or for one client."""
-        return Context(server_round, client_id, self.cfg.seed, self.cfg.clients.num_clients, num_aggregated)
+        return Context(server_round, client_id, self.cfg.seed, self.cfg.clients.num_clients, num_aggregated,
+                       self.task_of(server_round))
 
 
 class Reducers:
