@@ -84,7 +84,7 @@ def rotation_matrix(num_features: int, degrees: float) -> np.ndarray:
         raise ValueError(f"'rotation' needs square images; {num_features} features are not side x side")
     centre = (side - 1) / 2
     rows, cols = np.meshgrid(np.arange(side) - centre, np.arange(side) - centre, indexing="ij")
-    theta = np.deg2rad(degrees)
+    theta = -np.deg2rad(degrees)  # rows grow downwards: turn as np.rot90 does for 90
     # the target pixel (row, col) samples the source at the point turned back by theta
     src_row = np.cos(theta) * rows - np.sin(theta) * cols + centre
     src_col = np.sin(theta) * rows + np.cos(theta) * cols + centre

@@ -69,17 +69,17 @@ def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight:
     try:
         pattern = re.compile(params)
     except re.error as err:
-        raise ValueError(f"params={params!r} is not a regular expression: {err}") from None
+        raise ValueError(f"params='{params}' is not a regular expression: {err}") from None
 
     def layout(spec: ParamSpec, info: DataInfo) -> dict:
-        chosen = [(n, list(s)) for n, s in zip(spec.names, spec.shapes) if pattern.search(n)]
+        chosen = [[n, list(s)] for n, s in zip(spec.names, spec.shapes) if pattern.search(n)]
         if not chosen:
-            raise ValueError(f"params={params!r} matches none of the model's trainable parameters "
+            raise ValueError(f"params='{params}' matches none of the model's trainable parameters "
                              f"{list(spec.names)[:6]}")
         size = sum(math.prod(s) for _, s in chosen)
         if num_bits > size:
             raise ValueError(f"num_bits={num_bits} is larger than the {size} parameters selected by "
-                             f"params={params!r}; select more parameters or embed fewer bits")
+                             f"params='{params}'; select more parameters or embed fewer bits")
         return {"params": chosen}
 
     def regularizer(key: dict, local: LocalRound):

@@ -1,0 +1,172 @@
+"""Ownership and time on digits: watermark robustness, and forgetting in continual FL.
+
+    python benchmarks/ownership.py watermark [--seeds 0 1 2]
+    python benchmarks/ownership.py continual [--seeds 0 1 2]
+
+One local Ray for all runs (each run starts its own server and client actors).
+Every figure is a median over seeds of accuracies or bit error rates, which do not
+depend on the machine's load. Results go to benchmarks/results/ownership-*.json and
+Markdown tables to stdout.
+
+watermark: configs/watermark.yaml as shipped (10 clients, Dirichlet 0.5, 5 per
+round, 20 rounds; owners 0 and 1 embed 64 bits each in the classifier layer), the
+same run without the watermark, and the backdoor scheme (32 noise triggers per
+owner) in its place. Then, on a copy of each final global model: magnitude pruning
+of 30% and 50% of every tensor, int8 quantisation, fine-tuning on fresh data (the
+held-out split, never trained on; plain SGD, lr 0.05, batch 32) for 1, 5 and 20
+epochs, and 10 more federated rounds without the watermark term (a resumed run).
+continual: configs/continual.yaml (digits 0-4 for 10 rounds, then 5-9 for 10; 10
+clients IID, 5 per round) with no method (naive), EWC, replay and the server-side
+task anchor; average accuracy and forgetting after the last round, and the
+task-accuracy matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from fedray.config import load_config  # noqa: E402
+from fedray.launcher import prepare, run  # noqa: E402
+
+WATERMARK = str(HERE.parent / "configs" / "watermark.yaml")
+CONTINUAL = str(HERE.parent / "configs" / "continual.yaml")
+SCHEMES = {
+    "feature": [],
+    "backdoor": ["server.watermark={name: backdoor, args: {num_triggers: 32, weight: 1.0}, owners: [0, 1]}"],
+}
+METHODS = {
+    "naive": ["clients.objective=[]"],
+    "ewc (lam 1e6)": ["clients.objective=[{name: ewc, args: {lam: 1000000.0}}]"],
+    "replay (64 examples)": ["clients.objective=[{name: replay, args: {buffer_size: 64}}]"],
+    "task_anchor (0.2, server)": ["clients.objective=[]", "server.transforms=[{name: task_anchor, args: {strength: 0.2}}]"],
+}
+
+
+def one_run(config: str, overrides: list[str], seed: int, out: str, name: str, resume: str | None = None):
+    """(run directory, metrics.parquet rows)."""
+    import pyarrow.parquet as pq
+
+    cfg = load_config(config, [*overrides, f"seed={seed}", f"output_dir={out}", f"name={name}"])
+    summary = run(prepare(cfg), console=lambda line: None, resume=resume)
+    assert summary["status"] == "completed", summary
+    return summary["run_dir"], pq.read_table(Path(summary["run_dir"]) / "metrics.parquet").to_pylist()
+
+
+def attacked(run_dir: str, keys: list[dict], test) -> dict[str, float]:
+    """Mean over the owners' keys of the watermark's evidence (BER or trigger accuracy)
+    on the final model, and on copies of it after each attack."""
+    from fedray.cli.watermark import load_model
+    from fedray.lifecycle.watermark import fine_tune, prune_by_magnitude, quantize_int8, verify
+    from fedray.models.tasks import Classification
+
+    task = Classification()
+    attacks = {"none": lambda m: None, "prune 30%": lambda m: prune_by_magnitude(m, 0.3),
+               "prune 50%": lambda m: prune_by_magnitude(m, 0.5), "int8": quantize_int8}
+    attacks.update({f"fine-tune {e} ep": (lambda m, e=e: fine_tune(m, task, test, epochs=e, lr=0.05))
+                    for e in (1, 5, 20)})
+    model, _ = load_model(run_dir)
+    out = {}
+    for label, attack in attacks.items():
+        copied = copy.deepcopy(model)
+        attack(copied)
+        results = [verify(copied, key) for key in keys]
+        out[label] = statistics.mean(r.get("ber", r.get("trigger_accuracy")) for r in results)
+        out[f"{label} p"] = max(r["p_value"] for r in results)
+    return out
+
+
+def watermark(seeds: list[int]) -> dict:
+    import torch
+
+    from fedray.lifecycle.watermark import key_path, read_key
+    from fedray.models.tasks import Classification
+
+    table: dict = {}
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as keys_dir:
+            plain_dir, plain = one_run(WATERMARK, ["server.watermark.name=null"], seed, out, "plain")
+            test = Classification().prepare(prepare(load_config(WATERMARK, [f"seed={seed}"])).dataset.test,
+                                            torch.device("cpu"))
+            for scheme, overrides in SCHEMES.items():
+                keys_at = f"{keys_dir}/{scheme}"
+                base = [*overrides, f"server.watermark.keys={keys_at}"]
+                marked_dir, marked = one_run(WATERMARK, base, seed, out, scheme)
+                keys = [read_key(key_path(keys_at, owner)) for owner in (0, 1)]
+                row = attacked(marked_dir, keys, test)
+                row["unmarked model"] = attacked(plain_dir, keys, test)["none"]
+                _, more = one_run(WATERMARK, [*base, "server.watermark.name=null", "server.rounds=30"], seed, out,
+                                  scheme, resume=marked_dir)
+                row["+10 FL rounds"] = attacked(marked_dir, keys, test)["none"]
+                row["accuracy"], row["accuracy unmarked"] = marked[-1]["eval_accuracy"], plain[-1]["eval_accuracy"]
+                table.setdefault(scheme, []).append(row)
+                print(f"  seed {seed} {scheme}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
+    medians = {s: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for s, rows in table.items()}
+    columns = ["none", "prune 30%", "prune 50%", "int8", "fine-tune 1 ep", "fine-tune 5 ep", "fine-tune 20 ep",
+               "+10 FL rounds", "unmarked model"]
+    print("\n| scheme (evidence) | " + " | ".join(columns) + " | accuracy (unmarked) |")
+    print("|---|" + "---|" * (len(columns) + 1))
+    for scheme, m in medians.items():
+        what = "BER" if scheme == "feature" else "trigger accuracy"
+        print(f"| {scheme} ({what}) | " + " | ".join(f"{m[c]:.3f}" for c in columns)
+              + f" | {m['accuracy']:.3f} ({m['accuracy unmarked']:.3f}) |")
+    return {"per_seed": table, "median": medians}
+
+
+def continual(seeds: list[int]) -> dict:
+    from fedray.lifecycle.continual.metrics import task_matrix
+
+    table: dict = {}
+    for method, overrides in METHODS.items():
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as out:
+                _, rows = one_run(CONTINUAL, overrides, seed, out, "continual")
+            last = rows[-1]
+            table.setdefault(method, []).append({"avg_acc": last["avg_acc"], "forgetting": last["forgetting"],
+                                                 "matrix": task_matrix(rows).tolist()})
+            print(f"  {method} seed {seed}: avg_acc {last['avg_acc']:.3f} forgetting {last['forgetting']:.3f}",
+                  flush=True)
+    print("\n| method | average accuracy (median; per seed) | forgetting (median; per seed) | "
+          "task 0 after task 0 / after task 1 | task 1 after task 1 |")
+    print("|---|---|---|---|---|")
+    for method, runs in table.items():
+        cells = []
+        for key in ("avg_acc", "forgetting"):
+            values = [r[key] for r in runs]
+            cells.append(f"{statistics.median(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})")
+        m = [[statistics.median(r["matrix"][i][j] for r in runs) for j in range(2)] for i in range(2)]
+        print(f"| {method} | {cells[0]} | {cells[1]} | {m[0][0]:.3f} / {m[1][0]:.3f} | {m[1][1]:.3f} |")
+    return table
+
+
+def main() -> None:
+    import ray
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", choices=["watermark", "continual"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        started = time.perf_counter()
+        table = (watermark if args.experiment == "watermark" else continual)(args.seeds)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (args.out / f"ownership-{args.experiment}-{stamp}.json").write_text(json.dumps(
+            {"seeds": args.seeds, "wall_s": time.perf_counter() - started, "table": table}, indent=2))
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
