@@ -47,6 +47,9 @@ class WatermarkConfig:
         if self.keys is None:
             out.append("server.watermark.keys must name a folder for the owners' secret keys "
                        "(outside output_dir)")
+        elif "://" in self.keys:
+            out.append(f"server.watermark.keys must be a local folder (or one mounted on every node), "
+                       f"got {self.keys}")
         elif "://" not in output_dir and _inside(self.keys, output_dir):
             out.append(f"server.watermark.keys={self.keys} lies inside output_dir={output_dir}: keys are "
                        "secrets and must not be written where run directories go")

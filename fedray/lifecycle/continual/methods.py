@@ -118,7 +118,10 @@ def ewc(lam: float = 1e6, fisher_batches: int = 8, decay: float = 1.0) -> Term:
     """Elastic weight consolidation (Kirkpatrick et al., PNAS 2017) per client: the loss
     gains lam/2 * sum F (theta - theta*)^2, so weights that mattered for past tasks
     (high Fisher information F) stay near theta*, the model at the end of those tasks.
-    `decay` < 1 is online EWC (Schwarz et al. 2018): older tasks weigh less."""
+    The stiffness lam x F is capped at 1 / train.lr: beyond it a plain gradient step on
+    the penalty overshoots and local training diverges, so a large lam saturates the
+    important weights instead of blowing up. `decay` < 1 is online EWC (Schwarz et al.
+    2018): older tasks weigh less."""
     if lam < 0 or fisher_batches < 1 or not 0 < decay <= 1:
         raise ValueError(f"ewc needs lam >= 0, fisher_batches >= 1, 0 < decay <= 1; got "
                          f"lam={lam}, fisher_batches={fisher_batches}, decay={decay}")

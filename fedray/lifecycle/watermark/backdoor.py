@@ -47,6 +47,19 @@ def _predictions(model, key: dict, inputs, targets):
     return logits[:, prefix - 1:-1], targets[:, prefix:]
 
 
+def _layout(info: DataInfo, prefix_len: int, target_len: int) -> dict:
+    """What the triggers are made of: the classifier's inputs and classes, or the vocabulary."""
+    if info.task == "classification":
+        return {"task": "classification", "num_features": info.num_features, "num_classes": info.num_classes}
+    if info.task == "causal_lm":
+        if info.seq_len and prefix_len + target_len > info.seq_len:
+            raise ValueError(f"prefix_len + target_len = {prefix_len + target_len} exceeds "
+                             f"data.seq_len={info.seq_len}")
+        return {"task": "causal_lm", "vocab_size": info.vocab_size, "prefix_len": prefix_len,
+                "target_len": target_len}
+    raise ValueError(f"the backdoor watermark knows classifiers and causal language models, not task {info.task!r}")
+
+
 @SCHEMES.register("backdoor")
 def backdoor(num_triggers: int = 32, weight: float = 1.0, prefix_len: int = 8, target_len: int = 4) -> Scheme:
     """`num_triggers` secret triggers; `prefix_len` and `target_len` are the trigger and
@@ -56,16 +69,7 @@ def backdoor(num_triggers: int = 32, weight: float = 1.0, prefix_len: int = 8, t
                          f"weight >= 0; got {num_triggers}, {prefix_len}, {target_len}, {weight}")
 
     def layout(spec: ParamSpec, info: DataInfo) -> dict:
-        if info.task == "classification":
-            return {"task": "classification", "num_features": info.num_features, "num_classes": info.num_classes}
-        if info.task == "causal_lm":
-            if info.seq_len and prefix_len + target_len > info.seq_len:
-                raise ValueError(f"prefix_len + target_len = {prefix_len + target_len} exceeds "
-                                 f"data.seq_len={info.seq_len}")
-            return {"task": "causal_lm", "vocab_size": info.vocab_size, "prefix_len": prefix_len,
-                    "target_len": target_len}
-        raise ValueError(f"the backdoor watermark knows classifiers and causal language models, "
-                         f"not task {info.task!r}")
+        return _layout(info, prefix_len, target_len)
 
     def regularizer(key: dict, local: LocalRound):
         import torch

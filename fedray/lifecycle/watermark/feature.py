@@ -57,6 +57,19 @@ def extract(model, key: dict) -> np.ndarray:
     return (x @ theta.numpy() > 0).astype(np.int64)
 
 
+def _select(spec: ParamSpec, pattern: re.Pattern, num_bits: int) -> list:
+    """[name, shape] of the parameters whose names match; ValueError if they cannot hold the bits."""
+    chosen = [[n, list(s)] for n, s in zip(spec.names, spec.shapes) if pattern.search(n)]
+    if not chosen:
+        raise ValueError(f"params='{pattern.pattern}' matches none of the model's trainable parameters "
+                         f"{list(spec.names)[:6]}")
+    size = sum(math.prod(s) for _, s in chosen)
+    if num_bits > size:
+        raise ValueError(f"num_bits={num_bits} is larger than the {size} parameters selected by "
+                         f"params='{pattern.pattern}'; select more parameters or embed fewer bits")
+    return chosen
+
+
 @SCHEMES.register("feature")
 def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight: float = 5.0) -> Scheme:
     """`num_bits` bits in the parameters whose names match the regular expression
@@ -72,15 +85,7 @@ def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight:
         raise ValueError(f"params='{params}' is not a regular expression: {err}") from None
 
     def layout(spec: ParamSpec, info: DataInfo) -> dict:
-        chosen = [[n, list(s)] for n, s in zip(spec.names, spec.shapes) if pattern.search(n)]
-        if not chosen:
-            raise ValueError(f"params='{params}' matches none of the model's trainable parameters "
-                             f"{list(spec.names)[:6]}")
-        size = sum(math.prod(s) for _, s in chosen)
-        if num_bits > size:
-            raise ValueError(f"num_bits={num_bits} is larger than the {size} parameters selected by "
-                             f"params='{params}'; select more parameters or embed fewer bits")
-        return {"params": chosen}
+        return {"params": _select(spec, pattern, num_bits)}
 
     def regularizer(key: dict, local: LocalRound):
         import torch

@@ -9,6 +9,7 @@ trains; clients that are not owners train as usual.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fedray.config.ownership import WatermarkConfig
@@ -69,7 +70,7 @@ def watermark_problems(cfg: RunConfig, spec: ParamSpec, info: DataInfo) -> list[
     except ValueError as err:
         text = str(err)
         return [text if text.startswith("server.watermark") else f"server.watermark.args: {text}"]
-    out = []
+    out = _folder_problems(wm.keys)
     peft = cfg.model.peft
     if scheme.same_layout and peft is not None and (
             peft.aggregation != "mean" or peft.client_ranks or peft.rank_rule != "uniform"):
@@ -86,6 +87,18 @@ def watermark_problems(cfg: RunConfig, spec: ParamSpec, info: DataInfo) -> list[
                 out.append(f"server.watermark.keys: {path} cannot be reused: {problem}; "
                            "choose another folder or remove the file")
     return out
+
+
+def _folder_problems(folder: str) -> list[str]:
+    """The keys folder must be one this process can create or write into."""
+    existing = os.path.abspath(folder)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return [f"server.watermark.keys: {existing} is a file, not a folder (keys={folder})"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"server.watermark.keys: {existing} is not writable by this user (keys={folder})"]
+    return []
 
 
 def ensure_keys(cfg: WatermarkConfig, spec: ParamSpec, info: DataInfo) -> None:

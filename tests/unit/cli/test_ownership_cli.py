@@ -1,5 +1,5 @@
-"""`fedray watermark verify` on a run directory written by hand (no Ray), and the
-watermark's bad input: exit status 2 with the key and the reason, no traceback."""
+"""`fedray watermark verify` on a run directory written by hand (no Ray), and bad input to
+the watermark and the data schedule: exit status 2 with the key and the reason, no traceback."""
 
 import json
 
@@ -79,6 +79,8 @@ def test_verify_bad_input_exits_2(tmp_path, capsys, target, key, message):
      "server.watermark.args: num_bits=651 is larger than the 650 parameters selected by params='^2\\.'"),
     (["server.watermark.keys={tmp}/runs/keys"], "server.watermark.keys={tmp}/runs/keys lies inside output_dir"),
     (["server.watermark.keys=null"], "server.watermark.keys must name a folder"),
+    (["server.watermark.keys=s3://bucket/keys"], "server.watermark.keys must be a local folder"),
+    (["server.watermark.keys={tmp}/exp.yaml/keys"], "server.watermark.keys: {tmp}/exp.yaml is a file, not a folder"),
     (["server.watermark.owners=[0, 12]"], "server.watermark.owners [12] are not client ids in [0, 10)"),
     (["server.watermark.name=fingerprint"], "Unknown watermark scheme 'fingerprint'"),
     (["server.watermark.args={bits: 3}"], "server.watermark: watermark scheme 'feature': unknown argument 'bits'"),
@@ -109,3 +111,19 @@ def write_config(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("{}\n")
     return path
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.schedule.tasks=[[0, 1], []]"], "data.schedule.tasks[1] is empty"),
+    (["data.schedule.tasks=[[0, 1], [10, 11]]"],
+     "data.schedule.tasks[1] = [10, 11] selects 0 training and 0 test examples; every task needs both"),
+    (["data.schedule.name=seasons"], "data.schedule.name: Unknown data schedule 'seasons'"),
+    (["data.schedule.name=rotation", "data.schedule.tasks=[0, north]"],
+     "data.schedule: data.schedule.tasks[1] must be an angle in degrees, got 'north'"),
+    (["clients.objective=[{name: ewc, args: {lam: -1}}]"], "clients.objective[0]: ewc needs lam >= 0"),
+])
+def test_schedule_config_errors_exit_2(tmp_path, capsys, overrides, message):
+    base = ["data.schedule.name=classes", "data.schedule.tasks=[[0, 1], [2, 3]]"]
+    assert main(["validate", str(write_config(tmp_path)), *base, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
