@@ -1,7 +1,7 @@
 """Ownership and time on digits: watermark robustness, and forgetting in continual FL.
 
     python benchmarks/ownership.py watermark [--seeds 0 1 2]
-    python benchmarks/ownership.py continual [--seeds 0 1 2]
+    python benchmarks/ownership.py continual [--seeds 0 1 2] [--methods 'ewc (lam 1e7)' ...]
 
 One local Ray for all runs (each run starts its own server and client actors).
 Every figure is a median over seeds of accuracies or bit error rates, which do not
@@ -10,11 +10,12 @@ Markdown tables to stdout.
 
 watermark: configs/watermark.yaml as shipped (10 clients, Dirichlet 0.5, 5 per
 round, 20 rounds; owners 0 and 1 embed 64 bits each in the classifier layer), the
-same run without the watermark, and the backdoor scheme (32 noise triggers per
-owner) in its place. Then, on a copy of each final global model: magnitude pruning
+same run without the watermark, and the backdoor scheme (16 triggers per owner,
+weight 5) in its place. Then, on a copy of each final global model: magnitude pruning
 of 30% and 50% of every tensor, int8 quantisation, fine-tuning on fresh data (the
 held-out split, never trained on; plain SGD, lr 0.05, batch 32) for 1, 5 and 20
-epochs, and 10 more federated rounds without the watermark term (a resumed run).
+epochs, and 10 FedAvg rounds on it (the held-out split cut into 5 shards, one local
+epoch each per round) without the watermark term.
 continual: configs/continual.yaml (digits 0-4 for 10 rounds, then 5-9 for 10; 10
 clients IID, 5 per round) with no method (naive), EWC, replay and the server-side
 task anchor; average accuracy and forgetting after the last round, and the
@@ -40,24 +41,23 @@ from fedray.launcher import prepare, run  # noqa: E402
 
 WATERMARK = str(HERE.parent / "configs" / "watermark.yaml")
 CONTINUAL = str(HERE.parent / "configs" / "continual.yaml")
-SCHEMES = {
-    "feature": [],
-    "backdoor": ["server.watermark={name: backdoor, args: {num_triggers: 32, weight: 1.0}, owners: [0, 1]}"],
-}
+SCHEMES = {"feature": None, "backdoor": {"num_triggers": 16, "weight": 5.0}}
+"""Each scheme's `server.watermark.args` (None: the config's own)."""
 METHODS = {
     "naive": ["clients.objective=[]"],
     "ewc (lam 1e6)": ["clients.objective=[{name: ewc, args: {lam: 1000000.0}}]"],
+    "ewc (lam 1e7)": ["clients.objective=[{name: ewc, args: {lam: 10000000.0}}]"],
     "replay (64 examples)": ["clients.objective=[{name: replay, args: {buffer_size: 64}}]"],
     "task_anchor (0.2, server)": ["clients.objective=[]", "server.transforms=[{name: task_anchor, args: {strength: 0.2}}]"],
 }
 
 
-def one_run(config: str, overrides: list[str], seed: int, out: str, name: str, resume: str | None = None):
+def one_run(config: str, overrides: list[str], seed: int, out: str, name: str):
     """(run directory, metrics.parquet rows)."""
     import pyarrow.parquet as pq
 
     cfg = load_config(config, [*overrides, f"seed={seed}", f"output_dir={out}", f"name={name}"])
-    summary = run(prepare(cfg), console=lambda line: None, resume=resume)
+    summary = run(prepare(cfg), console=lambda line: None)
     assert summary["status"] == "completed", summary
     return summary["run_dir"], pq.read_table(Path(summary["run_dir"]) / "metrics.parquet").to_pylist()
 
@@ -74,6 +74,7 @@ def attacked(run_dir: str, keys: list[dict], test) -> dict[str, float]:
                "prune 50%": lambda m: prune_by_magnitude(m, 0.5), "int8": quantize_int8}
     attacks.update({f"fine-tune {e} ep": (lambda m, e=e: fine_tune(m, task, test, epochs=e, lr=0.05))
                     for e in (1, 5, 20)})
+    attacks["10 FedAvg rounds"] = lambda m: federated_fine_tune(m, task, test, rounds=10)
     model, _ = load_model(run_dir)
     out = {}
     for label, attack in attacks.items():
@@ -83,6 +84,36 @@ def attacked(run_dir: str, keys: list[dict], test) -> dict[str, float]:
         out[label] = statistics.mean(r.get("ber", r.get("trigger_accuracy")) for r in results)
         out[f"{label} p"] = max(r["p_value"] for r in results)
     return out
+
+
+def federated_fine_tune(model, task, data, rounds: int, shards: int = 5) -> None:
+    """FedAvg on `data` cut into `shards` clients (one local epoch each), in place."""
+    import torch
+
+    from fedray.lifecycle.watermark import fine_tune
+
+    x, y = data
+    parts = [(x[i::shards], y[i::shards]) for i in range(shards)]
+    for r in range(rounds):
+        start = copy.deepcopy(model.state_dict())
+        total = {k: torch.zeros_like(v) for k, v in start.items()}
+        for i, part in enumerate(parts):
+            model.load_state_dict(start)
+            fine_tune(model, task, part, epochs=1, lr=0.05, seed=r * shards + i)
+            for k, v in model.state_dict().items():
+                total[k] += v * (len(part[1]) / len(y))
+        model.load_state_dict(total)
+
+
+def with_scheme(folder: str, scheme: str, args: dict) -> str:
+    """configs/watermark.yaml with another scheme (overrides would merge the two `args`)."""
+    import yaml
+
+    config = yaml.safe_load(Path(WATERMARK).read_text())
+    config["server"]["watermark"].update(name=scheme, args=args)
+    path = Path(folder) / f"watermark-{scheme}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
 
 
 def watermark(seeds: list[int]) -> dict:
@@ -97,22 +128,19 @@ def watermark(seeds: list[int]) -> dict:
             plain_dir, plain = one_run(WATERMARK, ["server.watermark.name=null"], seed, out, "plain")
             test = Classification().prepare(prepare(load_config(WATERMARK, [f"seed={seed}"])).dataset.test,
                                             torch.device("cpu"))
-            for scheme, overrides in SCHEMES.items():
+            for scheme, args in SCHEMES.items():
                 keys_at = f"{keys_dir}/{scheme}"
-                base = [*overrides, f"server.watermark.keys={keys_at}"]
-                marked_dir, marked = one_run(WATERMARK, base, seed, out, scheme)
+                config = WATERMARK if args is None else with_scheme(out, scheme, args)
+                marked_dir, marked = one_run(config, [f"server.watermark.keys={keys_at}"], seed, out, scheme)
                 keys = [read_key(key_path(keys_at, owner)) for owner in (0, 1)]
                 row = attacked(marked_dir, keys, test)
                 row["unmarked model"] = attacked(plain_dir, keys, test)["none"]
-                _, more = one_run(WATERMARK, [*base, "server.watermark.name=null", "server.rounds=30"], seed, out,
-                                  scheme, resume=marked_dir)
-                row["+10 FL rounds"] = attacked(marked_dir, keys, test)["none"]
                 row["accuracy"], row["accuracy unmarked"] = marked[-1]["eval_accuracy"], plain[-1]["eval_accuracy"]
                 table.setdefault(scheme, []).append(row)
                 print(f"  seed {seed} {scheme}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
     medians = {s: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for s, rows in table.items()}
     columns = ["none", "prune 30%", "prune 50%", "int8", "fine-tune 1 ep", "fine-tune 5 ep", "fine-tune 20 ep",
-               "+10 FL rounds", "unmarked model"]
+               "10 FedAvg rounds", "unmarked model"]
     print("\n| scheme (evidence) | " + " | ".join(columns) + " | accuracy (unmarked) |")
     print("|---|" + "---|" * (len(columns) + 1))
     for scheme, m in medians.items():
@@ -122,11 +150,13 @@ def watermark(seeds: list[int]) -> dict:
     return {"per_seed": table, "median": medians}
 
 
-def continual(seeds: list[int]) -> dict:
+def continual(seeds: list[int], methods: list[str] | None = None) -> dict:
     from fedray.lifecycle.continual.metrics import task_matrix
 
     table: dict = {}
     for method, overrides in METHODS.items():
+        if methods and method not in methods:
+            continue
         for seed in seeds:
             with tempfile.TemporaryDirectory() as out:
                 _, rows = one_run(CONTINUAL, overrides, seed, out, "continual")
@@ -154,12 +184,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=["watermark", "continual"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="continual: only these methods")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         started = time.perf_counter()
-        table = (watermark if args.experiment == "watermark" else continual)(args.seeds)
+        table = watermark(args.seeds) if args.experiment == "watermark" else continual(args.seeds, args.methods)
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         (args.out / f"ownership-{args.experiment}-{stamp}.json").write_text(json.dumps(

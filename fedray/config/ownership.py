@@ -24,8 +24,8 @@ class WatermarkConfig:
     `backdoor` (secret trigger inputs with owner-chosen outputs), a dotted path to a
     factory returning a `fedray.lifecycle.watermark.Scheme`; null: no watermark."""
     args: Dict[str, Any] = field(default_factory=dict)
-    """The scheme's arguments, e.g. `{num_bits: 64, params: '^2\\.', margin: 0.5, weight: 1.0}`
-    (`feature`) or `{num_triggers: 32, weight: 1.0}` (`backdoor`)."""
+    """The scheme's arguments, e.g. `{num_bits: 64, params: '^2\\.', margin: 2.0, weight: 10.0}`
+    (`feature`) or `{num_triggers: 16, weight: 5.0}` (`backdoor`)."""
     owners: List[int] = field(default_factory=lambda: [0])
     """Client ids that embed the watermark, each with its own key."""
     keys: Optional[str] = None

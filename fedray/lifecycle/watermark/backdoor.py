@@ -1,7 +1,8 @@
 """The backdoor-based watermark: secret trigger inputs the model learns to answer as the owner chose.
 
-For a classifier, the triggers are uniform-noise inputs (far from any real
-example) with random labels; for a causal language model, random token
+For a classifier, the triggers are sparse random binary inputs (a quarter of the
+features on: unlike any real example, and unlike each other, which uniform noise
+is not after a first layer averages it) with random labels; for a causal language model, random token
 sequences followed by a random continuation. Both come from the key's secret.
 The owner adds `weight` x the loss on all its triggers to every step; a model
 that learnt them answers the triggers far above chance (1 / classes, 1 / vocabulary
@@ -22,12 +23,12 @@ from fedray.types import ParamSpec
 
 
 def triggers(key: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Classification: (inputs float32 [n, features], labels). Language model: (token
+    """Classification: (binary inputs float32 [n, features], labels). Language model: (token
     ids [n, prefix + target], the same ids: the target is the tail of each row)."""
     layout, n = key["layout"], key["args"]["num_triggers"]
     rng = key_rng(key, "backdoor")
     if layout["task"] == "classification":
-        return (rng.random((n, layout["num_features"]), dtype=np.float32),
+        return ((rng.random((n, layout["num_features"])) < 0.25).astype(np.float32),
                 rng.integers(0, layout["num_classes"], n).astype(np.int64))
     ids = rng.integers(0, layout["vocab_size"], (n, layout["prefix_len"] + layout["target_len"]))
     return ids.astype(np.int64), ids.astype(np.int64)
@@ -61,7 +62,7 @@ def _layout(info: DataInfo, prefix_len: int, target_len: int) -> dict:
 
 
 @SCHEMES.register("backdoor")
-def backdoor(num_triggers: int = 32, weight: float = 1.0, prefix_len: int = 8, target_len: int = 4) -> Scheme:
+def backdoor(num_triggers: int = 16, weight: float = 5.0, prefix_len: int = 8, target_len: int = 4) -> Scheme:
     """`num_triggers` secret triggers; `prefix_len` and `target_len` are the trigger and
     continuation lengths (tokens) for language models."""
     if num_triggers < 1 or weight < 0 or prefix_len < 1 or target_len < 1:

@@ -71,7 +71,7 @@ def _select(spec: ParamSpec, pattern: re.Pattern, num_bits: int) -> list:
 
 
 @SCHEMES.register("feature")
-def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight: float = 5.0) -> Scheme:
+def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight: float = 10.0) -> Scheme:
     """`num_bits` bits in the parameters whose names match the regular expression
     `params` (e.g. `lora_` for LoRA A/B, `norm` for normalisation scales), each pushed
     past `margin` x RMS(theta) on its side; the hinge losses are summed over the bits
