@@ -1,6 +1,7 @@
 """Ownership and time on digits: watermark robustness, and forgetting in continual FL.
 
     python benchmarks/ownership.py watermark [--seeds 0 1 2]
+    python benchmarks/ownership.py watermark-lora [--seeds 0 1 2]
     python benchmarks/ownership.py continual [--seeds 0 1 2] [--methods 'ewc (lam 1e7)' ...]
 
 One local Ray for all runs (each run starts its own server and client actors).
@@ -16,6 +17,11 @@ of 30% and 50% of every tensor, int8 quantisation, fine-tuning on fresh data (th
 held-out split, never trained on; plain SGD, lr 0.05, batch 32) for 1, 5 and 20
 epochs, and 10 FedAvg rounds on it (the held-out split cut into 5 shards, one local
 epoch each per round) without the watermark term.
+watermark-lora: a LoRA adapter (rank 4 on q and v) of a tiny llama (hidden 64, 2
+layers) over 4 Shakespeare roles, all 4 clients per round, 6 rounds of 10 local
+steps; client 0 embeds 64 bits in the adapter (`params: lora_`). Held-out
+perplexity with and without the watermark, and the BER after pruning 30% of each
+adapter tensor, int8, and 20 steps of fine-tuning on the held-out split.
 continual: configs/continual.yaml (digits 0-4 for 10 rounds, then 5-9 for 10; 10
 clients IID, 5 per round) with no method (naive), EWC, replay and the server-side
 task anchor; average accuracy and forgetting after the last round, and the
@@ -48,11 +54,12 @@ METHODS = {
     "ewc (lam 1e6)": ["clients.objective=[{name: ewc, args: {lam: 1000000.0}}]"],
     "ewc (lam 1e7)": ["clients.objective=[{name: ewc, args: {lam: 10000000.0}}]"],
     "replay (64 examples)": ["clients.objective=[{name: replay, args: {buffer_size: 64}}]"],
-    "task_anchor (0.2, server)": ["clients.objective=[]", "server.transforms=[{name: task_anchor, args: {strength: 0.2}}]"],
+    "task_anchor (0.2, server)": ["clients.objective=[]",
+                                  "server.transforms=[{name: task_anchor, args: {strength: 0.2}}]"],
 }
 
 
-def one_run(config: str, overrides: list[str], seed: int, out: str, name: str):
+def one_run(config: str | None, overrides: list[str], seed: int, out: str, name: str):
     """(run directory, metrics.parquet rows)."""
     import pyarrow.parquet as pq
 
@@ -70,8 +77,9 @@ def attacked(run_dir: str, keys: list[dict], test) -> dict[str, float]:
     from fedray.models.tasks import Classification
 
     task = Classification()
-    attacks = {"none": lambda m: None, "prune 30%": lambda m: prune_by_magnitude(m, 0.3),
-               "prune 50%": lambda m: prune_by_magnitude(m, 0.5), "int8": quantize_int8}
+    attacks = {"none": lambda m: None, "prune 30%": lambda m: prune_by_magnitude(m.parameters(), 0.3),
+               "prune 50%": lambda m: prune_by_magnitude(m.parameters(), 0.5),
+               "int8": lambda m: quantize_int8(m.parameters())}
     attacks.update({f"fine-tune {e} ep": (lambda m, e=e: fine_tune(m, task, test, epochs=e, lr=0.05))
                     for e in (1, 5, 20)})
     attacks["10 FedAvg rounds"] = lambda m: federated_fine_tune(m, task, test, rounds=10)
@@ -150,6 +158,54 @@ def watermark(seeds: list[int]) -> dict:
     return {"per_seed": table, "median": medians}
 
 
+LORA = ["data.dataset=shakespeare", "data.partition=natural", "data.max_owners=4", "data.seq_len=32",
+        "data.test_fraction=0.1", "model.name=hf_causal_lm",
+        "model.config={model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
+        "num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}",
+        "model.peft={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "clients.num_clients=4",
+        "server.clients_per_round=4", "clients.placement=pool", "clients.pool_size=2", "train.local_steps=10",
+        "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.01", "server.rounds=6"]
+
+
+def watermark_lora(seeds: list[int]) -> dict:
+    import torch
+
+    from fedray.cli.watermark import load_model
+    from fedray.lifecycle.watermark import fine_tune, key_path, prune_by_magnitude, quantize_int8, read_key, verify
+    from fedray.models.tasks import CausalLM
+
+    rows = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as keys_dir:
+            embed = ["server.watermark.name=feature", f"server.watermark.keys={keys_dir}",
+                     "server.watermark.args={num_bits: 64, params: lora_}"]
+            marked_dir, marked = one_run(None, [*LORA, *embed], seed, out, "marked")
+            _, plain = one_run(None, LORA, seed, out, "plain")
+            key = read_key(key_path(keys_dir, 0))
+            test = CausalLM().prepare(prepare(load_config(None, [*LORA, f"seed={seed}"])).dataset.test,
+                                      torch.device("cpu"))
+            row = {"perplexity": marked[-1]["eval_perplexity"], "perplexity unmarked": plain[-1]["eval_perplexity"]}
+            for label, attack in (("none", lambda m: None),
+                                  ("prune 30%", lambda m: prune_by_magnitude(adapters(m), 0.3)),
+                                  ("int8", lambda m: quantize_int8(adapters(m))),
+                                  ("fine-tune 20 steps", lambda m: fine_tune(m, CausalLM(), test[:160], 1, 0.05, 8))):
+                model, _ = load_model(marked_dir)
+                attack(model)
+                row[label] = verify(model, key)["ber"]
+            rows.append(row)
+            print(f"  seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print("\n| BER: none | prune 30% | int8 | fine-tune 20 steps | perplexity (unmarked) |\n|---|---|---|---|---|")
+    print(f"| {median['none']:.3f} | {median['prune 30%']:.3f} | {median['int8']:.3f} | "
+          f"{median['fine-tune 20 steps']:.3f} | {median['perplexity']:.2f} ({median['perplexity unmarked']:.2f}) |")
+    return {"per_seed": rows, "median": median}
+
+
+def adapters(model) -> list:
+    """The LoRA tensors of a PEFT model (what pruning and quantising an adapter touch)."""
+    return [p for name, p in model.named_parameters() if "lora_" in name]
+
+
 def continual(seeds: list[int], methods: list[str] | None = None) -> dict:
     from fedray.lifecycle.continual.metrics import task_matrix
 
@@ -182,7 +238,7 @@ def main() -> None:
     import ray
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["watermark", "continual"])
+    parser.add_argument("experiment", choices=["watermark", "watermark-lora", "continual"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="continual: only these methods")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -190,7 +246,10 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         started = time.perf_counter()
-        table = watermark(args.seeds) if args.experiment == "watermark" else continual(args.seeds, args.methods)
+        if args.experiment == "continual":
+            table = continual(args.seeds, args.methods)
+        else:
+            table = (watermark if args.experiment == "watermark" else watermark_lora)(args.seeds)
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         (args.out / f"ownership-{args.experiment}-{stamp}.json").write_text(json.dumps(

@@ -65,7 +65,7 @@ def test_owners_watermarks_are_embedded_survive_attacks_and_cost_no_accuracy(ray
     # what a thief may do to the stolen model
     prepared = prepare(watermark_config(tmp_path))
     fresh = Classification().prepare(prepared.dataset.test, torch.device("cpu"))  # data it never trained on
-    for attack in (lambda m: prune_by_magnitude(m, 0.3), quantize_int8,
+    for attack in (lambda m: prune_by_magnitude(m.parameters(), 0.3), lambda m: quantize_int8(m.parameters()),
                    lambda m: fine_tune(m, Classification(), fresh, epochs=5, lr=0.05)):
         model, _ = load_model(marked)
         attack(model)

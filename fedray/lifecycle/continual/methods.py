@@ -184,7 +184,7 @@ def replay(buffer_size: int = 64, weight: float = 1.0) -> Term:
         return ReplayState((), ())
 
     def objective(local: LocalRound, state: ReplayState):
-        past = [rows for task, rows in zip(state.tasks, state.rows) if task != local.ctx.task]
+        past = [rows for task, rows in zip(state.tasks, state.rows) if task != local.ctx.task and _num_rows(rows)]
         if not past or weight == 0:
             return None
         import torch

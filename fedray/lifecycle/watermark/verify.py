@@ -10,7 +10,7 @@ watermark worth having survives them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from fedray.lifecycle.watermark.scheme import SCHEMES
 
@@ -24,26 +24,27 @@ def verify(model, key: dict, alpha: float = 1e-3) -> dict[str, Any]:
             "detected": bool(evidence["p_value"] < alpha)}
 
 
-def prune_by_magnitude(model, fraction: float) -> None:
-    """Zero the `fraction` of smallest-magnitude entries of every parameter tensor, in place."""
+def prune_by_magnitude(params: Iterable, fraction: float) -> None:
+    """Zero the `fraction` of smallest-magnitude entries of every tensor (e.g. a model's
+    `parameters()`, or only its adapters), in place."""
     import torch
 
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     with torch.no_grad():
-        for p in model.parameters():
+        for p in params:
             count = int(fraction * p.numel())
             if count:
                 threshold = p.detach().abs().reshape(-1).float().kthvalue(count).values
                 p.masked_fill_(p.abs() <= threshold, 0.0)
 
 
-def quantize_int8(model) -> None:
-    """Round every parameter tensor to 8-bit integers and back (symmetric, per tensor), in place."""
+def quantize_int8(params: Iterable) -> None:
+    """Round every tensor to 8-bit integers and back (symmetric, per tensor), in place."""
     import torch
 
     with torch.no_grad():
-        for p in model.parameters():
+        for p in params:
             scale = p.detach().abs().max().float() / 127
             if scale > 0:
                 p.copy_((torch.round(p.float() / scale).clamp(-127, 127) * scale).to(p.dtype))
