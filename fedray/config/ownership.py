@@ -24,7 +24,7 @@ class WatermarkConfig:
     `backdoor` (secret trigger inputs with owner-chosen outputs), a dotted path to a
     factory returning a `fedray.lifecycle.watermark.Scheme`; null: no watermark."""
     args: Dict[str, Any] = field(default_factory=dict)
-    """The scheme's arguments, e.g. `{num_bits: 64, params: '^2\\.', margin: 2.0, weight: 10.0}`
+    """The scheme's arguments, e.g. `{num_bits: 64, params: '^2\\.', margin: 2.0, weight: 2.0}`
     (`feature`) or `{num_triggers: 16, weight: 5.0}` (`backdoor`)."""
     owners: List[int] = field(default_factory=lambda: [0])
     """Client ids that embed the watermark, each with its own key."""

@@ -71,11 +71,13 @@ def _select(spec: ParamSpec, pattern: re.Pattern, num_bits: int) -> list:
 
 
 @SCHEMES.register("feature")
-def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight: float = 10.0) -> Scheme:
+def feature(num_bits: int = 64, params: str = ".*", margin: float = 2.0, weight: float = 2.0) -> Scheme:
     """`num_bits` bits in the parameters whose names match the regular expression
     `params` (e.g. `lora_` for LoRA A/B, `norm` for normalisation scales), each pushed
     past `margin` x RMS(theta) on its side; the hinge losses are summed over the bits
-    (each violated bit pulls as hard however many there are) and weighted by `weight`."""
+    (each violated bit pulls as hard however many there are) and weighted by `weight`.
+    Too large a weight makes an owner's update stand out: past
+    `server.validation.max_norm_ratio` the server rejects it, and nothing is embedded."""
     if num_bits < 1 or margin < 0 or weight < 0:
         raise ValueError(f"feature watermark needs num_bits >= 1, margin >= 0, weight >= 0; got "
                          f"num_bits={num_bits}, margin={margin}, weight={weight}")
