@@ -28,6 +28,8 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
 
     from fedray.compress import codec_problems
     from fedray.data.tokenize import TOKENIZERS
+    from fedray.lifecycle.continual import schedule_problems
+    from fedray.lifecycle.watermark import watermark_problems
     from fedray.models.build import MODELS
     from fedray.models.flat import param_spec
 
@@ -41,6 +43,8 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
             dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer, public)
         except (ValueError, OSError) as err:
             problems.append(f"data: {err}")
+    if dataset is not None:
+        problems += schedule_problems(cfg.data.schedule, dataset.train, dataset.test, dataset.owner_names)
     num_params = 0
     if dataset is not None and not problems:
         try:
@@ -51,6 +55,8 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
             problems += codec_problems(cfg, param_spec(model))
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
+        if not problems:
+            problems += watermark_problems(cfg, param_spec(model), dataset.info)
         if cfg.server.foundation_model.model is not None and not problems:
             problems += foundation_problems(cfg, dataset, model)
     if problems:
@@ -71,7 +77,9 @@ def component_problems(cfg: RunConfig) -> list[str]:
     from fedray.data.tokenize import TOKENIZERS
     from fedray.hetero.availability import build_availability
     from fedray.hetero.devices import build_devices
+    from fedray.lifecycle import continual  # noqa: F401  (registers ewc, replay, task_anchor)
     from fedray.lifecycle.contribution import CONTRIBUTIONS
+    from fedray.lifecycle.watermark import SCHEMES
     from fedray.models.build import MODELS
     from fedray.privacy import privacy_problems
     from fedray.selection import SELECTORS
@@ -100,6 +108,10 @@ def component_problems(cfg: RunConfig) -> list[str]:
         cfg.data.partition, np.zeros(1, np.int64), cfg.clients.num_clients, cfg.data, np.random.default_rng(0)))
     check("data.tokenizer", lambda: TOKENIZERS.check_call(cfg.data.tokenizer, cfg.model))
     check("model.name", lambda: MODELS.check_call(cfg.model.name, cfg.model, None))
+    if cfg.server.watermark.name is not None:
+        check("server.watermark", lambda: SCHEMES.build(cfg.server.watermark.name, **cfg.server.watermark.args))
+    if cfg.data.schedule.name is not None:
+        check("data.schedule.name", lambda: continual.SCHEDULES.get(cfg.data.schedule.name))
     if cfg.model.peft is not None:
         check("model.peft.aggregation", lambda: ADAPTER_AGGREGATIONS.get(cfg.model.peft.aggregation))
     if cfg.clients.attack.name is not None:

@@ -80,6 +80,9 @@ class Context:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """On a client: its per-round instructions (`FitInstructions.config`), e.g. the
     upload byte budget a rate-adaptive codec sizes its payload to."""
+    task: int = 0
+    """The data schedule's task (continual learning, `data.schedule`): the client's on a
+    client, the federation's on the server; 0 without a schedule."""
 
     def rng(self, tag: int = 0) -> np.random.Generator:
         """A generator for this (run, round, client) and `tag`, the same on every call."""

@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-show-granules`: the command line.
+watermark | show-granules`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Sequence
 
-from fedray.cli import jobs, unlearn
+from fedray.cli import jobs, unlearn, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--target", type=_accuracy, default=0.85,
                          help="accuracy to reach, in [0, 1] (default 0.85)")
     unlearn.add_parser(sub)
+    watermark.add_parser(sub)
     return parser
 
 
@@ -251,6 +252,7 @@ COMMANDS = {
     "report": _report,
     "compare": _compare,
     "unlearn": unlearn.command,
+    "watermark": watermark.main,
     "show-granules": _show_granules,
 }
 

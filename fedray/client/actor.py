@@ -19,6 +19,8 @@ from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
 from fedray.foundation.term import client_terms
+from fedray.lifecycle.continual import Schedule
+from fedray.lifecycle.watermark import watermark_terms
 from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
@@ -73,13 +75,15 @@ class ClientActor:
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
         codecs = build_codecs(cfg)
-        self.algorithm = with_privacy(build_algorithm(cfg, client_terms(cfg), codecs.uplink), cfg, on_client=True)
+        terms = client_terms(cfg) + watermark_terms(cfg)
+        self.algorithm = with_privacy(build_algorithm(cfg, terms, codecs.uplink), cfg, on_client=True)
         self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
         """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
         self.shards: dict[ClientId, pa.Table] = {}
-        self._tensors: dict[ClientId, Any] = {}
+        self._tensors: dict[ClientId, tuple[int, Any]] = {}
         self.public = None
+        self.schedule: Schedule | None = None
         attack = cfg.clients.attack
         self._attack = ATTACKS.build(attack.name) if attack.name and attack.clients else None
         # Reused for every result: Ray copies a return value into the object store
@@ -89,13 +93,18 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None) -> dict:
-        """Take the hosted clients' shards (and the public set); where this actor runs."""
+    def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None,
+             schedule: Schedule | None = None) -> dict:
+        """Take the hosted clients' shards (and the public set, and the data schedule whose
+        current task's view of a shard each round trains on); where this actor runs."""
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
+        self.shards, self._tensors, self.schedule = shards, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
-        # is real work (segmenting images into granular balls), not just a copy.
-        self.shards = shards
-        self._tensors = {cid: self._prepare(cid) for cid in shards}
+        # is real work (segmenting images into granular balls), not just a copy. With a
+        # data schedule each task's view is prepared when the client first trains on it.
+        if schedule is None:
+            for cid in shards:
+                self._data(cid)
         self.public = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
         return self.describe()
 
@@ -128,15 +137,17 @@ class ClientActor:
     def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
              start: float) -> ClientResult:
         cid = ins.client_id
-        data = self._data(cid)
+        task = 0 if self.schedule is None else self.schedule.task_of(ins.server_round, cid)
+        data = self._data(cid, task)
         spec = self._activate(cid, merges)
         payloads, figures = self._decode_broadcast(payloads)
         params = payloads["params"]
         set_flat(self.model, spec, params)
         ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads,
-                      spec=spec, config=ins.config)
+                      spec=spec, config=ins.config, task=task)
         kept = state if state is not None else initial_client_state(self.algorithm, params)
-        local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
+        local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public,
+                           data=data)
         terms = self.algorithm.terms
         regularizers = [r for t, s in zip(terms, kept.terms) if (r := t.objective(local, s)) is not None]
         trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
@@ -189,18 +200,22 @@ class ClientActor:
     def _attacks(self, cid: ClientId) -> bool:
         return self._attack is not None and cid in self.cfg.clients.attack.clients
 
-    def _data(self, cid: ClientId) -> Any:
-        """The client's training data on this actor's device (prepared by `load`)."""
-        if cid not in self._tensors:
+    def _data(self, cid: ClientId, task: int = 0) -> Any:
+        """The client's training data (its data-schedule task's view of its shard) on
+        this actor's device, prepared once per task."""
+        if cid not in self.shards:
             if cid in self.hosted:
                 raise NotLoaded(cid)
             raise AssertionError(f"client {cid} is not hosted on this actor")
-        return self._tensors[cid]
-
-    def _prepare(self, cid: ClientId) -> Any:
-        data = self.task.prepare(self.shards[cid], self.device)
-        if self._attacks(cid) and self._attack.data is not None:
-            data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
+        cached_task, data = self._tensors.get(cid, (None, None))
+        if data is None or cached_task != task:
+            shard = self.shards[cid] if self.schedule is None else self.schedule.view(self.shards[cid], task)
+            if self.schedule is not None and shard.num_rows == 0:
+                raise ValueError(f"client {cid} has no examples of data.schedule task {task}")
+            data = self.task.prepare(shard, self.device)
+            if self._attacks(cid) and self._attack.data is not None:
+                data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
+            self._tensors[cid] = (task, data)
         return data
 
     def _activate(self, cid: ClientId, merges: tuple):

@@ -49,8 +49,9 @@ class ClientPool:
     """Creates the client actors, hands them their shards, routes each client's work."""
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
-                 public: "pa.Table | None" = None, ranks: np.ndarray | None = None):
-        """`ranks`: the LoRA rank of every client (None without adapters)."""
+                 public: "pa.Table | None" = None, ranks: np.ndarray | None = None, schedule=None):
+        """`ranks`: the LoRA rank of every client (None without adapters); `schedule`: the
+        data schedule (`fedray.lifecycle.continual.Schedule`), sent with the shards."""
         self.cfg = cfg
         remote_cls = ray.remote(ClientActor)
         public_ref = None if public is None else ray.put(public)
@@ -67,7 +68,7 @@ class ClientPool:
             # The shards go through a method, not the constructor: a restarted actor must
             # not depend on constructor arguments in the object store (ray#53727); the
             # pool keeps these references to send them again after a restart.
-            self._data.append((ray.put({c: dataset.shard(c) for c in hosted}), public_ref))
+            self._data.append((ray.put({c: dataset.shard(c) for c in hosted}), public_ref, schedule))
             self.actors.append(actor)
         self._probes: dict[int, ray.ObjectRef] = {}
         self._started = [a.load.remote(*data) for a, data in zip(self.actors, self._data)]

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
+from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
     AvailabilityConfig,
     ComputeTime,
@@ -202,6 +203,8 @@ class ServerConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
+    """Owners' watermark embedded while the model trains; off by default."""
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
@@ -303,6 +306,7 @@ class RunConfig:
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
         for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
+        out += self.server.watermark.errors(self.clients.num_clients, self.output_dir)
         if self.server.clients_per_round > self.clients.num_clients:
             out.append(
                 f"server.clients_per_round ({self.server.clients_per_round}) must be <= "

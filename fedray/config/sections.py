@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
+from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 
 class Placement(enum.Enum):
@@ -149,6 +150,8 @@ class DataConfig:
     """Keep only these owners (e.g. `hamlet/HAMLET`); empty keeps all."""
     max_owners: Optional[int] = None
     """Keep the owners with the most text, at most this many; null keeps all."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Data that changes over rounds (continual learning); off by default."""
 
     def errors(self) -> list[str]:
         out = []
@@ -170,6 +173,7 @@ class DataConfig:
             out.append(f"data.max_examples must be >= 1 or null, got {self.max_examples}")
         if self.granular is not None:
             out += self.granular.errors()
+        out += self.schedule.errors()
         return out
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from fedray.config.load import override_value
 from fedray.experiments.contributions import contribution_section
+from fedray.experiments.task_matrix import task_matrix_plots
 from fedray.server.rundir import RunDirectory, read_parquet
 from fedray.server.storage import Location
 
@@ -133,6 +134,7 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
         for key, what, name in (("mb_up", "cumulative MB sent up", "accuracy_vs_bytes_up"),
                                 ("mb_total", "cumulative MB up and down", "accuracy_vs_bytes")):
             files.append(_line_plot(counted, key, "eval_accuracy", what, "accuracy", out / f"{name}.png", log_x=True))
+    files += task_matrix_plots(records, out)  # continual runs: accuracy per task after each task
     table = summary_table(records)
     contributions, bars = contribution_section(records, out)  # runs that valued their clients
     table += f"\n{contributions}" if contributions else ""

@@ -1,1 +1,3 @@
-"""A client's life in a federation: its update ledger, unlearning, contribution and payout."""
+"""A federated model's life beyond its training rounds: the update ledger, unlearning,
+contribution and payout, who owns the model (watermarks), and data that changes
+(continual learning)."""

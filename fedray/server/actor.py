@@ -21,6 +21,9 @@ from fedray.foundation.group import FoundationError
 from fedray.foundation.term import knowledge_transfer
 from fedray.foundation.transfer import Distiller
 from fedray.hetero.simulation import Simulation, build_simulation
+from fedray.lifecycle.continual import build_schedule
+from fedray.lifecycle.continual.metrics import TaskEvaluator
+from fedray.lifecycle.watermark import ensure_keys, watermark_terms
 from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
@@ -85,7 +88,9 @@ class Server:
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
         codecs = build_codecs(cfg)
-        self.algorithm = with_privacy(build_algorithm(cfg, extra, codecs.uplink), cfg)
+        self.algorithm = with_privacy(build_algorithm(cfg, extra + watermark_terms(cfg), codecs.uplink), cfg)
+        schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
+        self.tasks = None if schedule is None else TaskEvaluator(schedule, self.task, dataset.test, self.device)
         exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
                                   lambda cid: actor_index(cid, cfg))
         selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
@@ -93,6 +98,8 @@ class Server:
         self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
                                 np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate,
                                 downlink=downlink, instruct=_upload_budgets(cfg, simulation))
+        if schedule is not None:
+            self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
@@ -104,7 +111,8 @@ class Server:
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
-        self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks)
+        ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
+        self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks, schedule)
         mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
         self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
         if secure is not None:
@@ -247,7 +255,10 @@ class Server:
             self.merged.catch_up(self.model, self.layout, state.merges)
         set_flat(self.model, self.spec, state.params)
         self.model.eval()
-        return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+        metrics = self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+        if self.tasks is not None:  # continual learning: every task's accuracy, forgetting
+            metrics.update(self.tasks.evaluate(self.model, state.server_round, state.metrics))
+        return metrics
 
     def _evaluate_params(self, params: np.ndarray) -> dict[str, float]:
         """Held-out metrics of the global model with `params` (contribution evaluation's sub-models)."""

@@ -97,6 +97,11 @@ class RoundContext:
     instruct: Instruct | None = None
     """Per-client instructions for each launch (`FitInstructions.config`), e.g. the upload
     budgets of `rate: auto`; None sends none."""
+    task_of: Callable[[int], int] = lambda server_round: 0
+    """The federation's data-schedule task in a round (`Context.task` on the server)."""
+    eval_columns: tuple[str, ...] = ()
+    """Extra metrics `evaluate` reports (e.g. per-task accuracy), each a metrics column:
+    NaN in rounds without an evaluation."""
 
     def new_tally(self, server_round: int) -> "RoundTally":
         """An empty tally for an attempt at `server_round`, keeping accepted updates if
@@ -116,7 +121,7 @@ class RoundContext:
            downlink: dict | None = None) -> Context:
         """The transform/term context of a round, on the server or for one client."""
         return Context(server_round, client_id, self.cfg.seed, self.cfg.clients.num_clients, num_aggregated,
-                       downlink or {})
+                       downlink or {}, task=self.task_of(server_round))
 
 
 class Reducers:

@@ -321,6 +321,7 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
     extra.update(tally.metrics)
     state.norm_history = (state.norm_history + tally.norms)[-cfg.server.validation.norm_window :]
 
+    state.server_round = server_round  # evaluate sees the state after this round
     evaluation: dict[str, float] = {}
     if server_round % cfg.server.eval_every == 0 or server_round == ctx.final_round:
         evaluation = ctx.evaluate(state)
@@ -328,10 +329,10 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         record = RoundRecord(server_round, before, tuple(tally.accepted or ()), evaluation)
         extra.update(ctx.observer.observe(record, state))
 
-    state.server_round = server_round
+    nan = float("nan")
+    extra.update({name: evaluation.get(name, nan) for name in ctx.eval_columns})
     round_wall_s = time.perf_counter() - started
     state.wall_s += round_wall_s
-    nan = float("nan")
     return RoundResult(
         server_round=server_round,
         clients_selected=selected,

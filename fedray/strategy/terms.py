@@ -62,6 +62,9 @@ class LocalRound(NamedTuple):
     """After training: local parameters minus `params`."""
     steps: int = 0
     """After training: optimizer steps taken."""
+    data: Any = None
+    """The client's training data this round, as the task prepared it (after the data
+    schedule's selection): what a term samples from (replay, Fisher information)."""
 
 
 def _empty(params: np.ndarray) -> Any:
