@@ -12,7 +12,7 @@ import ray
 
 from fedray.client.attacks import ATTACKS
 from fedray.client.state import ClientStateStore
-from fedray.foundation.distill import TopK, kd_regularizer, top_k
+from fedray.foundation.distill import Teaching, TopK, kd_regularizer, public_logits, public_tensor
 from fedray.client.train import build_optimizer, train_local
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
@@ -41,7 +41,7 @@ class ClientActor:
         info: DataInfo,
         shards: dict[ClientId, pa.Table],
         states: dict[ClientId, dict] | None = None,
-        public: pa.Table | None = None,
+        public: np.ndarray | None = None,
         ranks: dict[ClientId, int] | None = None,
     ):
         limit_threads(cfg.clients.resources.num_cpus)
@@ -64,7 +64,8 @@ class ClientActor:
         # Reused for every result: Ray copies a return value into the object store
         # before this actor runs its next call, so one buffer serves all rounds.
         self._delta = np.empty(self.spec.num_params, dtype=np.float32)
-        self.public_inputs = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
+        self.task_name = info.task
+        self.public = None if public is None else public_tensor(info.task, public, self.device)
         # torch.optim imports torch._dynamo on first use (~1.4 s): pay it at start-up,
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
@@ -80,7 +81,7 @@ class ClientActor:
             "clients": sorted(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: TopK | None = None,
+    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: Teaching | None = None,
             merges: tuple = ()) -> ClientResult:
         """Train client `ins.client_id` from `global_params` (in its own layout) after
         folding any new `merges` into the base, distilling from `teacher` on the public
@@ -98,7 +99,7 @@ class ClientActor:
             )
 
     def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float,
-             teacher: TopK | None) -> ClientResult:
+             teacher: Teaching | None) -> ClientResult:
         cid = ins.client_id
         if cid not in self.shards:
             raise KeyError(f"client {cid} is not hosted on this actor")
@@ -132,23 +133,20 @@ class ClientActor:
             public_logits=self._public_logits(),
         )
 
-    def _distillation(self, teacher: TopK | None):
+    def _distillation(self, teaching: Teaching | None):
         kd = self.cfg.server.distill
-        if teacher is None or self.public_inputs is None or kd.weight == 0:
+        if teaching is not None and teaching.public is not None:  # a refreshed public set
+            self.public = public_tensor(self.task_name, teaching.public, self.device)
+        if teaching is None or teaching.teacher is None or self.public is None or kd.weight == 0:
             return None
-        return kd_regularizer(self.public_inputs, teacher, kd.weight, kd.temperature, self.cfg.train.batch_size)
+        return kd_regularizer(self.task_name, self.public, teaching.teacher, kd.weight, kd.temperature,
+                              self.cfg.train.batch_size)
 
     def _public_logits(self) -> TopK | None:
         """This client's top-k logits on the public set (clients -> server transfer)."""
-        if self.public_inputs is None or not self.cfg.server.distill.client_to_server:
+        if self.public is None or not self.cfg.server.distill.client_to_server:
             return None
-        import torch
-
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model(self.public_inputs)
-        logits = getattr(out, "logits", out).float().to("cpu").numpy()
-        return top_k(logits, self.cfg.server.distill.top_k)
+        return public_logits(self.model, self.task_name, self.public, self.cfg.server.distill.top_k)
 
     def _activate(self, cid: ClientId, merges: tuple):
         """The travelling parameters of this client: its rank's adapter over a base

@@ -12,7 +12,6 @@ import ray
 from fedray.client.pool import ClientPool, actor_index, placement_columns
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig, ServerMode
-from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
 from fedray.foundation.group import FoundationError
 from fedray.foundation.transfer import Distiller
@@ -107,17 +106,14 @@ class Server:
         self.teacher_ref, self.teacher_bytes = None, 0
         """This round's broadcast of the foundation model's logits (server -> clients)."""
         self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states,
-                               dataset.public if self.distiller else None, ranks)
+                               self.distiller.public_inputs if self.distiller else None, ranks)
 
     def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, checkpoint):
         """The ZeRO-sharded foundation model in its reserved placement group: reloaded from
         the checkpoint's DeepSpeed shards when resuming, else warmed up on the public set."""
-        foundation = self.cfg.server.foundation_model
-        if foundation.model is None:
+        if self.cfg.server.foundation_model.model is None:
             return None
-        inputs, labels = (np.ascontiguousarray(a) for a in to_numpy(dataset.public))
-        distiller = Distiller(foundation, self.cfg.server.distill, dataset.info, inputs, labels,
-                              self.cfg.seed, name_prefix, group)
+        distiller = Distiller.for_run(self.cfg, dataset, name_prefix, group, self.run_dir.location / "public")
         tag = f"round_{self.state.server_round:06d}"
         if checkpoint is not None and (self._foundation_dir() / tag).exists():
             distiller.load(str(self._foundation_dir()), tag)
@@ -125,6 +121,7 @@ class Server:
             loss = distiller.pretrain(self.cfg.server.distill.pretrain_steps)
             if self.cfg.server.distill.pretrain_steps:
                 self.run_dir.log(f"foundation model warmed up on the public set: loss {loss:.4f}")
+        distiller.begin_round(self.state.server_round + 1)  # a generated set: cached, or sampled now
         return distiller
 
     def _foundation_dir(self) -> Location:
@@ -160,6 +157,8 @@ class Server:
         notes: list[str] = []
         result = None
         try:
+            if self.distiller is not None:
+                self.distiller.begin_round(server_round)  # refreshes a generated public set when due
             for attempt in range(1, self.cfg.server.max_round_retries + 2):
                 result, attempt_notes = self.run_round_once(self, server_round, attempt)
                 notes += attempt_notes
