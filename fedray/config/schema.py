@@ -148,6 +148,9 @@ class ServerConfig:
         out += self.distill.errors()
         if self.distill.enabled and self.foundation_model.model is None:
             out.append("server.distill needs a server.foundation_model.model to transfer knowledge with")
+        if self.distill.public.refresh_every and self.mode is ServerMode["async"]:
+            out.append("server.distill.public.refresh_every needs server.mode=sync: an asynchronous "
+                       "client may still be answering on the previous public set")
         out += self.resources.errors("server.resources")
         return out
 

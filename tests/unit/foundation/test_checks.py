@@ -24,6 +24,8 @@ def test_the_text_config_validates(capsys):
     (["server.distill.public.num_sequences=0"], "server.distill.public.num_sequences must be >= 1, got 0"),
     (["server.distill.public.top_p=1.5"], "server.distill.public.top_p must be in (0, 1], got 1.5"),
     (["server.distill.public.refresh_every=-1"], "server.distill.public.refresh_every must be >= 0, got -1"),
+    ([*GENERATE, "server.distill.public.refresh_every=2", "server.mode=async", "server.buffer_size=2"],
+     "server.distill.public.refresh_every needs server.mode=sync"),
     (["server.distill.public.source=generate"],
      "server.distill.pretrain_steps trains on a real public set; with server.distill.public.source=generate"),
     ([*GENERATE, "server.distill.public.seq_len=8", "server.distill.public.prompts=[ROMEO.,JULIET_CAPULET.]"],
