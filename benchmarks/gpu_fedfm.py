@@ -78,13 +78,14 @@ def config(args, tmp: Path):
     overrides = [
         f"output_dir={tmp}", f"server.rounds={args.rounds}", f"clients.num_clients={args.clients}",
         f"server.clients_per_round={args.clients}", "clients.placement=actor_per_client",
-        f"clients.resources.num_gpus={args.client_gpus if gpu else 0}", "clients.resources.num_cpus=1",
+        f"clients.resources.num_gpus={args.client_gpus if gpu else 0}",
+        f"clients.resources.num_cpus={2 if gpu else 0.25}",
         f"model.config={llama(*client, seq_len)}", f"data.seq_len={seq_len}", f"train.batch_size={batch}",
         f"model.dtype={'bfloat16' if gpu else 'float32'}",
         f"server.foundation_model.model.config={llama(*server, seq_len)}",
         f"server.foundation_model.num_workers={args.zero_ranks}",
         f"server.foundation_model.resources.num_gpus={args.zero_gpus if gpu else 0}",
-        "server.foundation_model.resources.num_cpus=1", "server.distill.pretrain_steps=20",
+        f"server.foundation_model.resources.num_cpus={2 if gpu else 0.5}", "server.distill.pretrain_steps=20",
         "server.checkpoint_every=0", "ray.check_resources=true",
     ] + data_overrides(tmp, args.clients)
     return load_config(REPO / "configs" / "fedfm_text.yaml", overrides)
@@ -113,16 +114,18 @@ def federated(prepared) -> dict:
 
 # ---- 1b. the same local steps in one plain process -----------------------------------
 def single_process(prepared, device: str) -> float:
-    """Tokens/s of one client's local steps (LM loss + KD term) in a plain peft loop."""
+    """Tokens/s of one client's local steps (LM loss + KD term) in a plain peft loop,
+    with as many threads as a client actor gets."""
     import torch
 
     from fedray.client.train import autocast_dtype
     from fedray.config.sections import Precision
-    from fedray.foundation.distill import TopK, kd_regularizer, public_tensor
+    from fedray.foundation.distill import kd_regularizer, public_tensor, top_k
     from fedray.models.build import build_model
     from fedray.models.tasks import CausalLM
 
     cfg, data = prepared.cfg, prepared.dataset
+    torch.set_num_threads(max(1, int(cfg.clients.resources.num_cpus)))
     model = build_model(cfg.model, data.info, cfg.seed).to(device)
     task = CausalLM()
     shard = task.prepare(data.shard(0), torch.device(device))
@@ -130,8 +133,7 @@ def single_process(prepared, device: str) -> float:
     public = public_tensor("causal_lm", public_ids, device)
     k = cfg.server.distill.top_k
     rng = np.random.default_rng(0)
-    teacher = TopK(rng.standard_normal((*public_ids.shape, k)).astype(np.float32),
-                   rng.integers(0, 257, (*public_ids.shape, k)))
+    teacher = top_k(rng.standard_normal((*public_ids.shape, 257)).astype(np.float32), k, 1.0)
     kd = kd_regularizer("causal_lm", public, teacher, cfg.server.distill.weight, cfg.server.distill.temperature,
                         cfg.train.batch_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
@@ -166,7 +168,7 @@ def foundation(prepared) -> dict:
     setup_s = time.perf_counter() - started
     try:
         inputs, _ = public_task("causal_lm").arrays(data.public)
-        teacher_s, target = timed(lambda: group.top_k(inputs, cfg.server.distill.top_k))
+        teacher_s, target = timed(lambda: group.top_k(inputs, cfg.server.distill.top_k, 1.0))
         micro = cfg.server.foundation_model.micro_batch_size
         rows = [slice(r * micro, (r + 1) * micro) for r in range(len(group.workers))]
         batches = [{"inputs": inputs[s], "teacher_values": target.values[s], "teacher_indices": target.indices[s]}

@@ -7,6 +7,7 @@ same seed:
   none       no knowledge transfer (the public rows are still held out, so the
              clients train on the same data as with `real`);
   real       KD both ways on 32 held-out rows of the roles' text;
+  real_renormalised  the same with `rest_mass: false` (KD renormalised over the top-k);
   synthetic  KD both ways on 32 sequences that SmolLM2 samples under ZeRO (nothing
              held out: the clients keep those rows).
 From each run's metrics.parquet and clients.parquet: seconds per round (median
@@ -37,6 +38,7 @@ CONFIG = REPO / "examples" / "smollm2_fedfm" / "config.yaml"
 VARIANTS = {
     "none": ["server.distill.server_to_client=false", "server.distill.client_to_server=false"],
     "real": [],
+    "real_renormalised": ["server.distill.rest_mass=false"],
     "synthetic": ["server.distill.public.source=generate"],
 }
 
@@ -92,7 +94,7 @@ def uptime() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="none,real,synthetic")
+    parser.add_argument("--variants", default="none,real,real_renormalised,synthetic")
     parser.add_argument("--output-dir", default=str(REPO / "runs" / "bench"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()

@@ -140,13 +140,14 @@ class ClientActor:
         if teaching is None or teaching.teacher is None or self.public is None or kd.weight == 0:
             return None
         return kd_regularizer(self.task_name, self.public, teaching.teacher, kd.weight, kd.temperature,
-                              self.cfg.train.batch_size)
+                              self.cfg.train.batch_size, kd.rest_mass)
 
     def _public_logits(self) -> TopK | None:
         """This client's top-k logits on the public set (clients -> server transfer)."""
         if self.public is None or not self.cfg.server.distill.client_to_server:
             return None
-        return public_logits(self.model, self.task_name, self.public, self.cfg.server.distill.top_k)
+        kd = self.cfg.server.distill
+        return public_logits(self.model, self.task_name, self.public, kd.top_k, kd.temperature)
 
     def _activate(self, cid: ClientId, merges: tuple):
         """The travelling parameters of this client: its rank's adapter over a base

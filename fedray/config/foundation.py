@@ -130,6 +130,11 @@ class DistillConfig:
     """Clients return top-k logits on the public set; the server distils their
     weighted mean into the foundation model with `server_steps` ZeRO steps."""
     temperature: float = 2.0
+    rest_mass: bool = False
+    """Also match the probability mass the teacher's top-k leaves over, as one more
+    outcome (the student moves its total mass onto the teacher's likely tokens); false:
+    renormalise both distributions over the top-k (the student matches how the teacher
+    ranks them). The same when `top_k` covers every class."""
     weight: float = 0.5
     """lambda of the clients' distillation term."""
     top_k: int = 10

@@ -126,23 +126,24 @@ class FoundationGroup:
     def partition_numels(self) -> list[int]:
         return self._all("local_numel")
 
-    def top_k(self, inputs: np.ndarray, k: int) -> TopK:
-        """The model's top-k logits on every row of `inputs`; each rank computes a share."""
+    def top_k(self, inputs: np.ndarray, k: int, temperature: float) -> TopK:
+        """The model's top-k distribution at temperature T on every row of `inputs`; each
+        rank computes a share."""
         parts, sizes = equal_shares(len(inputs), len(self.workers))
         rows_per_pass = self._rows_per_pass(inputs)
-        answers = self._call([w.top_k.remote(inputs[part], k, rows_per_pass)
+        answers = self._call([w.top_k.remote(inputs[part], k, temperature, rows_per_pass)
                               for w, part in zip(self.workers, parts)])
         values = np.concatenate([v[:n] for (v, _), n in zip(answers, sizes)])
         indices = np.concatenate([i[:n] for (_, i), n in zip(answers, sizes)])
         return TopK(values, indices)
 
-    def kd_loss(self, inputs: np.ndarray, target: TopK, temperature: float) -> float:
+    def kd_loss(self, inputs: np.ndarray, target: TopK, temperature: float, rest_mass: bool = False) -> float:
         """Mean KD loss of the model against `target` over every counted public position."""
         parts, sizes = equal_shares(len(inputs), len(self.workers))
         rows_per_pass = self._rows_per_pass(inputs)
         answers = self._call([
             w.kd_loss.remote({"inputs": inputs[p], "teacher_values": target.values[p],
-                              "teacher_indices": target.indices[p]}, temperature, rows_per_pass)
+                              "teacher_indices": target.indices[p]}, temperature, rest_mass, rows_per_pass)
             for w, p in zip(self.workers, parts)])
         sums = np.concatenate([a[:n] for a, n in zip(answers, sizes)]).sum(0)
         return float(sums[0] / max(1.0, sums[1]))

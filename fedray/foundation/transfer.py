@@ -111,8 +111,11 @@ class Distiller:
 
     def teacher(self) -> Teaching | None:
         """This round's broadcast: the foundation model's top-k logits on the public set
-        (server -> clients), and a refreshed generated set's tokens; None if neither."""
-        top = self.group.top_k(self.public_inputs, self.cfg.top_k) if self.cfg.server_to_client else None
+        (server -> clients) at the distillation temperature, and a refreshed generated
+        set's tokens; None if neither."""
+        top = None
+        if self.cfg.server_to_client:
+            top = self.group.top_k(self.public_inputs, self.cfg.top_k, self.cfg.temperature)
         refreshed = self.cfg.public.generated and self.cfg.public.refresh_every > 0
         if top is None and not refreshed:
             return None
@@ -122,18 +125,19 @@ class Distiller:
         """Distil the clients' weighted mean into the foundation model; the last KD loss."""
         if not self.cfg.client_to_server or not client_logits or self.cfg.server_steps == 0:
             return float("nan")
-        target = aggregate_top_k(list(client_logits), list(weights), self.cfg.top_k, self.cfg.temperature)
+        target = aggregate_top_k(list(client_logits), list(weights), self.cfg.top_k)
         loss = float("nan")
         for _ in range(self.cfg.server_steps):
             batches = [{"inputs": self.public_inputs[part], "teacher_values": target.values[part],
                         "teacher_indices": target.indices[part]}
                        for part in self._rank_batches()]
-            loss = self.group.train_step(batches, "distill", temperature=self.cfg.temperature)
+            loss = self.group.train_step(batches, "distill", temperature=self.cfg.temperature,
+                                         rest_mass=self.cfg.rest_mass)
         return loss
 
     def kd_loss_on_public(self, target: TopK) -> float:
         """KD loss of the foundation model against `target` over the whole public set."""
-        return self.group.kd_loss(self.public_inputs, target, self.cfg.temperature)
+        return self.group.kd_loss(self.public_inputs, target, self.cfg.temperature, self.cfg.rest_mass)
 
     def save(self, directory: str, tag: str) -> None:
         self.group.save(directory, tag)

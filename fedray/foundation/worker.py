@@ -119,11 +119,12 @@ class ZeroWorker:
         self.engine.step()
         return float(loss.detach().to("cpu"))
 
-    def top_k(self, inputs: np.ndarray, k: int, rows_per_pass: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k logits (values, indices) of this rank's rows of the public set, in passes
-        of `rows_per_pass` rows (the same number of passes on every rank)."""
+    def top_k(self, inputs: np.ndarray, k: int, temperature: float, rows_per_pass: int):
+        """(values, indices) of the top-k distribution at temperature T on this rank's rows
+        of the public set, in passes of `rows_per_pass` rows (as many passes on every rank)."""
         import torch
 
+        from fedray.foundation.distill import top_k_torch
         from fedray.foundation.public import public_task
 
         view, values, indices = public_task(self.spec.info.task), [], []
@@ -131,12 +132,12 @@ class ZeroWorker:
         with torch.no_grad():
             for start in range(0, len(inputs), rows_per_pass):
                 logits, _ = view.forward(self.engine, self._to_device(inputs[start:start + rows_per_pass]))
-                kept = torch.topk(logits.float(), min(k, logits.shape[-1]), dim=-1)
-                values.append(kept.values.to("cpu").numpy())
-                indices.append(kept.indices.to("cpu").numpy())
-        return np.concatenate(values).astype(np.float32), np.concatenate(indices).astype(np.int64)
+                kept = top_k_torch(logits, k, temperature)
+                values.append(kept.values)
+                indices.append(kept.indices)
+        return np.concatenate(values), np.concatenate(indices)
 
-    def kd_loss(self, batch: dict, temperature: float, rows_per_pass: int) -> np.ndarray:
+    def kd_loss(self, batch: dict, temperature: float, rest_mass: bool, rows_per_pass: int) -> np.ndarray:
         """float64 [rows, 2]: per row of the batch, the KD loss summed over its counted
         positions, and their number."""
         import torch
@@ -150,7 +151,8 @@ class ZeroWorker:
             for start in range(0, len(batch["inputs"]), rows_per_pass):
                 part = self._to_device({k: v[start:start + rows_per_pass] for k, v in batch.items()})
                 logits, mask = view.forward(self.engine, part["inputs"])
-                kl = kd_terms(logits, TopK(part["teacher_values"], part["teacher_indices"]), temperature)
+                target = TopK(part["teacher_values"], part["teacher_indices"])
+                kl = kd_terms(logits, target, temperature, rest_mass)
                 mask = torch.ones_like(kl) if mask is None else mask.to(kl.dtype)
                 per_row = [(kl * mask).reshape(len(kl), -1).sum(1), mask.reshape(len(kl), -1).sum(1)]
                 out.append(torch.stack(per_row, 1).double().to("cpu").numpy())
