@@ -209,7 +209,8 @@ def main() -> None:
     from fedray.launcher import prepare
 
     total = time.perf_counter()
-    ray.init(num_gpus=0 if args.cpu else None, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_gpus=0 if args.cpu else None, include_dashboard=False,
+             log_to_driver=False)
     print(f"ray: {ray.cluster_resources()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare(config(args, Path(tmp)))

@@ -102,7 +102,7 @@ def main() -> None:
 
     results = {"uptime_before": uptime()}
     results["reference_perplexity"] = reference_perplexities()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     for name in args.variants.split(","):
         results[name] = one_run(name, VARIANTS[name] + args.overrides, Path(args.output_dir))
         results[f"uptime_after_{name}"] = uptime()
