@@ -1,67 +1,40 @@
-"""The driver: check and build everything, start (or join) Ray, drive the server actor.
+"""Launching a run: check and build everything, start (or join) Ray, hand over to the driver.
 
 Everything that can be wrong with a config is found here before Ray starts and
 reported at once as a ConfigError. The rounds themselves run in the server
-actor; the driver asks for one round at a time, prints a line per round, and
-leaves the run directory consistent however it stops.
+actor; the driver (`fedray.driver`) asks for one round at a time, prints a line
+per round, and leaves the run directory consistent however it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import math
 import os
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
-from fedray.types import RoundResult
+from fedray.driver import Driver, PreparedRun, format_round, resource_problems, run_key  # noqa: F401  (re-exported)
+from fedray.signals import Terminated, sigterm_as_interrupt
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedRun:
-    cfg: RunConfig
-    dataset: FederatedDataset
-    num_params: int
-
-
-def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
-    """Build the data and check every named component; all problems in one ConfigError."""
+def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> PreparedRun:
+    """Build the data and check every named component; all problems in one ConfigError.
+    `local`: the run writes from this machine, so `output_dir` is checked here too (not
+    for `fedray submit`, whose output_dir is a path on the cluster)."""
     import torch
 
-    from fedray.client.attacks import ATTACKS
-    from fedray.hetero.availability import AVAILABILITY, build_availability
-    from fedray.hetero.devices import DEVICE_SOURCES, build_devices
+    from fedray.compress import codec_problems
     from fedray.data.tokenize import TOKENIZERS
     from fedray.models.build import MODELS
-    from fedray.selection import SELECTORS
-    from fedray.strategy.presets import STRATEGIES
-    from fedray.strategy.staleness import STALENESS
+    from fedray.models.flat import param_spec
 
-    problems: list[str] = []
-    for key, registry, name in (
-        ("server.strategy.name", STRATEGIES, cfg.server.strategy.name),
-        ("server.selection.name", SELECTORS, cfg.server.selection.name),
-        ("model.name", MODELS, cfg.model.name),
-        ("clients.attack.name", ATTACKS, cfg.clients.attack.name),
-        ("server.staleness", STALENESS, cfg.server.staleness),
-        ("clients.profiles.source", DEVICE_SOURCES, cfg.clients.profiles.source),
-        ("clients.availability.model", AVAILABILITY, cfg.clients.availability.model),
-        ("data.tokenizer", TOKENIZERS, cfg.data.tokenizer),
-    ):
-        if name is None or name.endswith((".csv", ".parquet")):
-            continue
-        try:
-            registry.get(name)
-        except ValueError as err:
-            problems.append(f"{key}: {err}")
+    problems: list[str] = output_dir_problems(cfg) if local else []
+    problems += component_problems(cfg)
     dataset = None
-    if not problems:
+    if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
             tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
             held_out = cfg.server.foundation_model.model is not None and not cfg.server.distill.public.generated
@@ -76,20 +49,79 @@ def prepare(cfg: RunConfig, source: str | None = None) -> PreparedRun:
                 model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
             num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
             check_adapters(cfg, model, dataset)
+            problems += codec_problems(cfg, param_spec(model))
         except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"model: {err}")
         if cfg.server.foundation_model.model is not None and not problems:
             problems += foundation_problems(cfg, dataset, model)
-    for key, build, section in (("clients.profiles.source", build_devices, cfg.clients.profiles),
-                                ("clients.availability.model", build_availability, cfg.clients.availability)):
-        if not any(p.startswith(key) for p in problems):
-            try:  # reads trace files: a bad one is a config error, found before Ray starts
-                build(section, cfg.clients.num_clients, cfg.seed)
-            except ValueError as err:
-                problems.append(f"{key}: {err}")
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params)
+
+
+def component_problems(cfg: RunConfig) -> list[str]:
+    """Every pluggable piece named in the config resolves, takes the arguments it is
+    given and builds the right kind of object: the algorithm's components, the
+    selector, the data and model builders, simulated hardware, attacks."""
+    import numpy as np
+
+    from fedray.client.attacks import ATTACKS
+    from fedray.compress import build_codecs
+    from fedray.data.partition import PARTITIONERS
+    from fedray.data.datasets import DATASETS
+    from fedray.data.tokenize import TOKENIZERS
+    from fedray.hetero.availability import build_availability
+    from fedray.hetero.devices import build_devices
+    from fedray.lifecycle.contribution import CONTRIBUTIONS
+    from fedray.models.build import MODELS
+    from fedray.privacy import privacy_problems
+    from fedray.selection import SELECTORS
+    from fedray.strategy.algorithm import build_algorithm
+    from fedray.strategy.lora import ADAPTER_AGGREGATIONS
+    from fedray.strategy.staleness import STALENESS
+
+    problems: list[str] = []
+
+    def check(key: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except ConfigError as err:
+            problems.extend(err.problems)
+        except ValueError as err:
+            problems.append(f"{key}: {err}")
+
+    uplink: list = []  # the client codec, if it builds, ends the client chain
+    check("clients.codec", lambda: uplink.append(build_codecs(cfg).uplink))
+    check("server.strategy", lambda: build_algorithm(cfg, codec=uplink[0] if uplink else None))
+    problems += privacy_problems(cfg)
+    check("server.selection.name", lambda: SELECTORS.build(cfg.server.selection.name, cfg.server.selection))
+    check("server.staleness", lambda: _staleness_weight(STALENESS.build(cfg.server.staleness, cfg.server)))
+    check("data.dataset", lambda: DATASETS.check_call(cfg.data.dataset, cfg.data))
+    check("data.partition", lambda: PARTITIONERS.check_call(
+        cfg.data.partition, np.zeros(1, np.int64), cfg.clients.num_clients, cfg.data, np.random.default_rng(0)))
+    check("data.tokenizer", lambda: TOKENIZERS.check_call(cfg.data.tokenizer, cfg.model))
+    check("model.name", lambda: MODELS.check_call(cfg.model.name, cfg.model, None))
+    if cfg.model.peft is not None:
+        check("model.peft.aggregation", lambda: ADAPTER_AGGREGATIONS.get(cfg.model.peft.aggregation))
+    if cfg.clients.attack.name is not None:
+        check("clients.attack.name", lambda: ATTACKS.build(cfg.clients.attack.name))
+    if cfg.server.contribution.enabled:
+        check("server.contribution", lambda: CONTRIBUTIONS.build(cfg.server.contribution.name,
+                                                                 **cfg.server.contribution.args))
+    for key, build, section in (
+        ("clients.profiles.source", build_devices, cfg.clients.profiles),
+        ("clients.availability.model", build_availability, cfg.clients.availability),
+    ):
+        # reads trace files: a bad one is a config error, found before Ray starts
+        check(key, lambda build=build, section=section: build(section, cfg.clients.num_clients, cfg.seed))
+    return problems
+
+
+def _staleness_weight(weight) -> None:
+    """A staleness weighting maps a staleness (int) to a weight in (0, 1]."""
+    value = weight(0) if callable(weight) else None
+    if not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"must map staleness 0 to a weight in (0, 1], got {value!r}")
 
 
 def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
@@ -98,13 +130,15 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
 
     from fedray.models.adapters import client_ranks, lora_layout
     from fedray.models.flat import param_spec
+    from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import build_exchange
 
     if cfg.model.peft is None:
         return
     spec = param_spec(model)
     ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
-    build_exchange(cfg, spec.num_params, lora_layout(spec, cfg.model.peft), ranks, lambda cid: 0)
+    build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
+                   lambda cid: 0)
 
 
 def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
@@ -138,157 +172,84 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-def resource_problems(cfg: RunConfig) -> list[str]:
-    """What the connected cluster can never provide for this run's actors."""
-    from fedray.cluster.resources import check_cluster
-
-    return check_cluster(cfg) if cfg.ray.check_resources else []
-
-
-def format_round(result: RoundResult, rounds: int) -> str:
-    parts = [
-        f"round {result.server_round:>{len(str(rounds))}}/{rounds}",
-        f"clients {result.clients_succeeded}/{result.clients_selected}",
-        f"train_loss {result.train_loss:.4f}",
-    ]
-    if not math.isnan(result.eval_loss):
-        parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
-    if not math.isnan(result.eval_perplexity):
-        parts.append(f"perplexity {result.eval_perplexity:.2f}")
-    parts.append(f"{result.round_wall_s:.2f} s")
-    parts.append(f"sim {result.sim_time_s:.1f} s")
-    return " | ".join(parts)
-
-
 def run(
     prepared: PreparedRun,
     console: Callable[[str], None] = print,
     resume: str | None = None,
+    fresh: bool = False,
 ) -> dict:
-    """Run every round; returns summary.json's content (plus `run_dir`).
+    """Run every round; returns summary.json's content (with `run_dir`, `placement`, `wall_s`).
 
-    With `resume`, continue the run in that directory from its newest complete
-    checkpoint. If the server actor dies, it is restarted from the newest
-    checkpoint up to `server.max_restarts` times.
+    With `resume`, continue the run in that directory from its newest checkpoint that
+    loads, after checking that `prepared.cfg` changes nothing a resume may not change
+    (`fedray.server.resume`); `fresh` lets a directory without a checkpoint start again
+    from round 1. A dead server actor is restarted from the newest checkpoint up to
+    `server.max_restarts` times.
+
+    However the run ends (completed; failed: too few clients, the server gone for good,
+    a file it could not write; interrupted: Ctrl-C or SIGTERM, after the round in
+    progress), summary.json is written, and it claims only rounds whose checkpoint is on
+    disk. Problems found before anything runs raise ConfigError with nothing written.
     """
-    import ray
-    from ray.exceptions import RayActorError
-
-    from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group
-    from fedray.cluster.resources import unplaceable_error
-    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
+    from fedray.config.load import to_yaml
+    from fedray.server.resume import open_for_resume, record_resume
+    from fedray.server.rundir import Location, RunDirectory
 
     cfg = prepared.cfg
     started = time.perf_counter()
-    run_dir = Location.parse(resume) if resume else unique_run_dir(cfg.output_dir, cfg.name)
-    run_dir.mkdir()
+    point = None
+    if resume:
+        run_dir = Location.parse(resume)
+        point = open_for_resume(run_dir, cfg, fresh, console)
+    else:
+        run_dir = create_run_dir(cfg)
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
-
-    with ray_session(cfg), contextlib.ExitStack() as cleanup:
-        missing = resource_problems(cfg)
-        if missing:
-            raise unplaceable_error(missing, "")
-        placement: dict = {"driver_node": ray.get_runtime_context().get_node_id()}
-        ranks = None
-        if cfg.server.foundation_model.model is not None:
-            foundation = cfg.server.foundation_model
-            ranks = reserve_worker_group(foundation, f"fedray/{run_key(run_dir)}/foundation")
-            cleanup.callback(release, ranks)
-            placement["worker_nodes"] = bundle_nodes(ranks)
-            console(f"foundation model: {foundation.num_workers} rank(s) {foundation.placement_strategy.value} "
-                    f"on {len(set(placement['worker_nodes']))} node(s)")
-        server, info = _start_server(prepared, run_dir, bool(resume), 0, console, started, ranks)
-        next_round, placement["server_node"] = info["next_round"], info["server_node"]
-        status, restarts = "interrupted", 0
+    driver = Driver(prepared, run_dir, console, started)
+    with ray_session(cfg), sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
+        driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
+        if point is not None:
+            record_resume(run_dir, cfg, point, console)
+        else:
+            RunDirectory(run_dir).write_config(to_yaml(cfg))
+        status = "failed"  # until the rounds say otherwise
         try:
-            while next_round <= cfg.server.rounds:
-                try:
-                    result, notes = ray.get(server.run_round.remote(next_round))
-                except RayActorError as err:
-                    if restarts >= cfg.server.max_restarts:
-                        console(f"fedray: the server actor died and server.max_restarts="
-                                f"{cfg.server.max_restarts} restarts are used up: {_first_line(err)}")
-                        status = "failed"
-                        break
-                    restarts += 1
-                    console(f"fedray: the server actor died in round {next_round} ({_first_line(err)}); "
-                            f"restart {restarts}/{cfg.server.max_restarts} from the newest checkpoint")
-                    server, info = _start_server(prepared, run_dir, True, restarts, console, started, ranks)
-                    next_round, placement["server_node"] = info["next_round"], info["server_node"]
-                    continue
-                for note in notes:
-                    console(f"  warning: {note}")
-                if result is None:
-                    console(f"fedray: stopping: {notes[-1]}")
-                    status = "failed"
-                    break
-                console(format_round(result, cfg.server.rounds))
-                next_round += 1
-            else:
-                status = "completed"
+            driver.start_server(resume=point is not None and point.after_round > 0)
+            status = driver.run_rounds()
+        except KeyboardInterrupt as err:
+            status = "interrupted"
+            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+            raise
         finally:
-            summary = _finish(server, run_dir, status)
-    summary["run_dir"] = str(run_dir)
-    summary["placement"] = placement
-    summary["wall_s"] = time.perf_counter() - started
-    RunDirectory(run_dir).write_summary(summary)
+            summary = driver.finish(status)
     return summary
 
 
-def run_key(run_dir) -> str:
-    """A name for a run's actors, unique per run directory, so concurrent runs on one
-    cluster never collide: `<dir name>-<hash of its absolute path or URI>`."""
-    text = str(run_dir)
-    if "://" not in text:
-        text = str(Path(text).resolve())
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return f"{text.rstrip('/').rsplit('/', 1)[-1]}-{digest}"
+def create_run_dir(cfg: RunConfig):
+    """A new, empty run directory; ConfigError naming it if it cannot be created."""
+    from fedray.server.rundir import unique_run_dir
 
-
-def _start_server(prepared: PreparedRun, run_dir, resume: bool, restarts: int,
-                  console: Callable[[str], None], started: float, ranks=None):
-    """Create the server actor (resuming from the newest checkpoint if asked); (handle, its start info)."""
-    import ray
-
-    from fedray.cluster.placement import server_options
-    from fedray.server.actor import Server
-
-    cfg = prepared.cfg
-    prefix = f"fedray/{run_key(run_dir)}/{restarts}"
-    server = ray.remote(Server).options(
-        name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
-    ).remote(cfg, prepared.dataset, str(run_dir), prefix, resume, ranks)
-    info = ray.get(server.start.remote())
-    if info["next_round"] > 1:
-        console(f"resuming after round {info['next_round'] - 1}")
-    console(
-        f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
-        f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
-    return server, info
-
-
-def _finish(server, run_dir, status: str) -> dict:
-    """Summary from the server; if it is gone, from the newest checkpoint on disk."""
-    import ray
-    from ray.exceptions import RayActorError
-
-    from fedray.server.actor import summarize
-    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
-    from fedray.server.rundir import RunDirectory
-
+    run_dir = unique_run_dir(cfg.output_dir, cfg.name)
     try:
-        summary = ray.get(server.finish.remote(status))
-        ray.kill(server)
-        return summary
-    except RayActorError:
-        path = latest_checkpoint(RunDirectory(run_dir).checkpoints)
-        if path is None:
-            return {"status": status, "rounds_completed": 0, "final_metrics": {}}
-        return summarize(load_checkpoint(path), status)
+        run_dir.mkdir()
+    except OSError as err:
+        raise ConfigError([f"output_dir: cannot create the run directory {run_dir}: {err}"], "output_dir") from None
+    return run_dir
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def output_dir_problems(cfg: RunConfig) -> list[str]:
+    """A local output_dir must be a directory this process may write into, or creatable as one."""
+    from fedray.server.storage import is_uri
+
+    if is_uri(cfg.output_dir):
+        return []  # object stores are checked by their first write
+    where = os.path.abspath(cfg.output_dir)
+    existing = where
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return [f"output_dir: {existing} is a file, not a directory (output_dir={cfg.output_dir})"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"output_dir: {existing} is not writable by this user (output_dir={cfg.output_dir})"]
+    return []
+
+

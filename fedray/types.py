@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,6 +54,63 @@ class ParamSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class Context:
+    """Where a transform or objective term is applied: the round, the client (None on the
+    server) and the run's seed, from which every random draw derives.
+
+    Randomness never comes from a global generator: `rng(tag)` is seeded from (run seed,
+    round, client, tag), so noise and random codecs are reproducible whichever actor
+    runs the client and in whatever order, and a resumed run draws the same numbers.
+    """
+
+    server_round: int
+    client_id: ClientId | None
+    seed: int
+    num_clients: int = 0
+    """Clients in the federation (N)."""
+    num_aggregated: int = 0
+    """On the server: updates in this round's aggregate (m); 0 on a client."""
+    downlink: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The payloads broadcast this round: on a client, what it received (so a client
+    transform can read e.g. adaptive clipping's clip norm); on the server, what the
+    objective terms sent."""
+    spec: ParamSpec | None = None
+    """The layout (tensor names and shapes) of the update being transformed, where
+    known: the client's own travelling parameters; None on the server."""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """On a client: its per-round instructions (`FitInstructions.config`), e.g. the
+    upload byte budget a rate-adaptive codec sizes its payload to."""
+
+    def rng(self, tag: int = 0) -> np.random.Generator:
+        """A generator for this (run, round, client) and `tag`, the same on every call."""
+        who = 0 if self.client_id is None else self.client_id + 1
+        return np.random.default_rng([self.seed, self.server_round, who, tag, 0xC0417E])
+
+
+def payload_bytes(value: Any) -> int:
+    """Bytes a payload takes on the wire: an array's buffer, or an encoded payload's
+    `num_bytes` (top-k logits, quantised arrays), or the sum over a tuple of them."""
+    if value is None:
+        return 0
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if hasattr(value, "num_bytes"):
+        return int(value.num_bytes)
+    if isinstance(value, (tuple, list)):
+        return sum(payload_bytes(v) for v in value)
+    raise TypeError(f"cannot size a payload of type {type(value).__name__}")
+
+
+@runtime_checkable
+class Sealed(Protocol):
+    """An update the server cannot read on its own (a secure-aggregation masked input):
+    only the round's sum means anything, so the server checks only its form."""
+
+    def problem(self, num_params: int) -> str | None:
+        """Why this cannot be a well-formed update of `num_params` values, or None."""
+
+
+@dataclasses.dataclass(frozen=True)
 class FitInstructions:
     """What the server asks of one client in one round."""
 
@@ -61,8 +118,12 @@ class FitInstructions:
     client_id: ClientId
     seed: int
     """Per (round, client) seed so results do not depend on which actor runs the client."""
+    payloads: tuple[str, ...] = ("params",)
+    """Names of the broadcast payloads that follow the instructions in the call, in order
+    (`params`, the global parameters in this client's layout, always first)."""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Per-round overrides of the training settings (e.g. lr schedules); usually empty."""
+    """Per-round, per-client instructions, handed to the client's transforms as `Context.config`
+    (e.g. `upload_bytes`, the budget of `rate: auto`); usually empty."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,25 +133,35 @@ class ClientResult:
     client_id: ClientId
     server_round: int
     num_examples: int = 0
-    update: np.ndarray | None = None
-    """Flat float32 delta: local weights minus the broadcast global weights."""
+    payloads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """What the client sends back, by name: `delta` (the update: local weights minus the
+    broadcast ones, after the client's transform chain, possibly encoded) and whatever
+    the algorithm's objective terms return (e.g. SCAFFOLD's `control_delta`, top-k
+    `public_logits` for knowledge transfer)."""
+    state: Any = None
+    """The client's kept state after this round (optimizer moments, control variates,
+    transform state such as error-feedback residuals). It stays on the client in a real
+    deployment, so it is not counted in the bytes sent; the server keeps a copy so that
+    it survives checkpoints and actor restarts."""
     train_loss: float = float("nan")
     wall_s: float = 0.0
     """Seconds the client spent on this round, measured on the client."""
     error: str | None = None
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    public_logits: Any = None
-    """The client's top-k logits on the public set (`foundation.distill.TopK`), when
-    clients -> server knowledge transfer is on."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @property
+    def update(self) -> Any:
+        """The `delta` payload (None if absent)."""
+        return self.payloads.get("delta")
+
+    @property
     def num_bytes(self) -> int:
-        update = 0 if self.update is None else int(self.update.nbytes)
-        return update + (0 if self.public_logits is None else self.public_logits.num_bytes)
+        """Bytes sent up: every payload in its travelling (encoded) form."""
+        return sum(payload_bytes(v) for v in self.payloads.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,10 +198,14 @@ class RoundResult:
     """The foundation model's distillation loss after this round's ZeRO steps
     (clients -> server knowledge transfer), NaN without it."""
     eval_perplexity: float = float("nan")
-    """exp(eval_loss): per target token for a language model; NaN when not evaluated."""
+    """exp(eval_loss) per target token for a language model; NaN for other tasks and
+    rounds without an evaluation."""
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Further per-round figures reported by the algorithm's pieces (one column each)."""
 
     def as_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["round"] = row.pop("server_round")
         row["clients"] = list(self.clients)
+        row.update(row.pop("metrics"))
         return row

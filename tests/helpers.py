@@ -13,7 +13,7 @@ def iid_with_an_empty_client(labels, num_clients, cfg, rng):
     return shards
 
 
-TIMING = {"round_wall_s", "wall_s"}
+TIMING = {"round_wall_s", "wall_s", "encode_s", "decode_s", "downlink_encode_s", "downlink_decode_s", "contribution_s"}
 
 
 def untimed(rows):
@@ -29,3 +29,15 @@ def seven_class_head(cfg, info):
     import torch
 
     return torch.nn.Linear(info.num_features, 7)
+
+
+def breaks_in_round_2():
+    """A client transform with a bug that shows in round 2 (for the error-path tests)."""
+    from fedray.transforms import UpdateTransform
+
+    def apply(update, state, params, ctx):
+        if ctx.server_round == 2:
+            return update.nonexistent_method(), state
+        return update, state
+
+    return UpdateTransform(lambda params: (), apply)

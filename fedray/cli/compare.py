@@ -13,10 +13,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import pyarrow.parquet as pq
 import yaml
 
 from fedray.config.errors import ConfigError
+from fedray.server.rundir import read_parquet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +45,20 @@ def time_to_accuracy(rows: Sequence[dict], target: float) -> tuple[int | None, f
 
 
 def summarize_run(run_dir: str | Path, target: float) -> TimeToAccuracy:
-    """Read a run directory's metrics.parquet and config.yaml; ConfigError if it is not one."""
+    """Read a run directory's metrics.parquet and config.yaml; ConfigError naming the file
+    if it is not a run directory or a file in it cannot be read."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.parquet"
     if not metrics.is_file():
         raise ConfigError([f"{run_dir}: no metrics.parquet; not a fedray run directory"], "command line")
-    rows = pq.read_table(metrics).to_pylist()
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config_file = run_dir / "config.yaml"
+    try:
+        rows = read_parquet(metrics).to_pylist()
+        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    except (ValueError, OSError) as err:
+        raise ConfigError([str(err)], "command line") from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"{config_file} is not valid YAML: {err}"], "command line") from None
     server = (config or {}).get("server", {})
     reached, sim_s, wall_s = time_to_accuracy(rows, target)
     accuracies = [r["eval_accuracy"] for r in rows if not math.isnan(r["eval_accuracy"])]

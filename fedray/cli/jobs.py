@@ -161,7 +161,7 @@ def _check_locally(cfg, args: argparse.Namespace) -> None:
     from fedray.launcher import prepare
 
     if not args.skip_local_checks:
-        prepare(cfg, args.config)
+        prepare(cfg, args.config, local=False)
 
 
 def _options(args: argparse.Namespace):

@@ -1,20 +1,25 @@
-"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare`: the command line.
+"""`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
+show-granules`: the command line.
 
-User mistakes (bad config, missing files, resources the cluster lacks, an
-unreachable or refusing cluster) print one clear paragraph to stderr and exit
-with status 2, without a traceback.
+User mistakes (bad config, missing or damaged files, resources the cluster
+lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
+and exit with status 2, without a traceback. Ctrl-C exits with 130 and SIGTERM
+with 143, both after the round in progress, with checkpoints kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Sequence
 
-from fedray.cli import jobs
+from fedray.cli import jobs, unlearn
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
+from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -28,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="YAML config file (not with --resume)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. server.rounds=5")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue RUN_DIR from its newest checkpoint, with its config.yaml")
+                     help="continue RUN_DIR from its newest checkpoint, with its config; overrides "
+                          "may change only what a resume allows (README: Reliability)")
+    run.add_argument("--fresh", action="store_true",
+                     help="with --resume: if RUN_DIR has no checkpoint to continue from, start it "
+                          "again from round 1 (its metrics are replaced)")
 
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
@@ -69,10 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
     report.add_argument("--out", default="report", help="folder for the PNGs and report.md (default report)")
 
+    granules = sub.add_parser("show-granules", help="draw images of a few clients with their granular balls")
+    granules.add_argument("config", metavar="CONFIG_OR_RUN_DIR", help="YAML config, or a run directory")
+    granules.add_argument("overrides", nargs="*", help="key=value overrides")
+    granules.add_argument("--out", default="granules.png", help="PNG to write (default granules.png)")
+
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
-    compare.add_argument("--target", type=float, default=0.85,
-                         help="accuracy to reach (default 0.85)")
+    compare.add_argument("--target", type=_accuracy, default=0.85,
+                         help="accuracy to reach, in [0, 1] (default 0.85)")
+    unlearn.add_parser(sub)
     return parser
 
 
@@ -89,18 +104,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, ClusterError) as err:
+        with sigterm_as_interrupt():
+            return COMMANDS[args.command](args)
+    except (ConfigError, ClusterError, CheckpointError) as err:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("fedray: interrupted; completed rounds and checkpoints are kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"fedray: {how}; completed rounds and checkpoints are kept", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+
+
+def _accuracy(text: str) -> float:
+    """An accuracy target for argparse: a number in [0, 1] (NaN would never be reached)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be an accuracy in [0, 1], got {text!r}")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
     from fedray.config.load import load_config
     from fedray.launcher import prepare, run
+    from fedray.server.resume import current_config, resume_config
 
     config, overrides = args.config, list(args.overrides)
     if args.resume:
@@ -108,21 +137,25 @@ def _run(args: argparse.Namespace) -> int:
             overrides.insert(0, config)
         elif config is not None:
             raise ConfigError([f"give either CONFIG ({config}) or --resume, not both"], "command line")
-        config = os.path.join(args.resume, "config.yaml")
-        if not os.path.isfile(config):
-            raise ConfigError([f"--resume {args.resume}: no config.yaml there; not a fedray run directory"],
-                              "command line")
+        cfg = resume_config(args.resume, overrides)  # refuses what a resume may not change
+        config = str(current_config(args.resume)[0])
     elif config is None:
         raise ConfigError(["fedray run needs a CONFIG file (or --resume RUN_DIR)"], "command line")
-    cfg = load_config(config, overrides)
-    summary = run(prepare(cfg, config), resume=args.resume)
-    final = summary.get("final_metrics", {})
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "round")
-    print(
-        f"fedray: {summary['status']} {summary['rounds_completed']} round(s) in "
-        f"{summary['wall_s']:.1f} s; {metrics}; results in {summary['run_dir']}"
-    )
+    elif args.fresh:
+        raise ConfigError(["--fresh goes with --resume RUN_DIR"], "command line")
+    else:
+        cfg = load_config(config, overrides)
+    summary = run(prepare(cfg, config), resume=args.resume, fresh=args.fresh)
+    print(format_summary(summary))
     return 0 if summary["status"] == "completed" else 1
+
+
+def format_summary(summary: dict) -> str:
+    """The run's last line: status, rounds, time, final metrics (if any round was evaluated), where."""
+    final = summary.get("final_metrics", {})
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "round") or "no evaluated round"
+    return (f"fedray: {summary['status']} {summary['rounds_completed']} round(s) in "
+            f"{summary['wall_s']:.1f} s; {metrics}; results in {summary['run_dir']}")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -154,12 +187,18 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from fedray.experiments.report import load_runs, write_report
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError([f"--out {args.out} exists and is not a directory; name a folder for the report"],
+                          "command line")
     try:
         records = load_runs(args.run_dirs)
     except ValueError as err:
         print(f"fedray report: {err}", file=sys.stderr)
         return EXIT_USAGE
-    result = write_report(records, args.out)
+    try:
+        result = write_report(records, args.out)
+    except OSError as err:
+        raise ConfigError([f"--out {args.out}: cannot write the report there: {err}"], "command line") from None
     print(result.table, end="")
     print(f"fedray: report in {args.out}/: " + ", ".join(f.name for f in result.files))
     return 0
@@ -178,6 +217,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_granules(args: argparse.Namespace) -> int:
+    from fedray.config.load import load_config
+    from fedray.data.federated import build_federated_dataset
+    import numpy as np
+
+    from fedray.data.granular.figure import show_granules
+    from fedray.models.graph_task import granular_cache_dir
+
+    path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
+    cfg = load_config(path, args.overrides)
+    try:
+        dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
+        figure = show_granules(dataset, cfg.data.granular, args.out, granular_cache_dir(cfg))
+    except (ValueError, OSError) as err:
+        raise ConfigError([f"data: {err}"], path) from None
+    counts = figure.nodes_per_image
+    print(f"fedray: {args.out}: clients {list(figure.clients)}, {len(counts)} images, balls per image "
+          f"median {np.median(counts):.0f} (min {counts.min()}, max {counts.max()}) of "
+          f"{figure.pixels_per_image} pixels")
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "validate": _validate,
@@ -189,6 +250,8 @@ COMMANDS = {
     "sweep": jobs.sweep,
     "report": _report,
     "compare": _compare,
+    "unlearn": unlearn.command,
+    "show-granules": _show_granules,
 }
 
 if __name__ == "__main__":

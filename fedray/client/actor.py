@@ -1,53 +1,70 @@
-"""The client Ray actor: holds private shards, trains on request, returns deltas."""
+"""The client Ray actor: holds private shards, trains on request, returns named payloads."""
 
 from __future__ import annotations
 
 import os
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
 
 from fedray.client.attacks import ATTACKS
-from fedray.client.state import ClientStateStore
-from fedray.foundation.distill import Teaching, TopK, kd_regularizer, public_logits, public_tensor
 from fedray.client.train import build_optimizer, train_local
+from fedray.compress import build_codecs
+from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.foundation.distill import public_tensor
+from fedray.foundation.term import client_terms
 from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
-from fedray.models.tasks import TASKS
-from fedray.types import ClientId, ClientResult, FitInstructions
+from fedray.models.tasks import build_task
+from fedray.privacy import with_privacy
+from fedray.privacy.dpsgd import account
+from fedray.privacy.secagg.sessions import Sessions
+from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
+from fedray.strategy.terms import LocalRound
+from fedray.types import ClientId, ClientResult, Context, FitInstructions
+
+NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
+
+
+class NotLoaded(Exception):
+    """A fresh (restarted) actor was asked to train before the server re-sent its shards."""
+
+
+CLIENT_FAILURES: tuple[type[BaseException], ...] = (
+    ValueError, ArithmeticError, OSError, MemoryError, torch.cuda.OutOfMemoryError, NotLoaded)
+"""Why a client may fail a round without anything being wrong with fedray: its data,
+its numerics, its machine. Such a failure is a result the server counts; any other
+exception is a bug (in fedray or in user code) and stops the run with its traceback."""
 
 
 class ClientActor:
     """Hosts one client (`actor_per_client`) or many simulated ones (`pool`).
 
-    The shards are given at creation and never leave the actor. The model is
-    built once; each round it is loaded with the broadcast global weights, trained
-    locally, and the difference is returned as one flat float32 array.
+    Constructor arguments are small (config, data description, client ids), so Ray can
+    restart the actor without objects that may be gone; the shards arrive with `load`,
+    and the server calls it again after a restart. The actor keeps no per-client state
+    between rounds: each `fit` brings the client's kept state from the server's copy
+    and returns the new one, so it survives checkpoints and restarts.
 
     With LoRA (`model.peft`), the base weights load once and stay here; only the
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        info: DataInfo,
-        shards: dict[ClientId, pa.Table],
-        states: dict[ClientId, dict] | None = None,
-        public: np.ndarray | None = None,
-        ranks: dict[ClientId, int] | None = None,
-    ):
+    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: list[ClientId],
+                 ranks: dict[ClientId, int] | None = None):
         limit_threads(cfg.clients.resources.num_cpus)
-        self.cfg = cfg
+        self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
-        self.task = TASKS.build(info.task)
+        self.task = build_task(info, cfg)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.ranks = dict(ranks or {})
@@ -56,19 +73,34 @@ class ClientActor:
             self.layout = lora_layout(self.spec, cfg.model.peft)
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
-        self.shards = shards
-        self._tensors: dict[ClientId, object] = {}
-        self.state = ClientStateStore(states)
+        codecs = build_codecs(cfg)
+        terms = client_terms(cfg, info.task)
+        self.algorithm = with_privacy(build_algorithm(cfg, terms, codecs.uplink), cfg, on_client=True)
+        self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
+        self.secagg = Sessions()
+        """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
+        self.shards: dict[ClientId, pa.Table] = {}
+        self._tensors: dict[ClientId, Any] = {}
+        self.public = None
         attack = cfg.clients.attack
-        self._attack = ATTACKS.get(attack.name) if attack.name and attack.clients else None
+        self._attack = ATTACKS.build(attack.name) if attack.name and attack.clients else None
         # Reused for every result: Ray copies a return value into the object store
         # before this actor runs its next call, so one buffer serves all rounds.
         self._delta = np.empty(self.spec.num_params, dtype=np.float32)
-        self.task_name = info.task
-        self.public = None if public is None else public_tensor(info.task, public, self.device)
         # torch.optim imports torch._dynamo on first use (~1.4 s): pay it at start-up,
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
+
+    def load(self, shards: dict[ClientId, pa.Table], public: np.ndarray | None = None) -> dict:
+        """Take the hosted clients' shards (and the public inputs of knowledge transfer,
+        as `fedray.foundation.public` arrays them); where this actor runs."""
+        assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
+        # Prepared now, in parallel with the other actors' start-up: for some tasks this
+        # is real work (segmenting images into granular balls), not just a copy.
+        self.shards = shards
+        self._tensors = {cid: self._prepare(cid) for cid in shards}
+        self.public = None if public is None else public_tensor(self.info.task, public, self.device)
+        return self.describe()
 
     def describe(self) -> dict:
         """Where this actor runs and what it holds (for logs and placement checks)."""
@@ -78,76 +110,101 @@ class ClientActor:
             "node_ip": ray.util.get_node_ip_address(),
             "device": str(self.device),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "clients": sorted(self.shards),
+            "clients": self.hosted,
+            "loaded": bool(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, global_params: np.ndarray, teacher: Teaching | None = None,
-            merges: tuple = ()) -> ClientResult:
-        """Train client `ins.client_id` from `global_params` (in its own layout) after
-        folding any new `merges` into the base, distilling from `teacher` on the public
-        set if given; failures come back as results."""
+    def fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, *payloads: Any) -> ClientResult:
+        """Train client `ins.client_id` from the broadcast `payloads` (named by
+        `ins.payloads`; `params` first, in its own layout) and its kept `state` (None:
+        a first round), after folding any new `merges` into the base. A client failure
+        (`CLIENT_FAILURES`) comes back as a result; anything else raises."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, global_params, merges, start, teacher)
-        except Exception as exc:  # a failed client is data for the server, not a crash
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            return ClientResult(
-                client_id=ins.client_id,
-                server_round=ins.server_round,
-                wall_s=time.perf_counter() - start,
-                error=detail,
-            )
+            return self._fit(ins, state, merges, dict(zip(ins.payloads, payloads)), start)
+        except CLIENT_FAILURES as exc:
+            detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
+                                wall_s=time.perf_counter() - start, error=detail)
 
-    def _fit(self, ins: FitInstructions, global_params: np.ndarray, merges: tuple, start: float,
-             teacher: Teaching | None) -> ClientResult:
+    def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
+             start: float) -> ClientResult:
         cid = ins.client_id
-        if cid not in self.shards:
-            raise KeyError(f"client {cid} is not hosted on this actor")
-        data = self._tensors.get(cid)
-        if data is None:
-            data = self._tensors[cid] = self.task.prepare(self.shards[cid], self.device)
+        data = self._data(cid)
         spec = self._activate(cid, merges)
-        set_flat(self.model, spec, global_params)
-        result = train_local(
-            self.model,
-            self.task,
-            data,
-            self.cfg.train,
-            seed=ins.seed,
-            optimizer_state=self.state.get(cid, "optimizer"),
-            regularizer=self._distillation(teacher),
-        )
-        self.state.put(cid, "optimizer", result.optimizer_state)
+        payloads, figures = self._decode_broadcast(payloads)
+        params = payloads["params"]
+        set_flat(self.model, spec, params)
+        ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads,
+                      spec=spec, config=ins.config)
+        kept = state if state is not None else initial_client_state(self.algorithm, params)
+        local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public)
+        terms = self.algorithm.terms
+        regularizers = [r for t, s in zip(terms, kept.terms) if (r := t.objective(local, s)) is not None]
+        trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
+                              optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
-        update = get_delta(self.model, spec, global_params, out=out)
-        if self._attack is not None and cid in self.cfg.clients.attack.clients:
-            update = self._attack(update, self.cfg.clients.attack)
+        delta = get_delta(self.model, spec, params, out=out)
+        local = local._replace(delta=delta, steps=trained.steps)
+        uplink, term_states = {}, []
+        for term, term_state in zip(terms, kept.terms):
+            sent, term_state = term.finish(local, term_state)
+            uplink.update(sent)
+            term_states.append(term_state)
+        if self._attacks(cid) and self._attack.update is not None:
+            delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
+        encoding = time.perf_counter()
+        delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        if self.algorithm.client_transforms.decode is not None:
+            figures["encode_s"] = time.perf_counter() - encoding
+        if "secagg" in payloads:  # secure aggregation: only the masked update leaves the client
+            delta = self.secagg.masked_input(cid, payloads["secagg"], delta, trained.num_examples, ctx.rng(0x5EC))
+        privacy = kept.privacy
+        if self.cfg.train.dp is not None:
+            privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
+        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
-            num_examples=result.num_examples,
-            update=update,
-            train_loss=result.loss,
+            num_examples=trained.num_examples,
+            payloads={"delta": delta, **uplink},
+            state=None if new_state.is_empty() else new_state,
+            train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
-            metrics={"steps": float(result.steps), "loss_sq": result.loss_sq},
-            public_logits=self._public_logits(),
+            metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
+                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
         )
 
-    def _distillation(self, teaching: Teaching | None):
-        kd = self.cfg.server.distill
-        if teaching is not None and teaching.public is not None:  # a refreshed public set
-            self.public = public_tensor(self.task_name, teaching.public, self.device)
-        if teaching is None or teaching.teacher is None or self.public is None or kd.weight == 0:
-            return None
-        return kd_regularizer(self.task_name, self.public, teaching.teacher, kd.weight, kd.temperature,
-                              self.cfg.train.batch_size, kd.rest_mass)
+    def stage(self, client_id: ClientId, message: Any) -> Any:
+        """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""
+        assert client_id in self.hosted, f"client {client_id} is not hosted on this actor"
+        return self.secagg.answer(client_id, message)
 
-    def _public_logits(self) -> TopK | None:
-        """This client's top-k logits on the public set (clients -> server transfer)."""
-        if self.public is None or not self.cfg.server.distill.client_to_server:
-            return None
-        kd = self.cfg.server.distill
-        return public_logits(self.model, self.task_name, self.public, kd.top_k, kd.temperature)
+    def _decode_broadcast(self, payloads: dict) -> tuple[dict, dict]:
+        """The broadcast with encoded payloads decoded, each once on this actor; the
+        decode figures for the round's metrics."""
+        if self.downlink is None:
+            return payloads, {}
+        payloads, seconds, decodes = self.downlink.decode(payloads)
+        return payloads, {"downlink_decode_s": seconds, "downlink_decodes": float(decodes)}
+
+    def _attacks(self, cid: ClientId) -> bool:
+        return self._attack is not None and cid in self.cfg.clients.attack.clients
+
+    def _data(self, cid: ClientId) -> Any:
+        """The client's training data on this actor's device (prepared by `load`)."""
+        if cid not in self._tensors:
+            if cid in self.hosted:
+                raise NotLoaded(cid)
+            raise AssertionError(f"client {cid} is not hosted on this actor")
+        return self._tensors[cid]
+
+    def _prepare(self, cid: ClientId) -> Any:
+        data = self.task.prepare(self.shards[cid], self.device)
+        if self._attacks(cid) and self._attack.data is not None:
+            data = self._attack.data(data, self.cfg.clients.attack, self.info.num_classes)
+        return data
 
     def _activate(self, cid: ClientId, merges: tuple):
         """The travelling parameters of this client: its rank's adapter over a base
@@ -157,9 +214,11 @@ class ClientActor:
         self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
         return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
 
-    def has_state(self, client_id: ClientId) -> bool:
-        return bool(self.state.get(client_id, "optimizer"))
 
-    def export_state(self) -> dict[ClientId, dict]:
-        """Kept per-client state, for the server's checkpoint."""
-        return self.state.export()
+def _sum(regularizers: list):
+    """One regularizer adding up several (None if there are none)."""
+    if not regularizers:
+        return None
+    if len(regularizers) == 1:
+        return regularizers[0]
+    return lambda model, generator: sum(r(model, generator) for r in regularizers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,8 @@ class LocalTrainResult:
     steps: int
     """Optimizer steps (each sums `grad_accum_steps` minibatches)."""
     optimizer_state: dict[str, Any] | None
+    sample_rate: float = 0.0
+    """DP-SGD: each example's probability of joining a step (0 without `train.dp`)."""
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -67,6 +70,8 @@ def train_local(
     """
     if task.num_examples(data) == 0:
         raise ValueError("the client has no training examples")
+    if cfg.dp is not None:
+        return train_private(model, task, data, cfg, seed, optimizer_state)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg)
@@ -119,4 +124,51 @@ def train_local(
         num_examples=task.num_examples(data),
         steps=steps,
         optimizer_state=state,
+    )
+
+
+def train_private(model: torch.nn.Module, task: Task, data: Any, cfg: TrainConfig, seed: int,
+                  optimizer_state: dict[str, Any] | None = None) -> LocalTrainResult:
+    """Local DP-SGD (`train.dp`, `fedray.privacy.dpsgd`): Poisson-sampled minibatches
+    from the seeded generator, per-example clipping and Gaussian noise through Opacus.
+    An epoch is num_examples / batch_size steps, the expected number to see each
+    example once; `local_steps` overrides it as usual."""
+    from fedray.privacy.dpsgd import noise_only_step, poisson_batches, private, release
+
+    n = task.num_examples(data)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, cfg)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=params[0].device).manual_seed(seed ^ 0x5EED_D9)
+    module, dp_optimizer = private(model, optimizer, cfg.dp, cfg.batch_size, noise)
+    steps = cfg.local_steps or cfg.local_epochs * max(1, round(n / cfg.batch_size))
+    full = next(iter(task.batches(data, n, generator)))  # the shard as one batch; samples come from it
+    total_loss, total_sq, batches = 0.0, 0.0, 0
+    with warnings.catch_warnings():
+        # Opacus hooks on a model whose inputs need no gradient (LoRA over a frozen base) warn every step
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        try:
+            dp_optimizer.zero_grad(set_to_none=True)
+            for batch, size in poisson_batches(full, n, cfg.batch_size, steps, generator):
+                if size == 0:
+                    noise_only_step(dp_optimizer, params)
+                else:
+                    loss = task.loss(module, batch)
+                    loss.backward()
+                    dp_optimizer.step()
+                    value = float(loss.detach())
+                    total_loss, total_sq, batches = total_loss + value, total_sq + value * value, batches + 1
+                dp_optimizer.zero_grad(set_to_none=True)
+        finally:
+            release(module)
+    return LocalTrainResult(
+        loss=total_loss / max(1, batches),
+        loss_sq=total_sq / max(1, batches),
+        num_examples=n,
+        steps=steps,
+        optimizer_state=optimizer.state_dict() if cfg.persist_optimizer_state else None,
+        sample_rate=min(1.0, cfg.batch_size / n),
     )

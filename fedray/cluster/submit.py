@@ -136,13 +136,21 @@ def runtime_env(cfg: RunConfig, options: SubmitOptions) -> dict:
     excludes = list(_EXCLUDES)
     if "://" not in cfg.output_dir and not os.path.isabs(cfg.output_dir):
         excludes.append(cfg.output_dir)  # earlier local runs' outputs do not travel
-    env: dict = {"working_dir": str(working_dir), "excludes": excludes, "env_vars": dict(options.env_vars)}
+    env_vars = {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_s(cfg)), **options.env_vars}
+    env: dict = {"working_dir": str(working_dir), "excludes": excludes, "env_vars": env_vars}
     package = Path(fedray.__file__).resolve().parent
     if not package.is_relative_to(working_dir):
         env["py_modules"] = [str(package)]
     if options.pip:
         env["pip"] = list(options.pip)
     return env
+
+
+def stop_wait_s(cfg: RunConfig) -> int:
+    """Seconds `ray job stop` waits after its SIGTERM before it kills the job (Ray's default
+    is 3): enough for the round in progress to end (`server.round_timeout_s` bounds it) and
+    the summary to be written. `--env RAY_JOB_STOP_WAIT_TIME_S=N` replaces it."""
+    return int(cfg.server.round_timeout_s or 600) + 60
 
 
 def entrypoint(config: str, overrides: Sequence[str], options: SubmitOptions) -> str:

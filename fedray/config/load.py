@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Iterable
+import re
+from typing import Any, Iterable
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -12,14 +14,33 @@ from omegaconf.errors import OmegaConfBaseException
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 
+_PASSTHROUGH = ("server.foundation_model.deepspeed",)
+"""Sections handed on untouched (DeepSpeed checks its own config); not value-checked here."""
+
 
 def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> RunConfig:
     """Merge and check a config; raise ConfigError naming every bad key and the file."""
-    source = str(path) if path is not None else "<defaults>"
+    if path is None:
+        return load_config_text(None, "<defaults>", overrides)
+    source = str(path)
+    if not os.path.isfile(source):
+        raise ConfigError([f"config file not found: {source}"], source)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([f"cannot read {source}: {err}"], source) from None
+    return load_config_text(text, source, overrides)
+
+
+def load_config_text(text: str | None, source: str, overrides: Iterable[str] = ()) -> RunConfig:
+    """`load_config` for YAML text already read (from `source`, named in messages);
+    None: the schema's defaults."""
+    overrides = list(overrides)
     merged = OmegaConf.structured(RunConfig)
     problems: list[str] = []
-    if path is not None:
-        merged = _merge_file(merged, source, problems)
+    if text is not None:
+        merged = _merge_text(merged, text, source, problems)
     for item in overrides:
         merged = _merge_override(merged, item, problems)
     # Bad keys were skipped above, so the value checks still run on the rest and
@@ -30,8 +51,9 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
         problems += err.problems
     except OmegaConfBaseException as err:
         problems.append(_describe(err))
+    problems += [p for p in _value_problems(merged) if not any(q.startswith(p.split(" ", 1)[0]) for q in problems)]
     if problems:
-        raise ConfigError(problems, source)
+        raise _attributed(problems, source, overrides)
     return cfg
 
 
@@ -46,17 +68,40 @@ def override_value(value: object) -> str:
     return text.removesuffix("...").strip()
 
 
-def _merge_file(base: DictConfig, path: str, problems: list[str]) -> DictConfig:
-    if not os.path.isfile(path):
-        problems.append(f"config file not found: {path}")
-        return base
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML would keep the
+    last one and silently drop the first (a whole `server:` block, say)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' repeats the one on line {seen[key]}; "
+                "YAML would silently keep only the last", key_node.start_mark)
+        seen.setdefault(key, line)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _merge_text(base: DictConfig, text: str, source: str, problems: list[str]) -> DictConfig:
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
-        problems.append(f"not valid YAML: {err}")
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        reason = getattr(err, "problem", None) or str(err)
+        problems.append(f"not valid YAML: {where}{reason}")
         return base
     if raw is None:
+        problems.append(f"{source} is empty (no settings); write `{{}}` in it to run on the defaults")
         return base
     if not isinstance(raw, dict):
         problems.append(f"the top level must be a mapping of sections, got {type(raw).__name__}")
@@ -90,6 +135,53 @@ def _merge_override(base: DictConfig, item: str, problems: list[str]) -> DictCon
     except OmegaConfBaseException as err:
         problems.append(f"override {item!r}: {_describe(err)}")
         return base
+
+
+def _value_problems(merged: DictConfig) -> list[str]:
+    """Values no key can take: infinite or NaN numbers (a learning rate of inf passes
+    `> 0` and then spoils every update), and strings with NUL bytes (no path may hold one)."""
+    try:
+        tree = OmegaConf.to_container(merged, enum_to_str=True)
+    except OmegaConfBaseException:
+        return []
+    out: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if key in _PASSTHROUGH:
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            out.append(f"{key} must be a finite number, got {node}")
+        elif isinstance(node, str) and "\0" in node:
+            out.append(f"{key} must not contain a NUL byte, got {node!r}")
+
+    walk(tree, "")
+    return out
+
+
+def _attributed(problems: list[str], source: str, overrides: list[str]) -> ConfigError:
+    """Say which problems come from `key=value` overrides (the command line, a sweep's
+    grid) rather than from the file."""
+    keys = {item.split("=", 1)[0].strip(): item for item in overrides if "=" in item}
+    out, from_command_line = [], 0
+    for problem in problems:
+        items = [item for key, item in keys.items() if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", problem)]
+        if problem.startswith("override ") or items:
+            from_command_line += 1
+        out.append(f"{problem} (set by override {' '.join(items)})" if items and not
+                   problem.startswith("override ") else problem)
+    if from_command_line == len(problems):
+        where = "key=value overrides" + ("" if source == "<defaults>" else f" of {source}")
+    elif from_command_line:
+        where = f"{source} and its key=value overrides"
+    else:
+        where = source
+    return ConfigError(out, where)
 
 
 def _describe(err: OmegaConfBaseException) -> str:

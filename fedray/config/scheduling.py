@@ -195,6 +195,7 @@ class PowerOfChoiceConfig:
 class SelectionConfig:
     name: str = "random"
     """Client selector: `random`, `oort`, `power_of_choice`, `deadline`, `pareto`,
+    `poisson` (each client joins with probability clients_per_round / num_clients),
     or a dotted path to a builder."""
     oort: OortConfig = field(default_factory=OortConfig)
     deadline: DeadlineConfig = field(default_factory=DeadlineConfig)

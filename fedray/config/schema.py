@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
     AvailabilityConfig,
     ComputeTime,
@@ -42,7 +43,9 @@ from fedray.config.sections import (  # noqa: F401  (part of this schema; re-exp
     AttackConfig,
     ClientsConfig,
     TrainConfig,
-    StrategyConfig,
+    DPSGDConfig,
+    ComponentConfig,
+    component,
     ValidationConfig,
 )
 from fedray.config.foundation import (  # noqa: F401  (part of this schema; re-exported)
@@ -74,8 +77,25 @@ class ServerConfig:
     deadline_s: Optional[float] = None
     """Simulated seconds a round may last: results that would finish later are late
     (dropped, or in `async` mode dropped as timed out). null: no deadline."""
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: ComponentConfig = component("fedavg")
+    """The named algorithm: `fedavg`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`,
+    `fedprox`, `scaffold`, or a dotted path; its hyper-parameters in `args`."""
+    aggregator: ComponentConfig = component("weighted_mean")
+    """How the round's updates are combined: `weighted_mean`, `median`, `trimmed_mean`,
+    `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""
+    transforms: List[ComponentConfig] = field(default_factory=list)
+    """Server transforms applied, in order, to the aggregate before the strategy's own
+    step (e.g. central noise, clipping)."""
+    codec: ComponentConfig = component("none")
+    """How the broadcast parameters travel: encoded once per round, decoded once per
+    client actor (`none`, `fp16`, `bf16`, `int8`, `gain` with a fixed rate)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    privacy: Optional[ComponentConfig] = None
+    """Client-level differential privacy: `fixed_clip` or `adaptive_clip` (DP-FedAvg)
+    with their `args`; null: off."""
+    secure_aggregation: Optional[ComponentConfig] = None
+    """`secagg_plus` (SecAgg+) with its `args`: the server sees only the round's sum;
+    null: off."""
     round_timeout_s: Optional[float] = 600.0
     """Results not in after this many seconds count as failed for the round."""
     min_clients: int = 1
@@ -96,6 +116,10 @@ class ServerConfig:
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
     """Resources of the server actor. It mostly waits and aggregates, so by default it
     reserves no CPU and does not take a slot from the clients."""
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    """Record of the accepted client updates, for unlearning (`fedray unlearn`)."""
+    contribution: ContributionConfig = field(default_factory=ContributionConfig)
+    """Per-round valuation of each aggregated client's update, and the incentive payout."""
 
     def errors(self) -> list[str]:
         out = []
@@ -141,7 +165,6 @@ class ServerConfig:
             out.append(f"server.max_staleness must be >= 0 or null, got {self.max_staleness}")
         if self.deadline_s is not None and not self.deadline_s > 0:
             out.append(f"server.deadline_s must be > 0 or null, got {self.deadline_s}")
-        out += self.strategy.errors()
         out += self.selection.errors()
         out += self.validation.errors()
         out += self.foundation_model.errors()
@@ -152,6 +175,7 @@ class ServerConfig:
             out.append("server.distill.public.refresh_every needs server.mode=sync: an asynchronous "
                        "client may still be answering on the previous public set")
         out += self.resources.errors("server.resources")
+        out += self.ledger.errors() + self.contribution.errors()
         return out
 
 
@@ -204,4 +228,5 @@ class RunConfig:
                 f"model.peft.client_ranks has {len(peft.client_ranks)} ranks for "
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
+        out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
         return out

@@ -1,5 +1,5 @@
 """Configuration sections that stand on their own: Ray, data, model, resources,
-clients, local training, strategy, validation. `fedray.config.schema` composes them
+clients, local training, components, validation. `fedray.config.schema` composes them
 into `RunConfig` (and re-exports them); the same rules apply: unknown keys are
 errors, and `errors()` names every bad value's key.
 """
@@ -12,6 +12,7 @@ import re
 from dataclasses import field
 from typing import Any, Dict, List, Optional
 
+from fedray.config.granular import GranularConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 
 class Placement(enum.Enum):
@@ -73,6 +74,21 @@ class Precision(enum.Enum):
 
 
 @dataclasses.dataclass
+class ComponentConfig:
+    """A pluggable piece of the algorithm: a registered name (or a dotted path
+    `package.module:factory` to your own) and the keyword arguments of its factory.
+    `args` are checked against the factory's signature before the run starts."""
+
+    name: str = ""
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+def component(name: str, **args: Any) -> Any:
+    """A default `{name, args}` section (for `field(default_factory=...)`)."""
+    return field(default_factory=lambda: ComponentConfig(name, dict(args)))
+
+
+@dataclasses.dataclass
 class RayConfig:
     address: Optional[str] = None
     """null: start a local Ray (or join the job's cluster under `ray job submit`);
@@ -98,13 +114,22 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`, `text`, `shakespeare`) or a dotted path
-    `pkg.module:builder`."""
+    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`) or a
+    dotted path `pkg.module:builder`."""
     partition: str = "iid"
-    """How examples are split among clients: `iid`, `dirichlet` (label skew) or
-    `natural` (one client per owner: a text file or folder, a Shakespeare role)."""
+    """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
+    (each client gets `shards_per_client` label-sorted shards) or `natural` (one
+    client per owner: a text file or folder, a Shakespeare role)."""
     alpha: float = 0.5
     """Dirichlet concentration; smaller is more non-IID. Used by `dirichlet`."""
+    shards_per_client: int = 2
+    """`shards`: the data sorted by label is cut into num_clients x this many equal
+    shards and each client gets this many at random (McMahan et al., 2017)."""
+    max_examples: Optional[int] = None
+    """Keep about this many examples, a random subset stratified by class (null: all)."""
+    granular: Optional[GranularConfig] = None
+    """Segment images into granular-ball graphs on each client (GrBFL), for
+    `model.name: grb_gnn`; null keeps pixels. `{}` takes the defaults."""
     test_fraction: float = 0.2
     """Share of the dataset held out on the server for evaluation (per class, or per
     owner for text, so every owner is represented)."""
@@ -112,7 +137,7 @@ class DataConfig:
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
     """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
-    are one owner each."""
+    are one owner each. `idx`: the folder of MNIST-format IDX files."""
     text_field: str = "text"
     """Key of the document text in each JSONL record."""
     seq_len: int = 128
@@ -139,6 +164,12 @@ class DataConfig:
             out.append(
                 f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"
             )
+        if self.shards_per_client < 1:
+            out.append(f"data.shards_per_client must be >= 1, got {self.shards_per_client}")
+        if self.max_examples is not None and self.max_examples < 1:
+            out.append(f"data.max_examples must be >= 1 or null, got {self.max_examples}")
+        if self.granular is not None:
+            out += self.granular.errors()
         return out
 
 
@@ -241,6 +272,8 @@ class ResourcesConfig:
             out.append(f"{prefix}.num_cpus must be >= 0, got {self.num_cpus}")
         if self.num_gpus < 0:
             out.append(f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
+        if self.memory is not None and self.memory < 0:
+            out.append(f"{prefix}.memory must be >= 0 bytes or null, got {self.memory}")
         elif self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             out.append(f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}")
         for key, value in self.custom.items():
@@ -295,11 +328,33 @@ class AttackConfig:
     """Simulated malicious clients, for robustness experiments (off by default)."""
 
     name: Optional[str] = None
-    """`nan`, `wrong_shape`, `scale`, `sign_flip`, or a dotted path; null: no attack."""
+    """On the update: `nan`, `wrong_shape`, `scale`, `sign_flip`, `gaussian`; on the
+    data: `label_flip`, `backdoor`; or a dotted path; null: no attack."""
     clients: List[int] = field(default_factory=list)
     """Ids of the attacking clients."""
     scale: float = 100.0
     """Factor for `scale` (the update is multiplied by it)."""
+    std: float = 1.0
+    """`gaussian`: the update is replaced by N(0, std^2) noise in every coordinate."""
+    target: int = 0
+    """`backdoor`: the label that inputs carrying the trigger are trained to."""
+    trigger: List[int] = field(default_factory=list)
+    """`backdoor`: indices of the (flattened) input features the trigger sets to
+    `trigger_value`; empty: the last four."""
+    trigger_value: float = 1.0
+    """`backdoor`: the value the trigger's features are set to."""
+    fraction: float = 0.5
+    """`backdoor`: share of the attacker's examples given the trigger and the target label."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if not self.std > 0:
+            out.append(f"clients.attack.std must be > 0, got {self.std}")
+        if not 0 < self.fraction <= 1:
+            out.append(f"clients.attack.fraction must be in (0, 1], got {self.fraction}")
+        if self.target < 0:
+            out.append(f"clients.attack.target must be a label >= 0, got {self.target}")
+        return out
 
 
 @dataclasses.dataclass
@@ -322,6 +377,20 @@ class ClientsConfig:
     max_failures: Optional[int] = 5
     """A client that failed this many times in a row is no longer selected
     (null: always retried). A failed client is retried on a later round."""
+    transforms: List[ComponentConfig] = field(default_factory=list)
+    """The client chain: update transforms applied, in order, to each client's update
+    before it leaves the client (e.g. `clip_by_global_norm`); their state is kept per
+    client id."""
+    objective: List[ComponentConfig] = field(default_factory=list)
+    """Terms added to every client's local objective (e.g. `proximal`), on top of those
+    the strategy brings (FedProx's, SCAFFOLD's)."""
+    excluded: List[int] = field(default_factory=list)
+    """Ids of clients never selected (e.g. the clients `fedray unlearn` forgets); their
+    data stays where the partition put it, so every other client's shard is unchanged."""
+    codec: ComponentConfig = component("none")
+    """How each update travels: the last step of the client chain, decoded by the server
+    before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
+    `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
 
     def errors(self) -> list[str]:
         out = []
@@ -334,6 +403,13 @@ class ClientsConfig:
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
         if bad:
             out.append(f"clients.attack.clients {bad} are not client ids in [0, {self.num_clients})")
+        out += self.attack.errors()
+        bad = sorted(c for c in self.excluded if not 0 <= c < self.num_clients)
+        if bad:
+            out.append(f"clients.excluded {bad} are not client ids in [0, {self.num_clients})")
+        if self.num_clients and len(set(self.excluded)) >= self.num_clients:
+            out.append(f"clients.excluded leaves no client to select ({len(set(self.excluded))} of "
+                       f"{self.num_clients} excluded)")
         if self.max_failures is not None and self.max_failures < 1:
             out.append(f"clients.max_failures must be >= 1 or null, got {self.max_failures}")
         out += self.resources.errors("clients.resources")
@@ -369,6 +445,31 @@ class ClientsConfig:
 
 
 @dataclasses.dataclass
+class DPSGDConfig:
+    """Local DP-SGD (Abadi et al. 2016) through Opacus: every example's gradient is
+    clipped, Gaussian noise is added to each step's sum, and minibatches are Poisson
+    samples (each example joins with probability batch_size / examples), which is what
+    the accountant assumes. Only trainable parameters are privatised (LoRA adapters)."""
+
+    noise_multiplier: float = 1.0
+    """Noise std over `max_grad_norm` per step; 0 clips without noise (epsilon infinite)."""
+    max_grad_norm: float = 1.0
+    """Per-example gradient L2 bound C."""
+    delta: float = 1e-5
+    """The delta at which each client's epsilon is reported (clients.parquet `dp_epsilon`)."""
+
+    def errors(self) -> list[str]:
+        out = []
+        if self.noise_multiplier < 0:
+            out.append(f"train.dp.noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if not self.max_grad_norm > 0:
+            out.append(f"train.dp.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not 0 < self.delta < 1:
+            out.append(f"train.dp.delta must be in (0, 1), got {self.delta}")
+        return out
+
+
+@dataclasses.dataclass
 class TrainConfig:
     local_epochs: int = 1
     local_steps: Optional[int] = None
@@ -387,9 +488,11 @@ class TrainConfig:
     """Autocast of the forward pass: `auto` uses it where the device supports it."""
     max_grad_norm: Optional[float] = None
     """Clip each step's gradient to this global norm; null: no clipping."""
+    dp: Optional[DPSGDConfig] = None
+    """Local DP-SGD on every client; null: off."""
 
     def errors(self) -> list[str]:
-        out = []
+        out = [] if self.dp is None else self.dp.errors()
         if self.grad_accum_steps < 1:
             out.append(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -406,34 +509,6 @@ class TrainConfig:
             out.append(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             out.append(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        return out
-
-
-@dataclasses.dataclass
-class StrategyConfig:
-    """Server-side aggregation and update rule."""
-
-    name: str = "fedavg"
-    """`fedavg`, `fedavgm`, `fedadam`, or a dotted path to a builder."""
-    server_lr: float = 1.0
-    """Scale of the aggregated update (fedavgm, fedadam)."""
-    momentum: float = 0.9
-    """Server momentum (fedavgm)."""
-    beta1: float = 0.9
-    beta2: float = 0.99
-    eps: float = 1e-3
-    """Adaptivity of fedadam (Reddi et al. 2021 use tau = 1e-3)."""
-
-    def errors(self) -> list[str]:
-        out = []
-        if not self.server_lr > 0:
-            out.append(f"server.strategy.server_lr must be > 0, got {self.server_lr}")
-        for key in ("momentum", "beta1", "beta2"):
-            value = getattr(self, key)
-            if not 0 <= value < 1:
-                out.append(f"server.strategy.{key} must be in [0, 1), got {value}")
-        if not self.eps > 0:
-            out.append(f"server.strategy.eps must be > 0, got {self.eps}")
         return out
 
 

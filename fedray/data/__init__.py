@@ -1,5 +1,6 @@
 """Datasets, partitioning among clients, and the Arrow tables that carry them."""
 
+from fedray.data import images as _images  # noqa: F401  (registers 'mnist5k' and 'idx')
 from fedray.data import shakespeare as _shakespeare  # noqa: F401  (registers 'shakespeare')
 from fedray.data.federated import DataInfo, FederatedDataset, build_federated_dataset
 

@@ -30,6 +30,8 @@ class DataInfo:
     """Token ids a language model must embed (text datasets; 0 otherwise)."""
     seq_len: int = 0
     """Tokens per training row (text datasets; 0 otherwise)."""
+    image_shape: tuple[int, ...] = ()
+    """(height, width) of image datasets, whose rows are row-major pixels; () otherwise."""
 
 
 class ArrayDataset(NamedTuple):
@@ -38,6 +40,11 @@ class ArrayDataset(NamedTuple):
     x: np.ndarray
     y: np.ndarray
     num_classes: int
+    image_shape: tuple[int, ...] = ()
+    """(height, width) when each row of `x` is a row-major image with pixels in [0, 1]."""
+    test_mask: np.ndarray | None = None
+    """True for the rows of a dataset's own test split (e.g. MNIST's t10k files),
+    which then replaces the stratified held-out split."""
 
     @property
     def groups(self) -> np.ndarray:
@@ -50,7 +57,7 @@ class ArrayDataset(NamedTuple):
 
     @property
     def info(self) -> DataInfo:
-        return DataInfo("classification", self.x.shape[1], self.num_classes)
+        return DataInfo("classification", self.x.shape[1], self.num_classes, image_shape=self.image_shape)
 
     def table(self, rows: np.ndarray) -> pa.Table:
         return features_table(self.x[rows], self.y[rows])
@@ -69,4 +76,4 @@ def digits(cfg: DataConfig) -> ArrayDataset:
 
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
-    return ArrayDataset(x, bunch.target.astype(np.int64), 10)
+    return ArrayDataset(x, bunch.target.astype(np.int64), 10, image_shape=(8, 8))

@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import compact
-from fedray.data.datasets import DATASETS, DataInfo
+from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo
+from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.partition import PARTITIONERS
 from fedray.data.text import TextCorpus, pack, select_owners
 from fedray.data.tokenize import ByteTokenizer, Tokenizer
@@ -55,22 +56,51 @@ def build_federated_dataset(
     """Load (and tokenise text), split off the test set stratified by class or owner
     and `public_size` public rows, and partition the rest among clients."""
     data = DATASETS.build(cfg.dataset, cfg)
+    if not isinstance(data, (ArrayDataset, TextCorpus)):
+        raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
+                         "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
     if isinstance(data, TextCorpus):
         data = pack(select_owners(data, cfg), tokenizer or ByteTokenizer(), cfg.seq_len)
     rng = np.random.default_rng([seed, 0xDA7A])
-    train_idx, test_idx = _stratified_split(data.groups, cfg.test_fraction, rng)
+    train_idx, test_idx = _split(data, cfg, rng)
     train_idx, public_idx = _take_public(train_idx, public_size, rng)
     shards = PARTITIONERS.build(cfg.partition, data.groups[train_idx], num_clients, cfg, rng)
+    if not isinstance(shards, (list, tuple)) or len(shards) != num_clients or not all(
+            isinstance(s, np.ndarray) and s.dtype.kind in "iu" for s in shards):
+        raise ValueError(f"data.partition={cfg.partition!r} must return {num_clients} integer index arrays "
+                         f"(one per client), got {type(shards).__name__}")
     order = np.concatenate([train_idx[s] for s in shards])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in shards])]).astype(np.int64)
     return FederatedDataset(
         train=data.table(order),
         offsets=offsets,
         test=data.table(test_idx),
-        info=data.info,
+        info=data.info if cfg.granular is None else granular_info(data.info, cfg.dataset),
         owner_names=data.owner_names,
         public=data.table(public_idx) if len(public_idx) else None,
     )
+
+
+def granular_info(info: DataInfo, dataset: str) -> DataInfo:
+    """What a model sees when `data.granular` turns every image into a ball graph:
+    graph classification over nodes of `len(NODE_FEATURES)` features."""
+    if len(info.image_shape) != 2:
+        raise ValueError(f"data.granular segments images, but data.dataset={dataset} has no image shape "
+                         "(use an image dataset: mnist5k, idx, digits)")
+    return dataclasses.replace(info, task="graph_classification", num_features=len(NODE_FEATURES))
+
+
+def _split(data, cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, test rows) after `data.max_examples`: the dataset's own test
+    split if it has one, else a stratified share `data.test_fraction`."""
+    rows = np.arange(len(data.groups))
+    if cfg.max_examples is not None and cfg.max_examples < len(rows):
+        _, rows = _stratified_split(data.groups, cfg.max_examples / len(rows), rng)
+    test_mask = getattr(data, "test_mask", None)
+    if test_mask is not None:
+        return rows[~test_mask[rows]], rows[test_mask[rows]]
+    train, test = _stratified_split(data.groups[rows], cfg.test_fraction, rng)
+    return rows[train], rows[test]
 
 
 def _take_public(train_idx: np.ndarray, size: int, rng: np.random.Generator):

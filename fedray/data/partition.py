@@ -1,4 +1,4 @@
-"""Split example indices among clients: IID, label-skewed (Dirichlet) or natural (by owner).
+"""Split example indices among clients: IID, label-skewed (Dirichlet, shards) or natural (by owner).
 
 A partitioner gets the group of every training example: its class for a
 labelled dataset, its owner (file, folder, role) for text.
@@ -60,6 +60,26 @@ def dirichlet(labels: np.ndarray, num_clients: int, cfg: DataConfig, rng: np.ran
         f"one of {num_clients} clients >= {need} examples; raise data.alpha or lower "
         "data.min_examples_per_client"
     )
+
+
+@PARTITIONERS.register("shards")
+def shards(labels: np.ndarray, num_clients: int, cfg: DataConfig, rng: np.random.Generator):
+    """McMahan et al. (2017)'s pathological non-IID split: sort by label, cut into
+    `num_clients x shards_per_client` shards of (nearly) equal size, and give each
+    client `shards_per_client` of them at random. With shards no larger than a
+    class, a client sees at most 2 x shards_per_client labels.
+    """
+    k = cfg.shards_per_client
+    if len(labels) < num_clients * k:
+        raise ValueError(
+            f"data.partition=shards: {len(labels)} training examples cannot be cut into "
+            f"clients.num_clients={num_clients} x data.shards_per_client={k} non-empty shards"
+        )
+    shuffled = rng.permutation(len(labels))  # who lands in which shard within a label is random
+    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    pieces = np.array_split(by_label, num_clients * k)
+    dealt = rng.permutation(num_clients * k).reshape(num_clients, k)
+    return [np.sort(np.concatenate([pieces[p] for p in hand])) for hand in dealt]
 
 
 @PARTITIONERS.register("natural")

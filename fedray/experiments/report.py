@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
-from fedray.server.rundir import read_parquet
+from fedray.experiments.contributions import contribution_section
+from fedray.server.rundir import RunDirectory, read_parquet
 from fedray.server.storage import Location
 
 _MB = 1e6
@@ -53,9 +54,16 @@ def load_run(where: str) -> RunRecord:
     metrics_file = location / "metrics.parquet"
     if not metrics_file.exists():
         raise ValueError(f"{where} is not a run directory: no metrics.parquet")
-    summary_file, config_file = location / "summary.json", location / "config.yaml"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    configs = RunDirectory(location).config_files()  # a resume's changes are in the newest
+    summary_file, config_file = location / "summary.json", (configs[-1] if configs else location / "config.yaml")
+    try:
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    except ValueError as err:
+        raise ValueError(f"{summary_file} is not valid JSON: {err}") from None
+    try:
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config_file} is not valid YAML: {err}") from None
     return RunRecord(location.name, str(location), read_parquet(metrics_file).to_pydict(), summary,
                      _flatten(config or {}))
 
@@ -120,7 +128,15 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
         files.append(_line_plot(records, "round", metric, "round", title, out / f"{title}_vs_round.png"))
         files.append(_line_plot(records, time_key, metric, time_label, title, out / f"{title}_vs_time.png"))
     files.append(_bytes_plot(records, out / "bytes_per_round.png"))
+    if any(_finite(r.metrics.get("eval_accuracy", [])) for r in records):
+        counted = [_cumulative_bytes(r) for r in records]
+        for key, what, name in (("mb_up", "cumulative MB sent up", "accuracy_vs_bytes_up"),
+                                ("mb_total", "cumulative MB up and down", "accuracy_vs_bytes")):
+            files.append(_line_plot(counted, key, "eval_accuracy", what, "accuracy", out / f"{name}.png", log_x=True))
     table = summary_table(records)
+    contributions, bars = contribution_section(records, out)  # runs that valued their clients
+    table += f"\n{contributions}" if contributions else ""
+    files += bars
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
     runs = "\n".join(f"- `{r.label}`: {r.where}" for r in records)
     (out / "report.md").write_text(f"# fedray report\n\n{table}\n{images}\n\nRuns:\n{runs}\n", encoding="utf-8")
@@ -142,14 +158,28 @@ def _figure():
     return fig, fig.subplots()
 
 
-def _line_plot(records, x_key: str, y_key: str, x_label: str, y_label: str, path: Path) -> Path:
+def _line_plot(records, x_key: str, y_key: str, x_label: str, y_label: str, path: Path,
+               log_x: bool = False) -> Path:
     fig, ax = _figure()
+    if log_x:
+        ax.set_xscale("log")
     for r in records:
         points = [(x, y) for x, y in zip(r.metrics.get(x_key, []), r.metrics.get(y_key, [])) if _ok(y)]
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, label=r.label)
     ax.set(xlabel=x_label, ylabel=y_label, title=f"{y_label} against {x_label.split(' (')[0]}")
     return _save(fig, ax, path, integer_x=x_key == "round")
+
+
+def _cumulative_bytes(record: RunRecord) -> RunRecord:
+    """The run with columns `mb_up` and `mb_total`: MB sent so far, at the end of each round
+    (what compression is judged by: accuracy against bytes on the wire)."""
+    up, down, columns = 0.0, 0.0, {"mb_up": [], "mb_total": []}
+    for b_up, b_down in zip(record.metrics.get("bytes_up", []), record.metrics.get("bytes_down", [])):
+        up, down = up + b_up / _MB, down + b_down / _MB
+        columns["mb_up"].append(up)
+        columns["mb_total"].append(up + down)
+    return dataclasses.replace(record, metrics={**record.metrics, **columns})
 
 
 def _bytes_plot(records, path: Path) -> Path:

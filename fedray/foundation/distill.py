@@ -19,7 +19,6 @@ term) and `public_logits` (what it sends back).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -132,22 +131,6 @@ def aggregate_top_k(teachers: list[TopK], weights: list[float], k: int) -> TopK:
     indices = uniq[keep, 1].reshape(positions, kk)
     log_p = np.log(np.maximum(summed[keep], _TINY)).reshape(positions, kk)
     return TopK(log_p.reshape(*shape, kk).astype(np.float32), indices.reshape(*shape, kk))
-
-
-@dataclasses.dataclass(frozen=True)
-class Teaching:
-    """What knowledge transfer broadcasts to the clients in one round (one `ray.put`)."""
-
-    teacher: TopK | None
-    """The foundation model's top-k logits on the public set (server -> clients)."""
-    public: np.ndarray | None = None
-    """The public inputs themselves, when a generated set is refreshed during the run
-    (clients hold the first set from their start)."""
-
-    @property
-    def num_bytes(self) -> int:
-        return (0 if self.teacher is None else self.teacher.num_bytes) + (
-            0 if self.public is None else int(self.public.nbytes))
 
 
 # ---- the client side --------------------------------------------------------------

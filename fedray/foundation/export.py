@@ -7,10 +7,11 @@ from pathlib import Path
 
 
 def export_foundation(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write `<out>/foundation_model.pt` (a plain `state_dict`, loadable without
-    DeepSpeed) from the newest DeepSpeed checkpoint of the run."""
+    """Write `<out>/foundation_model.safetensors` (a plain `state_dict`, loadable without
+    DeepSpeed, and without running code: not a pickle) from the newest DeepSpeed
+    checkpoint of the run."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    import torch
+    from safetensors.torch import save_file
 
     shards = Path(run_dir) / "checkpoints" / "foundation"
     latest = shards / "latest"
@@ -20,5 +21,6 @@ def export_foundation(run_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
     state = get_fp32_state_dict_from_zero_checkpoint(str(shards), tag=tag)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    torch.save(state, target / "foundation_model.pt")
-    return target / "foundation_model.pt"
+    path = target / "foundation_model.safetensors"
+    save_file({name: tensor.contiguous().clone() for name, tensor in state.items()}, path)  # tied weights: own copies
+    return path

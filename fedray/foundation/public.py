@@ -12,7 +12,7 @@ per task, used alike by clients (KD term, their logits), the ZeRO ranks
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,24 @@ if TYPE_CHECKING:
     import torch
 
     from fedray.config.schema import RunConfig
-    from fedray.server.storage import Location
+
+
+class StoredFile(Protocol):
+    """A file of the run directory, local or in an object store (the server hands the
+    distiller a `fedray.server.storage.Location`; this package sits below `server`)."""
+
+    def exists(self) -> bool: ...
+
+    def read_bytes(self) -> bytes: ...
+
+    def write(self, write: Callable[[BinaryIO], None]) -> None:
+        """Write the whole file atomically through `write(file object)`."""
+
+
+class StoredDir(Protocol):
+    """A folder of the run directory: where generated public sets are cached."""
+
+    def __truediv__(self, name: str) -> StoredFile: ...
 
 
 class PublicTask(Protocol):
@@ -133,14 +150,14 @@ def public_seq_len(cfg: "RunConfig") -> int:
     return cfg.server.distill.public.seq_len or cfg.data.seq_len
 
 
-def cached_set(where: "Location") -> np.ndarray | None:
+def cached_set(where: StoredFile) -> np.ndarray | None:
     """A generated public set saved in the run directory, or None if there is none."""
     if not where.exists():
         return None
     return np.load(io.BytesIO(where.read_bytes()), allow_pickle=False)
 
 
-def cache_set(where: "Location", ids: np.ndarray) -> None:
+def cache_set(where: StoredFile, ids: np.ndarray) -> None:
     """Save a generated set whole (atomically), so a resumed run reuses it exactly."""
     where.write(lambda fh: np.save(fh, np.ascontiguousarray(ids), allow_pickle=False))
 

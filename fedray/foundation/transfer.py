@@ -22,28 +22,30 @@ import numpy as np
 
 from fedray.config.schema import DistillConfig, FoundationConfig
 from fedray.data.federated import DataInfo
-from fedray.foundation.distill import Teaching, TopK, aggregate_top_k
+from fedray.foundation.distill import TopK, aggregate_top_k
 from fedray.foundation.group import FoundationGroup
-from fedray.foundation.public import (assign_prefixes, cache_set, cached_set, prompt_prefixes,
+from fedray.foundation.public import (StoredDir, assign_prefixes, cache_set, cached_set, prompt_prefixes,
                                       public_seq_len, public_task)
 
 if TYPE_CHECKING:
     from fedray.config.schema import RunConfig
     from fedray.data.federated import FederatedDataset
-    from fedray.server.storage import Location
 
 
 class Distiller:
     """Owns the foundation group and the public set; one call per direction per round.
 
-    Every random choice (warm-up and distillation minibatches, the seed of each
-    generated set) is drawn from `self.rng`, so saving its state saves them all.
+    Every random choice that depends on what ran before (warm-up and distillation
+    minibatches) is drawn from `self.rng`, so saving its state saves them all. The
+    seed of each generated set is a function of the run's seed and the set's number
+    alone: a resumed run finds the set in the cache or samples the same one again,
+    and either way leaves `self.rng` where the uninterrupted run had it.
     """
 
     def __init__(self, foundation: FoundationConfig, cfg: DistillConfig, info: DataInfo,
                  public_inputs: np.ndarray | None, public_labels: np.ndarray | None = None, seed: int = 0,
                  name_prefix: str = "fedray", placement_group=None, prefixes: Sequence[np.ndarray] = (),
-                 seq_len: int | None = None, cache: "Location | None" = None):
+                 seq_len: int | None = None, cache: StoredDir | None = None):
         self.cfg = cfg
         self.task = info.task
         self.public_inputs = public_inputs
@@ -55,10 +57,11 @@ class Distiller:
         self.group = FoundationGroup(foundation, info, seed, name_prefix, placement_group)
         self.micro_batch = foundation.micro_batch_size
         self.rng = np.random.default_rng([seed, 0xD157])
+        self.seed = seed
 
     @classmethod
     def for_run(cls, cfg: "RunConfig", dataset: "FederatedDataset", name_prefix: str, placement_group=None,
-                cache: "Location | None" = None) -> "Distiller":
+                cache: StoredDir | None = None) -> "Distiller":
         """The run's distiller: public rows from `dataset`, or prompts to generate from;
         generated sets are cached under `cache`."""
         inputs = labels = None
@@ -82,7 +85,7 @@ class Distiller:
         where = None if self.cache is None else self.cache / f"round_{first_round:06d}.npy"
         ids = None if where is None else cached_set(where)
         if ids is None:
-            seed = int(self.rng.integers(2**63))
+            seed = int(np.random.SeedSequence([self.seed, 0x6E4, index]).generate_state(1, np.uint64)[0] >> 1)
             ids = self.group.generate(assign_prefixes(self.prefixes, public.num_sequences), self.seq_len,
                                       public.temperature, public.top_p, seed)
             if where is not None:
@@ -109,17 +112,18 @@ class Distiller:
         pick = self.rng.choice(len(self.public_inputs), size=want, replace=len(self.public_inputs) < want)
         return np.array_split(pick, world)
 
-    def teacher(self) -> Teaching | None:
-        """This round's broadcast: the foundation model's top-k logits on the public set
-        (server -> clients) at the distillation temperature, and a refreshed generated
-        set's tokens; None if neither."""
-        top = None
-        if self.cfg.server_to_client:
-            top = self.group.top_k(self.public_inputs, self.cfg.top_k, self.cfg.temperature)
-        refreshed = self.cfg.public.generated and self.cfg.public.refresh_every > 0
-        if top is None and not refreshed:
+    def teacher(self) -> TopK | None:
+        """This round's `teacher` payload: the foundation model's top-k distribution on
+        the public set at the distillation temperature (server -> clients); None if off."""
+        if not self.cfg.server_to_client:
             return None
-        return Teaching(top, self.public_inputs if refreshed else None)
+        return self.group.top_k(self.public_inputs, self.cfg.top_k, self.cfg.temperature)
+
+    def refreshed_public(self) -> np.ndarray | None:
+        """This round's `public` payload: the current generated set's token rows when the
+        set is refreshed during the run (clients hold only the first); else None."""
+        public = self.cfg.public
+        return self.public_inputs if public.generated and public.refresh_every > 0 else None
 
     def absorb(self, client_logits: Sequence[TopK], weights: Sequence[float]) -> float:
         """Distil the clients' weighted mean into the foundation model; the last KD loss."""

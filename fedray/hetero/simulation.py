@@ -62,6 +62,7 @@ class Simulation:
         self.availability = availability
         self.num_examples = np.asarray(num_examples, dtype=np.int64)
         self.payload_bytes = int(payload_bytes)
+        """Bytes of the travelling parameters: the transfer size the duration priors assume."""
         self.seed = cfg.seed if cfg.clients.profiles.seed is None else cfg.clients.profiles.seed
 
     # ---- durations --------------------------------------------------------
@@ -72,11 +73,12 @@ class Simulation:
             return train.local_steps * train.batch_size
         return train.local_epochs * int(self.num_examples[client_id])
 
-    def timing(self, result: ClientResult, server_round: int, launch: int) -> Timing:
-        """The simulated duration of `result`; a failed client computed nothing and sent nothing."""
+    def timing(self, result: ClientResult, server_round: int, launch: int, bytes_down: int) -> Timing:
+        """The simulated duration of `result` after downloading `bytes_down` (what it was
+        sent); a failed client computed nothing and sent nothing."""
         cid = result.client_id
         rng = np.random.default_rng([self.seed, 0x7153, server_round, cid, launch])
-        download = _transfer_s(self.payload_bytes, self._bandwidth(rng, cid, "down"))
+        download = _transfer_s(bytes_down, self._bandwidth(rng, cid, "down"))
         upload = _transfer_s(result.num_bytes, self._bandwidth(rng, cid, "up"))
         if not result.ok:
             return Timing(download, 0.0, 0.0)

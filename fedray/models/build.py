@@ -1,4 +1,5 @@
-"""Model builders, looked up by `model.name` (`hf_causal_lm` lives in `fedray.models.hf`)."""
+"""Model builders, looked up by `model.name` (`hf_causal_lm` lives in `fedray.models.hf`,
+`cnn` in `fedray.models.cnn`, `grb_gnn` in `fedray.models.gnn`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def mlp(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
     """Fully connected ReLU network from `num_features` to `num_classes` logits."""
     from torch import nn
 
+    if info.task == "graph_classification":
+        raise ValueError("model.name=mlp reads pixel rows, but data.granular turns images into "
+                         "granular-ball graphs: use model.name=grb_gnn, or drop data.granular")
     widths = [info.num_features, *cfg.hidden]
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):

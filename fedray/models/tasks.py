@@ -7,7 +7,8 @@ loss and the metrics reported in metrics.parquet.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+import math
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import pyarrow as pa
 import torch
@@ -15,6 +16,10 @@ import torch.nn.functional as F
 
 from fedray.config.registry import Registry
 from fedray.data.arrow import to_numpy, token_arrays
+
+if TYPE_CHECKING:
+    from fedray.config.schema import RunConfig
+    from fedray.data.datasets import DataInfo
 
 
 class Task(Protocol):
@@ -34,6 +39,16 @@ class Task(Protocol):
 
 
 TASKS: Registry[type] = Registry("task")
+"""Task classes by `DataInfo.task`. A class built from the run's settings (e.g.
+`graph_classification`: the segmentation and its cache) has a classmethod
+`from_config(info, cfg)`; the others take no arguments."""
+
+
+def build_task(info: "DataInfo", cfg: "RunConfig") -> Task:
+    """The task of a dataset, with the run settings it needs."""
+    cls = TASKS.get(info.task)
+    from_config = getattr(cls, "from_config", None)
+    return from_config(info, cfg) if from_config is not None else cls()
 
 
 @TASKS.register("classification")
@@ -75,6 +90,11 @@ class Classification:
         return {"loss": total_loss / n, "accuracy": correct / n}
 
 
+def perplexity(loss: float) -> float:
+    """exp(mean NLL per token), inf rather than an overflow warning for a huge loss."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 _MAX_LOGITS = 2**25
 """Logit elements per evaluation forward pass (128 MiB in float32): a 49k-token
 vocabulary must not turn a 1,024-row batch into tens of gigabytes."""
@@ -84,8 +104,8 @@ vocabulary must not turn a 1,024-row batch into tens of gigabytes."""
 class CausalLM:
     """Next-token cross-entropy over packed rows; padding (id < 0) is never a target.
 
-    Metrics are per target token: `loss` (mean negative log-likelihood, whose exp
-    is the perplexity in metrics.parquet) and `accuracy` (next-token top-1).
+    Metrics are per target token: `loss` (mean negative log-likelihood),
+    `perplexity` (its exp) and `accuracy` (next-token top-1).
     """
 
     def prepare(self, table: pa.Table, device: torch.device):
@@ -108,7 +128,8 @@ class CausalLM:
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict[str, float]:
         nll, correct, count = (t.sum().item() for t in self.row_scores(model, data, batch_size))
-        return {"loss": nll / max(1, count), "accuracy": correct / max(1, count)}
+        loss = nll / max(1, count)
+        return {"loss": loss, "accuracy": correct / max(1, count), "perplexity": perplexity(loss)}
 
     @torch.no_grad()
     def row_scores(self, model, data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

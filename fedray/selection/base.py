@@ -40,9 +40,12 @@ class SelectionRequest(NamedTuple):
 class Selector(NamedTuple):
     init: Callable[[int], Any]
     select: Callable[[SelectionRequest, Any, np.random.Generator], tuple[list[ClientId], Any]]
+    keep_all: bool = False
+    """Every selected client's result counts, however many were selected (Poisson
+    sampling); otherwise more than `num_clients` ids is over-commitment."""
 
 
-SELECTORS: Registry[Callable[[SelectionConfig], Selector]] = Registry("selector")
+SELECTORS: Registry[Callable[[SelectionConfig], Selector]] = Registry("selector", returns=Selector)
 
 
 def require_profiles(request: SelectionRequest, name: str) -> ClientProfiles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -10,26 +11,33 @@ import numpy as np
 import ray
 
 from fedray.client.pool import ClientPool, actor_index, placement_columns
-from fedray.config.load import to_yaml
+from fedray.compress import build_codecs
+from fedray.compress.downlink import BroadcastEncoder
+from fedray.compress.rate import upload_budgets, wants_budget
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.federated import FederatedDataset
 from fedray.foundation.group import FoundationError
+from fedray.foundation.term import knowledge_transfer
 from fedray.foundation.transfer import Distiller
 from fedray.hetero.simulation import Simulation, build_simulation
 from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_flat, param_spec, set_flat
-from fedray.models.tasks import TASKS
+from fedray.models.tasks import build_task
+from fedray.privacy import build_mechanism, build_secure_params, with_privacy
+from fedray.privacy.dpsgd import epsilon_column
+from fedray.privacy.secagg.stages import SecureStages
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
-from fedray.server.checkpoint import latest_checkpoint, load_checkpoint, prune_tags, save_checkpoint
+from fedray.server.checkpoint import CheckpointError, load_newest, prune_tags, save_checkpoint
+from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
+from fedray.server.records import RunRecords
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
-from fedray.strategy.aggregate import InOrder
+from fedray.strategy.algorithm import build_algorithm
 from fedray.strategy.lora import build_exchange
-from fedray.strategy.presets import STRATEGIES
 from fedray.strategy.staleness import STALENESS
 from fedray.types import RoundResult
 
@@ -61,67 +69,84 @@ class Server:
         """clients.parquet's placement columns, known once the client actors are up."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
-        self.task = TASKS.build(dataset.info.task)
+        self.task = build_task(dataset.info, cfg)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = param_spec(self.model)
         self.test_data = self.task.prepare(dataset.test, self.device)
-        self.strategy = STRATEGIES.build(cfg.server.strategy.name, cfg.server.strategy)
-        self.selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
-        self.staleness = STALENESS.build(cfg.server.staleness, cfg.server)
-        self.run_round_once = ROUNDS[cfg.server.mode]
         num_examples = np.diff(dataset.offsets)
-        self.simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
-        self.in_order = InOrder()
+        simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
         peft = cfg.model.peft
         ranks = None if peft is None else client_ranks(peft, num_examples)
         self.layout = None if peft is None else lora_layout(self.spec, peft)
-        self.exchange = build_exchange(
-            cfg, self.spec.num_params, self.layout, ranks, lambda cid: actor_index(cid, cfg)
-        )
-        self.aggregator = self.exchange.aggregator
-        self.sends: dict = {}
-        """What each client was last sent (its update's expected size, among others)."""
         self.merged = FoldedMerges()
-        self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
-        checkpoint = latest_checkpoint(self.run_dir.checkpoints) if resume else None
-        if checkpoint is not None:
-            self.state = load_checkpoint(checkpoint)
-            self.rng.bit_generator.state = self.state.rng_state
-        else:
-            params = get_flat(self.model, self.spec)
-            self.state = ServerState(
-                server_round=0,
-                params=params,
-                strategy_state=self.strategy.init(params),
-                selector_state=self.selector.init(cfg.clients.num_clients),
-                rng_state=self.rng.bit_generator.state,
-            )
+        loaded = load_newest(self.run_dir.checkpoints, self._note_corrupt) if resume else None
+        saved = loaded.state if loaded is not None else None
+        self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
+        extra = ((knowledge_transfer(cfg.server.distill, dataset.info.task, self.distiller),)
+                 if cfg.server.distill.enabled else ())
+        codecs = build_codecs(cfg)
+        self.algorithm = with_privacy(build_algorithm(cfg, extra, codecs.uplink), cfg)
+        exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
+                                  lambda cid: actor_index(cid, cfg))
+        selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
+        downlink = None if codecs.downlink is None else BroadcastEncoder(codecs.downlink, cfg.seed)
+        self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
+                                np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate,
+                                downlink=downlink, instruct=_upload_budgets(cfg, simulation))
+        self.state = saved if saved is not None else self._initial_state(exchange, selector)
+        self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
-            self.state.profiles = initial_profiles(self.simulation, num_examples)
-        self.run_dir.write_config(to_yaml(cfg))
+            self.state.profiles = initial_profiles(simulation, num_examples)
+        self.records = RunRecords(cfg, self.run_dir, self.spec, self._evaluate_params)
+        if self.records.active:  # the ledger and contribution evaluation see every round
+            self.ctx.observer = self.records
+            self.records.restore(self.state)
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
-        self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, checkpoint)
-        self.teacher_ref, self.teacher_bytes = None, 0
-        """This round's broadcast of the foundation model's logits (server -> clients)."""
-        self.pool = ClientPool(cfg, dataset, name_prefix, self.state.client_states,
-                               self.distiller.public_inputs if self.distiller else None, ranks)
+        self.pool = ClientPool(cfg, dataset, name_prefix, self.distiller.public_inputs if self.distiller else None,
+                               ranks)
+        mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
+        self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
+        if secure is not None:
+            self.ctx.stages = SecureStages(secure, self.pool.stage, exchange.aggregator, cfg.server.round_timeout_s)
 
-    def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, checkpoint):
+    def _note_corrupt(self, err: CheckpointError) -> None:
+        """A restarted server skips a checkpoint that does not load (the driver's resume has
+        already set such files aside; this is a file damaged since)."""
+        note = f"{err}; continuing from an older checkpoint"
+        logger.warning(note)
+        self.run_dir.log(note)
+
+    def _initial_state(self, exchange, selector) -> ServerState:
+        params = get_flat(self.model, self.spec)
+        return ServerState(
+            server_round=0,
+            params=params,
+            transform_state=self.algorithm.server_transforms.init(params),
+            selector_state=selector.init(self.cfg.clients.num_clients),
+            rng_state=self.ctx.rng.bit_generator.state,
+            aggregator_state=exchange.aggregator.init(),
+            term_states=tuple(t.init_server(params) for t in self.algorithm.terms),
+        )
+
+    def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, saved: ServerState | None):
         """The ZeRO-sharded foundation model in its reserved placement group: reloaded from
-        the checkpoint's DeepSpeed shards when resuming, else warmed up on the public set."""
+        the checkpoint's DeepSpeed shards (and its generator) when resuming, else warmed up
+        on the public set; a generated public set is read from the run's cache or sampled."""
         if self.cfg.server.foundation_model.model is None:
             return None
         distiller = Distiller.for_run(self.cfg, dataset, name_prefix, group, self.run_dir.location / "public")
-        tag = f"round_{self.state.server_round:06d}"
-        if checkpoint is not None and (self._foundation_dir() / tag).exists():
+        tag = f"round_{saved.server_round:06d}" if saved is not None else None
+        if saved is not None and (self._foundation_dir() / tag).exists():
             distiller.load(str(self._foundation_dir()), tag)
+            if saved.distiller_rng is not None:
+                distiller.rng.bit_generator.state = saved.distiller_rng
         else:
             loss = distiller.pretrain(self.cfg.server.distill.pretrain_steps)
             if self.cfg.server.distill.pretrain_steps:
                 self.run_dir.log(f"foundation model warmed up on the public set: loss {loss:.4f}")
-        distiller.begin_round(self.state.server_round + 1)  # a generated set: cached, or sampled now
+        distiller.begin_round(1 + (saved.server_round if saved is not None else 0))  # a generated set
         return distiller
 
     def _foundation_dir(self) -> Location:
@@ -147,6 +172,7 @@ class Server:
             "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
+            "last_round": self.ctx.final_round,
         }
 
     def run_round(self, server_round: int) -> tuple[RoundResult | None, list[str]]:
@@ -160,7 +186,8 @@ class Server:
             if self.distiller is not None:
                 self.distiller.begin_round(server_round)  # refreshes a generated public set when due
             for attempt in range(1, self.cfg.server.max_round_retries + 2):
-                result, attempt_notes = self.run_round_once(self, server_round, attempt)
+                result, attempt_notes = ROUNDS[self.cfg.server.mode](
+                    self.ctx, self.algorithm, self.state, self.pool, server_round, attempt)
                 notes += attempt_notes
                 if result is not None:
                     break
@@ -174,22 +201,22 @@ class Server:
         for note in notes:
             logger.warning(note)
             self.run_dir.log(note)
-        self.state.rng_state = self.rng.bit_generator.state
+        self.state.rng_state = self.ctx.rng.bit_generator.state
+        if self.distiller is not None:
+            self.state.distiller_rng = self.distiller.rng.bit_generator.state
         if result is None:
             return None, notes
         self.state.metrics.append(result.as_row())
         self.run_dir.write_metrics(self.state.metrics)
         self.write_clients()
         every = self.cfg.server.checkpoint_every
-        if every and (server_round % every == 0 or server_round == self.cfg.server.rounds):
+        if every and (server_round % every == 0 or server_round == self.ctx.final_round):
             self.checkpoint()
         return result, notes
 
     def checkpoint(self) -> Location:
         """The server state; with a foundation model, first its DeepSpeed shards under
         checkpoints/foundation/round_NNNNNN (so a complete server checkpoint always has them)."""
-        if self.cfg.train.persist_optimizer_state:
-            self.state.client_states = self.pool.client_states()
         if self.distiller is not None:
             where = self._foundation_dir()
             self.distiller.save(str(where), f"round_{self.state.server_round:06d}")
@@ -198,7 +225,10 @@ class Server:
 
     def write_clients(self) -> None:
         """clients.parquet: the profiles, joined with the simulated hardware and placement."""
-        extra = [self.simulation.devices.columns()] + ([self.placement] if self.placement else [])
+        extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
+        extra.append(self.records.client_columns(self.state))
+        if self.cfg.train.dp is not None:
+            extra.append(epsilon_column(self.state.client_states, self.cfg.clients.num_clients))
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
 
     def finish(self, status: str = "completed") -> dict:
@@ -211,18 +241,26 @@ class Server:
         return summary
 
     # ---- used by the round ---------------------------------------------------
-    def expected_update_size(self, client_id: int) -> int:
-        """Length of the update `client_id` must return: what it was sent, or (for an
-        async result carried over a resume, sent by the previous server) the flat size."""
-        send = self.sends.get(client_id)
-        return send.update_size if send is not None else self.state.params.size
-
-    def evaluate(self) -> dict[str, float]:
-        if self.state.merges:
-            self.merged.catch_up(self.model, self.layout, self.state.merges)
-        set_flat(self.model, self.spec, self.state.params)
+    def evaluate(self, state: ServerState) -> dict[str, float]:
+        """Held-out metrics of the global model in `state` (`loss`, and `accuracy` or
+        `perplexity` as the task defines)."""
+        if state.merges:
+            self.merged.catch_up(self.model, self.layout, state.merges)
+        set_flat(self.model, self.spec, state.params)
         self.model.eval()
         return self.task.evaluate(self.model, self.test_data, _EVAL_BATCH)
+
+    def _evaluate_params(self, params: np.ndarray) -> dict[str, float]:
+        """Held-out metrics of the global model with `params` (contribution evaluation's sub-models)."""
+        return self.evaluate(dataclasses.replace(self.state, params=params))
+
+
+def _upload_budgets(cfg: RunConfig, simulation: Simulation):
+    """`rate: auto`'s per-client upload budgets from the simulated devices (else None)."""
+    if not wants_budget(cfg):
+        return None
+    devices = simulation.devices
+    return upload_budgets(cfg, devices.down_kbps, devices.up_kbps, simulation.expected_compute_s())
 
 
 def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> ClientProfiles:
@@ -237,13 +275,18 @@ def summarize(state: ServerState, status: str) -> dict:
     final = {}
     for row in reversed(state.metrics):
         if not np.isnan(row["eval_loss"]):
-            final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"],
-                     "perplexity": row["eval_perplexity"], "round": row["round"]}
+            final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"]}
+            if not np.isnan(row["eval_perplexity"]):  # language models only
+                final["perplexity"] = row["eval_perplexity"]
+            final["round"] = row["round"]
             break
-    return {
+    summary = {
         "status": status,
         "rounds_completed": state.server_round,
         "final_metrics": final,
         "rounds_wall_s": state.wall_s,
         "sim_time_s": state.sim_time_s,
     }
+    if state.metrics and "dp_epsilon" in state.metrics[-1]:  # client-level DP: the final guarantee
+        summary["privacy"] = {"epsilon": state.metrics[-1]["dp_epsilon"], "delta": state.metrics[-1]["dp_delta"]}
+    return summary

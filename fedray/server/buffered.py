@@ -35,26 +35,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING
 
-import ray
-
+from fedray.client.pool import ClientPool
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
+from fedray.server.context import Reducers, RoundContext, RoundTally
 from fedray.server.loop import (
     TIMED_OUT,
-    broadcast_teacher,
-    RoundTally,
     apply_and_evaluate,
+    broadcast,
     collect,
     launch,
     validate_and_add,
     wait_for_clients,
 )
+from fedray.server.state import ServerState
+from fedray.strategy.algorithm import Algorithm
 from fedray.types import ClientId, ClientResult, RoundResult
-
-if TYPE_CHECKING:
-    from fedray.server.actor import Server
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,22 +68,24 @@ class InFlight:
     """It needs longer than `server.deadline_s`: the server gives up on it at `finish_s`."""
 
 
-def run_buffered_round(server: "Server", server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
+def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+                       server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
     """One model update from `buffer_size` buffered results. Returns (row, notes); row is
     None, and the model untouched, if fewer than `server.min_clients` were accepted."""
-    cfg, state = server.cfg, server.state
+    cfg = ctx.cfg
     started, clock_at_start = time.perf_counter(), state.sim_time_s
-    tally = RoundTally()
-    server.aggregator.reset()
+    tally = ctx.new_tally(server_round)
+    ctx.exchange.aggregator.reset(state.aggregator_state)
+    reducers = Reducers(algorithm.terms, state.params.size)
 
     # ---- fill the idle slots: new clients train from the current model -----
-    launched = _fill(server, server_round, tally)
+    launched = _fill(ctx, algorithm, state, clients, server_round, tally)
     failed = late = 0
 
     # ---- take results in simulated-finish order until the buffer is full ----
     while tally.succeeded < cfg.server.buffer_size:
         if not state.in_flight:
-            launched += _fill(server, server_round, tally)
+            launched += _fill(ctx, algorithm, state, clients, server_round, tally)
             if not state.in_flight:
                 break  # nobody is training and nobody can start
         item = min(state.in_flight, key=lambda f: (f.finish_s, f.client_id, f.version))
@@ -101,8 +100,8 @@ def run_buffered_round(server: "Server", server_round: int, attempt: int) -> tup
             tally.notes.append(f"client {item.client_id} dropped: staleness {staleness}"
                                + (f", longer than server.deadline_s={cfg.server.deadline_s}" if item.late else ""))
         else:
-            validate_and_add(server, item.client_id, item.result, tally,
-                             weight=server.staleness(staleness), staleness=staleness)
+            validate_and_add(ctx, algorithm, state, reducers, item.client_id, item.result, tally,
+                             weight=ctx.staleness(staleness), staleness=staleness)
 
     if tally.succeeded < cfg.server.min_clients:
         tally.notes.append(
@@ -112,30 +111,34 @@ def run_buffered_round(server: "Server", server_round: int, attempt: int) -> tup
         return None, tally.notes
 
     # ---- apply sum n s(tau) u / sum n, evaluate -----------------------------
+    # The aggregator normalises by its weights (sum n s(tau)); FedBuff divides by the
+    # examples alone, so stale updates also shrink the step.
     examples = sum(n for _, n in tally.losses)
-    row = apply_and_evaluate(server, server_round, attempt, started, tally, selected=launched,
-                             failed=failed, late=late, sim_round_s=state.sim_time_s - clock_at_start,
-                             scale=server.aggregator.total_weight / examples)
+    row = apply_and_evaluate(ctx, algorithm, state, reducers, server_round, attempt, started, tally,
+                             selected=launched, failed=failed, late=late,
+                             sim_round_s=state.sim_time_s - clock_at_start,
+                             scale=tally.total_weight / examples)
     return row, tally.notes
 
 
-def _fill(server: "Server", server_round: int, tally: RoundTally) -> int:
+def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+          server_round: int, tally: RoundTally) -> int:
     """Start clients in the free slots and wait for their results; how many started."""
-    cfg, state = server.cfg, server.state
+    cfg = ctx.cfg
     free = cfg.server.clients_per_round - len(state.in_flight)
     if free <= 0:
         return 0
     busy = [f.client_id for f in state.in_flight]
-    available = wait_for_clients(server, busy, need=0 if state.in_flight else 1)
+    available = wait_for_clients(ctx, state, clients, busy, need=0 if state.in_flight else 1)
     request = SelectionRequest(server_round, available, free, state.profiles, state.sim_time_s)
-    chosen, state.selector_state = server.selector.select(request, state.selector_state, server.rng)
+    chosen, state.selector_state = ctx.selector.select(request, state.selector_state, ctx.rng)
     chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
     if not chosen:
         return 0
-    broadcast_teacher(server)
-    pending = launch(server, chosen, server_round, seed_by_launch=True, tally=tally)
+    sends = broadcast(ctx, algorithm, state, chosen, server_round, tally)
+    pending = launch(ctx, state, clients, sends, chosen, server_round, seed_by_launch=True)
     deadline = cfg.server.deadline_s
-    for cid, result, timing in collect(server, pending, server_round, time.perf_counter(), tally):
+    for cid, result, timing in collect(ctx, state, clients, pending, sends, server_round, time.perf_counter(), tally):
         if result.error == TIMED_OUT:
             continue  # it never reports; its slot is free again
         late = deadline is not None and timing.total_s > deadline

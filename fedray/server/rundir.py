@@ -8,9 +8,9 @@ never leaves a torn file behind.
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -18,18 +18,35 @@ import pyarrow.parquet as pq
 
 from fedray.server.storage import Location, atomic_write
 
+_RESUME_CONFIG = re.compile(r"^config\.resume-(\d+)\.yaml$")
+
 __all__ = ["Location", "RunDirectory", "atomic_write", "read_parquet", "unique_run_dir", "write_parquet"]
+
+
+# Parquet goes through Arrow's own files and buffers, never a Python file object:
+# reading one (`pq.read_table(io.BytesIO(...))`) leaves Arrow I/O threads holding it
+# after the call returns; when the interpreter exits first, such a thread needs the
+# GIL, is ended by Python's finalizer mid-destructor, and the process aborts with
+# "terminate called without an active exception" (seen after `fedray report`).
 
 
 def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
     """Rows (dicts with the same keys) or a table as one Parquet file, replaced whole."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
-    Location.parse(where).write(lambda fh: pq.write_table(table, fh))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    Location.parse(where).write(lambda fh: fh.write(data))
 
 
 def read_parquet(where: Location | str | os.PathLike) -> pa.Table:
-    """A Parquet file from a local path or a URI."""
-    return pq.read_table(io.BytesIO(Location.parse(where).read_bytes()))
+    """A Parquet file from a local path or a URI; ValueError naming it if it is not one."""
+    location = Location.parse(where)
+    try:
+        return pq.read_table(location.path, filesystem=location.fs)
+    except pa.ArrowInvalid as err:  # Arrow names its input source, not the run's file
+        reason = str(err).split("': ", 1)[-1]
+        raise ValueError(f"{location} is not a readable Parquet file: {reason}") from None
 
 
 def unique_run_dir(output_dir: str, name: str) -> Location:
@@ -59,8 +76,23 @@ class RunDirectory:
         """clients.parquet: one row per client id."""
         return self.location / "clients.parquet"
 
+    def config_files(self) -> list[Location]:
+        """config.yaml, then each resume's config.resume-N.yaml in order: the newest is the
+        run's current configuration."""
+        found = {int(m.group(1)): p for p in self.location.list() if (m := _RESUME_CONFIG.match(p.name))}
+        first = self.location / "config.yaml"
+        return ([first] if first.exists() else []) + [found[n] for n in sorted(found)]
+
     def write_config(self, yaml_text: str) -> None:
+        """config.yaml: the configuration the run started with, written once."""
         (self.location / "config.yaml").write_text(yaml_text)
+
+    def write_resume_config(self, yaml_text: str) -> Location:
+        """config.resume-N.yaml (N = 1, 2, ...): the configuration a resume continued with."""
+        numbers = [int(m.group(1)) for p in self.location.list() if (m := _RESUME_CONFIG.match(p.name))]
+        where = self.location / f"config.resume-{max(numbers, default=0) + 1}.yaml"
+        where.write_text(yaml_text)
+        return where
 
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         write_parquet(self.metrics_path, rows)

@@ -16,19 +16,25 @@ class ServerState:
     """The last completed round (0 before the first)."""
     params: np.ndarray
     """The global model's travelling parameters, flat float32."""
-    strategy_state: Any
+    transform_state: Any
+    """State of the server chain (`server.transforms`, then the strategy's step)."""
     selector_state: Any
     rng_state: dict
     """`np.random.Generator.bit_generator.state` of the server's generator."""
+    aggregator_state: Any = ()
+    """State the aggregator carries between rounds (e.g. centered clipping's centre)."""
+    term_states: tuple = ()
+    """Server halves of the objective terms (e.g. SCAFFOLD's global control variate)."""
     merges: list[np.ndarray] = dataclasses.field(default_factory=list)
     """Exact low-rank updates folded into the frozen base weights, one stacked LoRA
     adapter per round (`model.peft.aggregation: stack`); empty otherwise."""
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     norm_history: list[float] = dataclasses.field(default_factory=list)
     """L2 norms of recently accepted updates: the reference of the norm check."""
-    client_states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    """Per-client state kept between rounds (e.g. optimizer moments), gathered
-    from the client actors at checkpoint time when there is any."""
+    client_states: dict[int, Any] = dataclasses.field(default_factory=dict)
+    """Each client's kept state (`fedray.strategy.algorithm.KeptState`) as of its last
+    successful round: the server's copy, sent with every call and replaced by what the
+    client returns, so it is in every checkpoint whatever happens to the actors."""
     wall_s: float = 0.0
     """Seconds spent in rounds so far (carried across a resume)."""
     profiles: ClientProfiles | None = None
@@ -38,3 +44,8 @@ class ServerState:
     in_flight: list[Any] = dataclasses.field(default_factory=list)
     """`async` mode: clients still training (`fedray.server.buffered.InFlight`), their
     results already computed, so a checkpoint resumes them exactly."""
+    distiller_rng: dict | None = None
+    """The foundation model's distiller's generator state (its public minibatches)."""
+    contributions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Per round and aggregated client, its update's value (`server.contribution`):
+    contributions.parquet's rows, cumulated into clients.parquet."""

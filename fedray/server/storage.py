@@ -15,7 +15,7 @@ import dataclasses
 import os
 import posixpath
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 from urllib.parse import urlsplit
@@ -27,16 +27,29 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` and rename tmp over `path` (same filesystem, so atomic)."""
+    """Call `write(tmp)` and rename tmp over `path` (same filesystem, so atomic).
+
+    The temporary file is created with mode 0666 less the umask, as `open()` would,
+    not `mkstemp`'s 0600: results are meant to be read by teammates and tools."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path) -> Path:
+    """A new, empty hidden file beside `path` (O_EXCL: never someone else's)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def is_uri(where: str) -> bool:
@@ -94,6 +107,15 @@ class Location:
             joined = os.path.join(self.path, part)
             return Location(joined, joined)
         return Location(posixpath.join(self.path, part), join_uri(self.uri, part), self.fs)
+
+    def sibling(self, name: str) -> "Location":
+        """The file called `name` in the same directory."""
+        if self.fs is None and not is_uri(self.uri):
+            joined = os.path.join(os.path.dirname(self.path), name)
+            return Location(joined, joined)
+        split = urlsplit(self.uri)
+        uri = split._replace(path=posixpath.join(posixpath.dirname(split.path), name)).geturl()
+        return Location(posixpath.join(posixpath.dirname(self.path), name), uri, self.fs)
 
     def __str__(self) -> str:
         return self.uri
@@ -176,6 +198,13 @@ class Location:
             return
         old = self.read_text() if self.exists() else ""
         self.write_text(old + text)
+
+    def rename(self, target: "Location") -> None:
+        """Move this file to `target` (on the same filesystem), replacing what is there."""
+        if self.fs is None:
+            os.replace(self.path, target.path)
+        else:
+            self.fs.move(self.path, target.path)
 
     def delete(self) -> None:
         """Remove the file if it is there."""

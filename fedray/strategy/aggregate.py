@@ -1,23 +1,53 @@
-"""Streaming aggregation: results released in a fixed order, summed into one buffer.
+"""Aggregators: how the round's client updates become one update, and the order they arrive in.
 
-Updates are taken as they arrive (`ray.wait`), so the server never holds a list
-of every client's weights. Floating-point addition is not associative, so to
-make the result independent of arrival order, results are *released* in the
-order the clients were selected (sorted by id): an early arrival is held (as the
-object-store view it already is) only until its predecessors are in. Failed or
-timed-out clients arrive as `None` so the ones behind them can go on. Because
-validation also sees results in this order, its running statistics are
-deterministic too.
+Updates are taken as they arrive (`ray.wait`). Floating-point addition is not
+associative, so to make the result independent of arrival order, results are
+*released* in the order the clients were selected (sorted by id): an early
+arrival is held (as the object-store view it already is) only until its
+predecessors are in (`InOrder`). Failed or timed-out clients arrive as `None`
+so the ones behind them can go on. Because validation also sees results in this
+order, its running statistics are deterministic too.
+
+An aggregator is picked by `server.aggregator` from `AGGREGATORS`. The default,
+`weighted_mean`, streams every update into one preallocated buffer, so the server
+never holds a list of every client's weights; the robust ones
+(`fedray.strategy.robust`) must see all updates of a round at once and keep them.
+Every aggregator has explicit state (`init`, and `result` returns the new state),
+kept in the checkpoint like a transform's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from fedray.config.registry import Registry
 from fedray.models.flat import as_tensor
 from fedray.types import ClientId
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """Combines one round's updates; they arrive in a deterministic order (`InOrder`).
+
+    `reset(state)` starts a round from the state the last `result` returned (or
+    `init()`), `add` takes one client's update with its weight (examples, times a
+    staleness factor in async mode), `result` returns (aggregate, new state). The
+    aggregate may be a view of an internal buffer, valid until the next reset.
+    """
+
+    num_added: int
+
+    def init(self) -> Any: ...
+    def reset(self, state: Any = ()) -> None: ...
+    def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None: ...
+    def result(self) -> tuple[np.ndarray, Any]: ...
+
+
+AggregatorFactory = Callable[..., Aggregator]
+AGGREGATORS: Registry[AggregatorFactory] = Registry("aggregator", returns=Aggregator)
+"""`factory(num_params, **args) -> Aggregator`; `args` come from `server.aggregator.args`."""
 
 
 class InOrder:
@@ -63,7 +93,10 @@ class WeightedMean:
         self._sum = np.zeros(num_params, dtype=np.float32)
         self.reset()
 
-    def reset(self) -> None:
+    def init(self) -> Any:
+        return ()
+
+    def reset(self, state: Any = ()) -> None:
         self._sum.fill(0.0)
         self.total_weight = 0.0
         self.num_added = 0
@@ -74,9 +107,52 @@ class WeightedMean:
         self.total_weight += float(weight)
         self.num_added += 1
 
-    def result(self) -> np.ndarray:
+    def result(self) -> tuple[np.ndarray, Any]:
         """The weighted mean (a view of the buffer, valid until the next reset)."""
         if self.total_weight <= 0:
             raise ValueError("no client update to aggregate")
         self._sum *= np.float32(1.0 / self.total_weight)
-        return self._sum
+        return self._sum, ()
+
+
+class NormBound:
+    """Each update clipped to L2 norm `max_norm`, then the weighted mean (Sun et al.
+    2019, "Can you really backdoor federated learning?"): a boosted update keeps its
+    direction but loses its size. Streams like `WeightedMean`."""
+
+    def __init__(self, num_params: int, max_norm: float):
+        self.mean = WeightedMean(num_params)
+        self.max_norm = float(max_norm)
+
+    @property
+    def num_added(self) -> int:
+        return self.mean.num_added
+
+    def init(self) -> Any:
+        return ()
+
+    def reset(self, state: Any = ()) -> None:
+        self.mean.reset()
+
+    def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None:
+        norm = float(np.sqrt(np.dot(update, update)))
+        if norm > self.max_norm:
+            update = update * np.float32(self.max_norm / norm)
+        self.mean.add(client_id, weight, update)
+
+    def result(self) -> tuple[np.ndarray, Any]:
+        return self.mean.result()
+
+
+@AGGREGATORS.register("weighted_mean")
+def weighted_mean(num_params: int) -> Aggregator:
+    """FedAvg's example-weighted mean, streamed into one buffer."""
+    return WeightedMean(num_params)
+
+
+@AGGREGATORS.register("norm_bound")
+def norm_bound(num_params: int, max_norm: float) -> Aggregator:
+    """Clip every update to `max_norm`, then the weighted mean."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    return NormBound(num_params, max_norm)

@@ -1,79 +1,89 @@
-"""What each selected client is sent, and how the replies become the new global state.
+"""What each selected client is sent, and what the server does with the round's aggregate.
 
 The core case is `FlatExchange`: one flat vector enters the object store once per
-round and every client gets the same reference; updates are averaged
-(`WeightedMean`) and the strategy's transform chain turns the mean into a step.
-LoRA variants with per-client ranks or exact stacking live in
-`fedray.strategy.lora` behind the same three members.
+round and every client gets the same reference; the aggregator's result is a step
+for the server chain. LoRA variants with per-client ranks or exact stacking live in
+`fedray.strategy.lora` behind the same members. Exchanges never touch the server
+state: they are given the global parameters and merges, and say what to do.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from fedray.strategy.aggregate import WeightedMean
-from fedray.transforms import UpdateTransform
-from fedray.types import ClientId
+from fedray.strategy.aggregate import Aggregator
+from fedray.types import ClientId, payload_bytes
 
-if TYPE_CHECKING:
-    from fedray.server.state import ServerState
+Put = Callable[[np.ndarray], "tuple[Any, int]"]
+"""Puts one broadcast payload into the object store: (ObjectRef, bytes on the wire).
+The default puts the array as it is; a broadcast codec (`server.codec`) encodes first."""
+
+
+def plain_put(value: np.ndarray) -> tuple[Any, int]:
+    import ray
+
+    return ray.put(value), payload_bytes(value)
 
 
 class Send(NamedTuple):
     """One client's share of the broadcast."""
 
-    params: Any
-    """ObjectRef of the flat float32 parameters in this client's layout."""
+    refs: dict[str, Any]
+    """Payload name -> ObjectRef, `params` (the parameters in this client's layout) first."""
     num_bytes: int
-    """Bytes this client downloads this round (parameters and anything else sent)."""
-    update_size: int
-    """Length of the flat update expected back."""
+    """Bytes this client downloads this round (every payload it is sent)."""
     merges: tuple = ()
     """ObjectRefs of exact low-rank updates to fold into the base weights (FLoRA)."""
 
 
-class Aggregator(Protocol):
-    """Streaming combination of the round's updates (see `WeightedMean`). Updates
-    arrive in a deterministic order, fixed beforehand by `InOrder`."""
+class Fold(NamedTuple):
+    """What the round's aggregate becomes: a `step` that goes through the server chain
+    and is added to the global parameters, or an exact `merge` folded into the base."""
 
-    num_added: int
-
-    def reset(self) -> None: ...
-    def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None: ...
-    def result(self) -> np.ndarray: ...
+    step: np.ndarray | None = None
+    merge: np.ndarray | None = None
 
 
 class Exchange(Protocol):
-    """The server's side of the wire: broadcast, an aggregator, and how to apply its result."""
+    """The server's side of the wire: broadcast, an aggregator, and how to use its result."""
 
     aggregator: Aggregator
 
-    def broadcast(self, state: "ServerState", selected: Sequence[ClientId]) -> dict[ClientId, Send]:
+    def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
         """Put what the selected clients need into the object store (each distinct
-        payload once) and say what each one gets."""
+        payload once, through `put`) and say what each one gets."""
 
-    def apply(self, state: "ServerState", aggregate: np.ndarray, strategy: UpdateTransform) -> None:
-        """Fold the round's aggregate into `state`."""
+    def update_size(self, client_id: ClientId) -> int:
+        """Length of the flat update `client_id` returns."""
 
-
-def apply_transform(state: "ServerState", aggregate: np.ndarray, strategy: UpdateTransform) -> None:
-    """The strategy's chain turns the mean delta into a step on the global parameters."""
-    step, state.strategy_state = strategy.apply(aggregate, state.strategy_state, state.params)
-    state.params += step
+    def fold(self, aggregate: np.ndarray, scale: float = 1.0) -> Fold:
+        """What the aggregate becomes, its effect scaled by `scale` (FedBuff's staleness
+        discount in async mode)."""
 
 
 class FlatExchange:
     """Everyone gets the same flat vector, put into the object store once per round."""
 
-    def __init__(self, num_params: int):
-        self.aggregator = WeightedMean(num_params)
+    def __init__(self, num_params: int, aggregator: Aggregator):
+        self.num_params = num_params
+        self.aggregator = aggregator
 
-    def broadcast(self, state: "ServerState", selected: Sequence[ClientId]) -> dict[ClientId, Send]:
-        import ray
-
-        send = Send(ray.put(state.params), int(state.params.nbytes), int(state.params.size))
+    def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
+                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
+        ref, num_bytes = put(params)
+        send = Send({"params": ref}, num_bytes)
         return {cid: send for cid in selected}
 
-    apply = staticmethod(apply_transform)
+    def update_size(self, client_id: ClientId) -> int:
+        return self.num_params
+
+    def fold(self, aggregate: np.ndarray, scale: float = 1.0) -> Fold:
+        return Fold(step=scaled(aggregate, scale))
+
+
+def scaled(update: np.ndarray, scale: float) -> np.ndarray:
+    """`update * scale` (the same array when scale is 1)."""
+    return update if scale == 1.0 else update * np.float32(scale)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -75,7 +76,7 @@ def stop_nodes(procs: list[subprocess.Popen]) -> None:
             pass
 
 
-def fedray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def fedray(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """The real CLI in a fresh process, without RAY_AUTH_MODE in its environment (it finds
     the cluster's token where a user's shell would: RAY_AUTH_TOKEN_PATH, set by `two_nodes`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
@@ -109,7 +110,7 @@ def two_nodes():
              *args], env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT))
 
     def wait_for_nodes(count: int) -> list:
-        deadline, last = time.monotonic() + 90, None
+        deadline, last = time.monotonic() + 600, None  # a hang guard: a loaded machine takes minutes
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in procs), (temp / "head.log").read_text()[-3000:]
             try:
@@ -189,19 +190,42 @@ def test_resources_the_cluster_never_has_fail_in_seconds_naming_them(two_nodes, 
     assert elapsed < 30
 
 
+def logs_once(address: str, job_id: str, pattern: str) -> str:
+    """The job's log once it matches `pattern` (waits for that state; fails if the job ends first)."""
+    from fedray.cluster.submit import connect
+
+    client = connect(address)
+    deadline = time.monotonic() + 900  # only so that a broken run cannot hang the suite (2 loaded cores: minutes)
+    while time.monotonic() < deadline:
+        text = client.get_job_logs(job_id)
+        if re.search(pattern, text):
+            return text
+        assert str(client.get_job_status(job_id).value) in ("PENDING", "RUNNING"), text[-3000:]
+        time.sleep(1)
+    raise TimeoutError(f"job {job_id}: no {pattern!r} in its log")
+
+
 def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nodes, tmp_path, capsys):
-    """Completion of a submitted run is shown above; here the sweep's fan-out and `fedray stop`."""
+    """Completion of a submitted run is shown above; here the sweep's fan-out and `fedray stop`,
+    which stops each run like Ctrl-C: after its round in progress, summary and checkpoints kept."""
     address = two_nodes["address"]
     assert main(["sweep", f"{REPO}/configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=1000",
-                 "--grid", "train.lr=0.05,0.2", "--no-wait", "--working-dir", REPO, "--address", address]) == 0
+                 "server.checkpoint_every=1", "--grid", "train.lr=0.05,0.2", "--no-wait", "--working-dir", REPO,
+                 "--address", address]) == 0
     out = capsys.readouterr().out
     job_ids = [line.split()[1] for line in out.splitlines() if line.strip().startswith("submitted ")]
     assert len(job_ids) == 2 and "(cross_silo-lr=0.05)" in out and "(cross_silo-lr=0.2)" in out
     assert main(["jobs", "--address", address]) == 0
     listing = capsys.readouterr().out
     assert all(job_id in listing for job_id in job_ids)
-    for job_id in job_ids:
+    for job_id, name in zip(job_ids, ["cross_silo-lr=0.05", "cross_silo-lr=0.2"]):
+        logs_once(address, job_id, r"round +2/1000 ")
         assert main(["stop", job_id, "--address", address]) == 0
         assert f"job {job_id} STOPPED" in capsys.readouterr().out
+        text = logs_once(address, job_id, r"fedray: terminated \(SIGTERM\)")
+        assert "SIGTERM received" not in text and "Traceback" not in text
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 2
+        assert (tmp_path / name / "checkpoints" / f"round_{summary['rounds_completed']:06d}.safetensors").is_file()
     assert main(["logs", "fedray-no-such-job", "--address", address]) == 2
     assert "fedray logs: job fedray-no-such-job: " in capsys.readouterr().err

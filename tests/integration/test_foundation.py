@@ -84,6 +84,7 @@ def test_a_dead_rank_is_a_clear_error_not_a_hang(ray_cluster, digits):
 
 # ---- the foundation model inside federated runs ----------------------------------
 import json  # noqa: E402
+import shutil  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
@@ -96,6 +97,7 @@ from fedray.config.schema import DistillConfig  # noqa: E402
 from fedray.launcher import prepare, run, run_key  # noqa: E402
 from fedray.models.build import build_model  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.helpers import untimed  # noqa: E402
 
 
 def kd_config(tmp_path, *overrides):
@@ -148,8 +150,21 @@ def test_clients_teach_the_server_and_its_shards_export(ray_cluster, tmp_path, d
     path = export_foundation(tmp_path / "fedfm_kd", tmp_path / "export")
     cfg = kd_config(tmp_path)
     model = build_model(cfg.server.foundation_model.model, digits[0], seed=0)
-    model.load_state_dict(torch.load(path))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(path))
     assert sum(p.numel() for p in model.parameters()) == 64 * 512 + 512 + 512 * 512 + 512 + 5130
+
+    # Resume from round 2 (its shards, its checkpoint, the distiller's generator): round 3
+    # runs again exactly as it did, down to the public minibatches of the ZeRO steps.
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "fedfm_kd", resumed_dir)
+    (resumed_dir / "checkpoints" / "round_000003.safetensors").unlink()
+    shutil.rmtree(resumed_dir / "checkpoints" / "foundation" / "round_000003")
+    again = run(prepare(kd_config(tmp_path, "server.checkpoint_every=1", "server.distill.server_to_client=false")),
+                console=lambda line: None, resume=str(resumed_dir))
+    assert again["status"] == "completed"
+    assert untimed(pq.read_table(resumed_dir / "metrics.parquet").to_pylist()) == untimed(rows)
 
 
 def test_a_dead_rank_mid_run_stops_the_run_with_its_checkpoint(ray_cluster, tmp_path):
@@ -169,6 +184,6 @@ def test_a_dead_rank_mid_run_stops_the_run_with_its_checkpoint(ray_cluster, tmp_
     assert any("fedray: stopping: round 2: foundation model rank 1 failed" in line for line in lines)
     log = (tmp_path / "fedfm_kd" / "log.txt").read_text()
     assert "foundation model rank 1 failed" in log
-    assert (tmp_path / "fedfm_kd" / "checkpoints" / "round_000001.pkl").is_file()
+    assert (tmp_path / "fedfm_kd" / "checkpoints" / "round_000001.safetensors").is_file()
     assert (tmp_path / "fedfm_kd" / "checkpoints" / "foundation" / "round_000001").is_dir()
     assert json.loads((tmp_path / "fedfm_kd" / "summary.json").read_text())["status"] == "failed"

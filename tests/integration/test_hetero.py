@@ -98,8 +98,8 @@ def test_deadline_over_commits_and_aggregates_the_first_k(ray_cluster, tmp_path)
     for row, late_pair in zip(rows, zip(late[0::2], late[1::2])):
         finish = {}
         for cid in [*row["clients"], *(c for c, _ in late_pair)]:
-            result = ClientResult(cid, row["round"], num_examples=1, update=update, train_loss=1.0)
-            finish[cid] = sim.timing(result, row["round"], launches[cid]).total_s
+            result = ClientResult(cid, row["round"], num_examples=1, payloads={"delta": update}, train_loss=1.0)
+            finish[cid] = sim.timing(result, row["round"], launches[cid], 4 * prepared.num_params).total_s
             launches[cid] += 1
         for cid, logged in late_pair:
             assert finish[cid] == pytest.approx(logged, abs=0.05)

@@ -124,3 +124,14 @@ def test_stacked_aggregation_folds_exact_updates_and_exports_them(ray_cluster, t
     exported = reloaded_export(run_dir, tmp_path / "export")
     assert exported.peft_config["default"].r == ROUNDS * sum(ranks) + cfg.model.peft.r
     assert_same_global_model(prepared, state, rows, exported)
+
+
+def test_async_updates_stack_mixed_ranks(ray_cluster, tmp_path):
+    """FedBuff over exact stacking with mixed ranks: each model update folds one stack whose
+    B is discounted by the buffer's staleness (once, as a scale of B @ A)."""
+    ranks = [1, 2, 4, 2]
+    cfg = lora_config(tmp_path, f"model.peft.client_ranks={ranks}", "model.peft.aggregation=stack",
+                      "server.mode=async", "server.buffer_size=2", "server.rounds=2")
+    prepared, _, rows, state = run_lora(cfg)
+    assert len(state.merges) == 2 and all(r["clients_succeeded"] == 2 for r in rows)
+    assert np.isfinite([r["eval_perplexity"] for r in rows]).all()

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import pickle
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from fedray.config import to_yaml
 from fedray.launcher import prepare, run, run_key
-from fedray.server.checkpoint import latest_checkpoint
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.helpers import untimed
 from tests.conftest import REPO, small_config
 
@@ -29,8 +28,7 @@ def metrics(run_dir):
 
 
 def final_params(run_dir):
-    with open(latest_checkpoint(run_dir / "checkpoints"), "rb") as fh:
-        return pickle.load(fh).params
+    return load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).params
 
 
 def run_quiet(cfg, hook=None, resume=None):
@@ -41,8 +39,10 @@ def run_quiet(cfg, hook=None, resume=None):
 
 
 RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.optimizer=adam", "train.lr=0.01",
-          "train.persist_optimizer_state=true", "server.strategy.name=fedadam",
-          "server.strategy.server_lr=0.05"]
+          "train.persist_optimizer_state=true", "server.strategy.name=scaffold",
+          "server.transforms=[{name: adam, args: {lr: 0.05}}]"]
+"""State everywhere: clients' Adam moments and SCAFFOLD control variates (kept per client
+id), the server's control variate and Adam moments (server chain)."""
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path):
@@ -115,7 +115,7 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
             threading.Timer(0.5, lambda: ray.kill(actor, no_restart=False)).start()
         if line.startswith("round 3/6"):
             # let Ray finish restarting it (it re-imports torch) before the next round
-            ray.get(ray.get_actor(name).describe.remote(), timeout=120)
+            ray.get(ray.get_actor(name).describe.remote(), timeout=600)
 
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
     assert summary["status"] == "completed"

@@ -29,5 +29,5 @@ def test_sweep_runs_each_combination_and_report_compares_them(ray_cluster, tmp_p
     table = capsys.readouterr().out
     assert "| run | train.lr | rounds |" in table and "| exp-lr=0.2 | 0.2 | 2 |" in table
     pngs = sorted(p.name for p in Path(report).glob("*.png"))
-    assert pngs == ["accuracy_vs_round.png", "accuracy_vs_time.png", "bytes_per_round.png",
-                    "loss_vs_round.png", "loss_vs_time.png"]
+    assert pngs == ["accuracy_vs_bytes.png", "accuracy_vs_bytes_up.png", "accuracy_vs_round.png",
+                    "accuracy_vs_time.png", "bytes_per_round.png", "loss_vs_round.png", "loss_vs_time.png"]

@@ -1,4 +1,5 @@
-"""Every module imports, and module-level imports form no cycle and never reach `cli`."""
+"""Every module imports; imports anywhere in a module (module level, inside functions,
+under TYPE_CHECKING) form no cycle and point down the layers of ../shared/STYLE.md."""
 
 import ast
 import importlib
@@ -10,35 +11,53 @@ import fedray
 
 ROOT = pathlib.Path(fedray.__file__).parent
 
+LAYERS = [
+    ["types", "config"],
+    ["transforms"],
+    ["data"],
+    ["models", "hetero"],
+    ["selection", "strategy", "compress"],
+    ["privacy"],
+    ["cluster"],
+    ["foundation", "lifecycle"],
+    ["client"],
+    ["server"],
+    ["driver", "signals"],
+    ["launcher"],
+    ["experiments"],
+    ["cli"],
+]
+"""A package may import its own modules and packages of lower layers only."""
+LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages}
+
 
 def module_names():
     for path in sorted(ROOT.rglob("*.py")):
         parts = path.relative_to(ROOT.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if parts[-1] != "__main__":
+        if parts[-1] != "__main__":  # importing it runs the CLI
             yield ".".join(parts), path
 
 
 MODULES = dict(module_names())
 
 
-def top_level_imports(path):
-    """fedray modules imported at module level (not inside functions or TYPE_CHECKING)."""
-    tree = ast.parse(path.read_text())
+def imports(path):
+    """fedray modules imported anywhere in the file."""
     found = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []:
-            if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("fedray"):
-                found.add(sub.module)
-                for alias in sub.names:
-                    if f"{sub.module}.{alias.name}" in MODULES:
-                        found.add(f"{sub.module}.{alias.name}")
-            elif isinstance(sub, ast.Import):
-                found |= {a.name for a in sub.names if a.name.startswith("fedray")}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fedray"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("fedray")}
     return {m for m in found if m in MODULES}
+
+
+def package(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -46,8 +65,23 @@ def test_module_imports(name):
     importlib.import_module(name)
 
 
+def test_every_package_has_a_layer():
+    assert {package(m) for m in MODULES} - {None} <= set(LAYER)
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for name, path in MODULES.items():
+        here = package(name)
+        for target in imports(path):
+            there = package(target)
+            if here and there and there != here and LAYER[there] >= LAYER[here]:
+                wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
 def test_no_import_cycles():
-    graph = {name: top_level_imports(path) - {name} for name, path in MODULES.items()}
+    graph = {name: imports(path) - {name} for name, path in MODULES.items()}
     state = {}
 
     def visit(node, stack):
@@ -66,13 +100,3 @@ def test_no_import_cycles():
     for name in graph:
         if name not in state:
             visit(name, [name])
-
-
-def test_nothing_imports_the_cli():
-    for name, path in MODULES.items():
-        if not is_cli(name):
-            assert not any(is_cli(m) for m in top_level_imports(path)), name
-
-
-def is_cli(name):
-    return name == "fedray.cli" or name.startswith("fedray.cli.")

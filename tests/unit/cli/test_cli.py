@@ -28,6 +28,14 @@ def write(tmp_path, text):
         ("{}\n", ["server.selection.name=oorrt"], "Unknown selector 'oorrt'; choose one of ['deadline', 'oort'"),
         ("{}\n", ["clients.profiles.source=/nowhere/trace.csv"], "trace file not found: /nowhere/trace.csv"),
         ("{}\n", ["server.staleness=sqrt"], "server.staleness: Unknown staleness weighting 'sqrt'"),
+        ("{}\n", ["server.strategy.args.betaa=1"], "server.strategy: strategy 'fedavg': unknown argument 'betaa'"),
+        ("{}\n", ["server.aggregator.name=trimmed_mean", "server.aggregator.args.beta=0.7"],
+         "server.aggregator: beta must be in [0, 0.5), got 0.7"),
+        # dotted paths to the wrong kind of object are config errors, not tracebacks
+        ("{}\n", ["server.strategy.name=os:getcwd"], "strategy 'os:getcwd' returned a str, expected Strategy"),
+        ("{}\n", ["data.dataset=builtins:print"], "data.dataset='builtins:print' returned a NoneType"),
+        ("{}\n", ["data.partition=builtins:len"], "data.partition: partition 'builtins:len': cannot be called"),
+        ("{}\n", ["model.name=os:system"], "model"),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -38,6 +46,15 @@ def test_bad_config_exits_2_naming_key_and_file(tmp_path, capsys, command, text,
     assert expected in err
     assert path in err or "Unknown" in err
     assert "Traceback" not in err
+
+
+def test_every_component_problem_comes_in_one_pass(tmp_path, capsys):
+    path = write(tmp_path, "server:\n  selection: {name: oorrt}\ndata:\n  dataset: mnist\n"
+                           "model:\n  peft: {aggregation: sum}\n")
+    assert main(["validate", path]) == 2
+    err = capsys.readouterr().err
+    for expected in ("Unknown selector 'oorrt'", "Unknown dataset 'mnist'", "Unknown adapter aggregation 'sum'"):
+        assert expected in err
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from fedray.client.state import ClientStateStore
 from fedray.client.train import train_local
 from fedray.config.schema import DataConfig, ModelConfig, Optimizer, TrainConfig
 from fedray.data.federated import build_federated_dataset
@@ -54,15 +53,6 @@ def test_optimizer_state_is_returned_only_when_persisted(shard):
     assert result.optimizer_state["state"]  # Adam moments for every parameter
     cfg = TrainConfig(optimizer=Optimizer.adam, lr=1e-3)
     assert train_local(fresh(data), task, tensors, cfg, seed=1).optimizer_state is None
-
-
-def test_state_store_keeps_clients_apart():
-    store = ClientStateStore()
-    store.put(1, "optimizer", {"a": 1})
-    store.put(2, "optimizer", {"a": 2})
-    assert store.get(1, "optimizer") == {"a": 1} and store.get(2, "optimizer") == {"a": 2}
-    store.put(1, "optimizer", None)
-    assert store.get(1, "optimizer") is None and store.clients() == [1, 2]
 
 
 def test_accumulating_two_half_batches_equals_one_full_batch(shard):

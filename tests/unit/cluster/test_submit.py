@@ -66,7 +66,8 @@ def test_runtime_env_uploads_the_working_dir_and_ships_fedray_when_outside_it(tm
     inside = runtime_env(cfg, options(REPO, env_vars={"A": "1"}, pip=("pandas",)))
     assert inside["working_dir"] == str(Path(REPO).resolve())
     assert "py_modules" not in inside  # fedray/ travels inside the working directory
-    assert inside["env_vars"] == {"A": "1"} and inside["pip"] == ["pandas"]
+    # `ray job stop` gives the run time to finish its round (Ray's default is 3 s)
+    assert inside["env_vars"] == {"A": "1", "RAY_JOB_STOP_WAIT_TIME_S": "660"} and inside["pip"] == ["pandas"]
     assert "runs" in inside["excludes"] and ".git" in inside["excludes"]
     elsewhere = runtime_env(load_config(None, ["output_dir=s3://b/runs"]), options(tmp_path))
     assert elsewhere["py_modules"] == [str(Path(REPO, "fedray").resolve())]

@@ -43,8 +43,9 @@ def test_the_table_shows_what_differs_and_the_headline_numbers(two_runs):
 def test_write_report_makes_pngs_and_markdown(two_runs, tmp_path):
     result = write_report(load_runs(two_runs), tmp_path / "report")
     names = sorted(f.name for f in result.files)
-    assert names == ["accuracy_vs_round.png", "accuracy_vs_time.png", "bytes_per_round.png",
-                     "loss_vs_round.png", "loss_vs_time.png", "report.md"]
+    assert names == ["accuracy_vs_bytes.png", "accuracy_vs_bytes_up.png", "accuracy_vs_round.png",
+                     "accuracy_vs_time.png", "bytes_per_round.png", "loss_vs_round.png", "loss_vs_time.png",
+                     "report.md"]
     for f in result.files:
         if f.suffix == ".png":
             assert f.read_bytes().startswith(PNG) and f.stat().st_size > 5000

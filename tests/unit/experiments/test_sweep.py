@@ -56,8 +56,8 @@ def test_plan_reports_every_bad_combination_at_once(tmp_path):
         plan_sweep(config, [], ["train.lr=0.1,-1,0", "trian.lr=1"])
     assert err.value.problems == [
         "override 'trian.lr=1': trian: unknown key",  # every run has it: said once
-        "exp-train.lr=-1-trian.lr=1: train.lr must be > 0, got -1.0",
-        "exp-train.lr=0-trian.lr=1: train.lr must be > 0, got 0.0",
+        "exp-train.lr=-1-trian.lr=1: train.lr must be > 0, got -1.0 (set by override train.lr=-1)",
+        "exp-train.lr=0-trian.lr=1: train.lr must be > 0, got 0.0 (set by override train.lr=0)",
     ]
 
 

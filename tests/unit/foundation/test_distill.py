@@ -121,7 +121,7 @@ def build_model_for(cfg, prepared):
 
 
 # ---- causal LMs: positions, masks, the client-side functions ------------------------
-from fedray.foundation.distill import Teaching, kd_regularizer, public_logits, public_tensor  # noqa: E402
+from fedray.foundation.distill import kd_regularizer, public_logits, public_tensor  # noqa: E402
 
 TINY = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 32}
@@ -155,6 +155,7 @@ def test_a_masked_kd_loss_is_the_mean_over_real_positions_only():
 
 def test_public_logits_of_a_causal_lm_are_its_top_k_at_every_position_in_chunks(monkeypatch):
     import fedray.foundation.distill as distill
+    from fedray.types import payload_bytes
 
     model = tiny_llama(0).eval()
     ids = public_rows()
@@ -167,7 +168,7 @@ def test_public_logits_of_a_causal_lm_are_its_top_k_at_every_position_in_chunks(
     assert got.values.shape == (8, 16, 5) and got.indices.dtype == np.int64
     np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got.indices, want.indices)
-    assert Teaching(got, ids).num_bytes == got.num_bytes + 8 * 16 * 4
+    assert payload_bytes(got) == 8 * 16 * 5 * (4 + 8)  # what the round counts for the payload
 
 
 def test_kd_on_text_lowers_the_clients_kd_loss_on_the_public_set():

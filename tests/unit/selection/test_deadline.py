@@ -42,8 +42,8 @@ def test_the_first_k_to_finish_are_aggregated_and_the_rest_dropped():
     update = np.zeros(1000, dtype=np.float32)
     finish = {}
     for cid in chosen:
-        result = ClientResult(cid, 1, num_examples=40, update=update, train_loss=1.0)
-        finish[cid] = sim.timing(result, 1, 0).total_s
+        result = ClientResult(cid, 1, num_examples=40, payloads={"delta": update}, train_loss=1.0)
+        finish[cid] = sim.timing(result, 1, 0, 125_000).total_s
     # 40 examples x 0.05 s x speed, plus 125 kB down and 4 kB up at 1000 kbit/s
     assert finish[chosen[0]] == pytest.approx(2.0 * speed[chosen[0]] + 1.0 + 0.032)
     admission = admit(finish, chosen, k=10)

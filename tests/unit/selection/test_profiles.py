@@ -9,7 +9,7 @@ from fedray.types import ClientResult
 
 
 def ok_result(cid, server_round, loss=0.5, n=40, size=100):
-    return ClientResult(cid, server_round, num_examples=n, update=np.zeros(size, dtype=np.float32),
+    return ClientResult(cid, server_round, num_examples=n, payloads={"delta": np.zeros(size, dtype=np.float32)},
                         train_loss=loss, wall_s=0.2, metrics={"loss_sq": loss * loss + 0.01})
 
 

@@ -40,14 +40,16 @@ def test_unique_run_dir_never_reuses_a_run(tmp_path):
 
 
 def state(r):
-    return ServerState(r, np.full(3, r, dtype=np.float32), ("s", r), None, {"k": r}, [{"round": r}], 1.0)
+    return ServerState(r, np.full(3, r, dtype=np.float32), ("s", r), None, {"k": r}, metrics=[{"round": r}],
+                       client_states={7: ("kept", r)})
 
 
 def test_checkpoints_keep_the_newest_and_reload_exactly(tmp_path):
     for r in range(1, 6):
         save_checkpoint(tmp_path, state(r), keep=2)
     kept = list_checkpoints(tmp_path)
-    assert [p.name for p in kept] == ["round_000004.pkl", "round_000005.pkl"]
+    assert [p.name for p in kept] == ["round_000004.safetensors", "round_000005.safetensors"]
     loaded = load_checkpoint(kept[-1])
-    assert loaded.server_round == 5 and loaded.strategy_state == ("s", 5)
+    assert loaded.server_round == 5 and loaded.transform_state == ("s", 5)
+    assert loaded.client_states == {7: ("kept", 5)}
     np.testing.assert_array_equal(loaded.params, np.full(3, 5, dtype=np.float32))

@@ -62,7 +62,7 @@ def test_a_run_directory_on_an_object_store():
     assert read_parquet(run.clients_path).column("node_id").to_pylist() == ["n1"]
     assert json.loads((run.location / "summary.json").read_text()) == {"status": "completed"}
     assert (run.location / "log.txt").read_text() == "first\nsecond\n"
-    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["round_000002.pkl", "round_000003.pkl"]
+    assert [p.name for p in list_checkpoints(run.checkpoints)] == ["round_000002.safetensors", "round_000003.safetensors"]
     assert load_checkpoint(list_checkpoints(run.checkpoints)[-1]).server_round == 3
     assert unique_run_dir(root, "exp").name == "exp-2"  # the first one holds a run
 

@@ -6,15 +6,10 @@ import pytest
 
 from fedray.config.schema import ValidationConfig
 from fedray.server.validate import norm_problem, update_problem
-from fedray.types import ClientResult
-
-
-def result(update, n=10):
-    return ClientResult(client_id=4, server_round=1, num_examples=n, update=update)
 
 
 def test_a_good_update_passes_and_reports_its_norm():
-    problem, norm = update_problem(result(np.array([3, 4, 0], dtype=np.float32)), 3)
+    problem, norm = update_problem(np.array([3, 4, 0], dtype=np.float32), 10, 3)
     assert problem is None and norm == pytest.approx(5.0)
 
 
@@ -31,7 +26,7 @@ def test_a_good_update_passes_and_reports_its_norm():
     ],
 )
 def test_bad_updates_are_rejected_with_a_reason(update, n, reason):
-    problem, norm = update_problem(result(update, n), 5)
+    problem, norm = update_problem(update, n, 5)
     assert problem is not None and re.search(reason, problem)
     assert math.isnan(norm)
 

@@ -25,7 +25,7 @@ def test_weighted_mean_matches_hand_computation():
         (2, 0, None),
     ], 3)
     # (1*[1,2,3] + 3*[5,6,7]) / 4 = [16, 20, 24] / 4
-    np.testing.assert_array_equal(mean.result(), np.array([4.0, 5.0, 6.0], dtype=np.float32))
+    np.testing.assert_array_equal(mean.result()[0], np.array([4.0, 5.0, 6.0], dtype=np.float32))
     assert mean.num_added == 2 and mean.total_weight == 4
 
 
@@ -37,7 +37,7 @@ def test_result_does_not_depend_on_arrival_order():
     results = []
     for order in itertools.permutations(range(5)):
         mean = aggregate(range(5), [(c, weights[c], updates[c]) for c in order], 1000)
-        results.append(mean.result().copy())
+        results.append(mean.result()[0].copy())
     for r in results[1:]:
         assert np.array_equal(r, results[0])  # bit-identical, not merely close
     expected = sum(weights[c] * updates[c].astype(np.float64) for c in range(5)) / sum(weights.values())
@@ -58,10 +58,10 @@ def test_early_arrivals_are_held_only_until_their_predecessors_arrive():
 def test_buffer_is_reused_across_rounds():
     mean = WeightedMean(4)
     mean.add(0, 2, np.full(4, 3.0, dtype=np.float32))
-    first = mean.result()
+    first = mean.result()[0]
     mean.reset()
     mean.add(5, 1, np.full(4, 1.0, dtype=np.float32))
-    second = mean.result()
+    second = mean.result()[0]
     assert second is first  # one preallocated buffer, no per-round allocation
     np.testing.assert_array_equal(second, np.ones(4, dtype=np.float32))
 
@@ -79,3 +79,15 @@ def test_an_arrival_cannot_count_twice_or_come_from_an_unselected_client():
 def test_nothing_to_aggregate_is_an_error():
     with pytest.raises(ValueError, match="no client update"):
         WeightedMean(1).result()
+
+
+def test_norm_bound_clips_each_update_before_the_weighted_mean():
+    from fedray.strategy.aggregate import AGGREGATORS
+
+    agg = AGGREGATORS.build("norm_bound", 2, max_norm=1.0)
+    agg.reset(agg.init())
+    agg.add(0, 1.0, np.array([3.0, 4.0], dtype=np.float32))  # norm 5 -> [0.6, 0.8]
+    agg.add(1, 3.0, np.array([0.0, 0.5], dtype=np.float32))  # inside the bound: as is
+    np.testing.assert_allclose(agg.result()[0], (np.array([0.6, 0.8]) + 3 * np.array([0.0, 0.5])) / 4, rtol=1e-6)
+    with pytest.raises(ValueError, match="max_norm must be > 0, got 0"):
+        AGGREGATORS.build("norm_bound", 2, max_norm=0.0)

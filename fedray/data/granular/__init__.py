@@ -1,0 +1,1 @@
+"""Granular-ball (GrBFL) image representation: segmentation, ball graphs as Arrow tables, pictures."""

@@ -1,0 +1,1 @@
+"""A client's life in a federation: its update ledger, unlearning, contribution and payout."""

@@ -1,0 +1,45 @@
+"""SIGTERM handled like Ctrl-C, so a run stopped by a scheduler keeps what it computed.
+
+Kubernetes, `ray job stop`, Slurm and most process managers stop a program with
+SIGTERM. The driver turns it into `Terminated`, a KeyboardInterrupt, so the one
+interrupt path runs: the current round finishes, the summary is written,
+checkpoints stay, and `fedray` exits with 143 (128 + SIGTERM).
+
+`ray.init` installs its own SIGTERM handler (`sys.exit`), so the driver installs
+this one again once Ray is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, the first SIGTERM raises `Terminated`; later ones are ignored, so the
+    cleanup the first one started (finishing the round, writing the summary) completes.
+    Python runs signal handlers only in the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum, frame):
+        if not received:
+            received.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -1,0 +1,100 @@
+"""Algorithms through the seam on a real local Ray: per-client state that survives,
+robust aggregation with async rounds, bugs that stop the run instead of hiding."""
+
+import pathlib
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from fedray.launcher import prepare, run, run_key
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
+from tests.conftest import small_config
+from tests.helpers import untimed
+
+
+def metrics(run_dir):
+    return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
+
+
+def wait_until_answers(actor, limit_s=900.0):
+    """Block until a (restarting) actor answers a call; calls made while it restarts fail."""
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return ray.get(actor.describe.remote(), timeout=limit_s)
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def run_quiet(cfg, hook=None):
+    return run(prepare(cfg), console=hook or (lambda line: None))
+
+
+SCAFFOLD = ["server.rounds=4", "server.strategy.name=scaffold", "data.partition=dirichlet", "data.alpha=0.3",
+            "clients.num_clients=6", "server.clients_per_round=4"]
+
+
+def test_scaffold_state_survives_an_actor_restart_bit_identically(ray_cluster, tmp_path):
+    """Actor 0 of the pool is killed after round 2 and restarted by Ray: the server re-sends
+    its shards, its clients' control variates come from the server's copy, and the run
+    ends bit-identical to one without the restart."""
+
+    reference = run_quiet(small_config(tmp_path / "ref", *SCAFFOLD))
+    name = f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/client-actor-0"
+
+    def restart_actor_0_after_round_2(line):
+        if line.startswith("round 2/4"):
+            actor = ray.get_actor(name)
+            ray.kill(actor, no_restart=False)
+            wait_until_answers(actor)  # back up, without its shards
+
+    restarted = run_quiet(small_config(tmp_path / "b", *SCAFFOLD), hook=restart_actor_0_after_round_2)
+    assert restarted["status"] == "completed"
+    rows = metrics(restarted["run_dir"])
+    log = (tmp_path / "b" / "test" / "log.txt")
+    assert all(r["clients_failed"] == 0 for r in rows), log.read_text() if log.exists() else rows
+    assert untimed(rows) == untimed(metrics(reference["run_dir"]))
+    ours = load_checkpoint(latest_checkpoint(tmp_path / "b" / "test" / "checkpoints"))
+    theirs = load_checkpoint(latest_checkpoint(tmp_path / "ref" / "test" / "checkpoints"))
+    np.testing.assert_array_equal(ours.params, theirs.params)
+    np.testing.assert_array_equal(ours.term_states[0], theirs.term_states[0])  # the server's c
+    assert sorted(ours.client_states) == sorted(theirs.client_states) != []
+    for cid, kept in ours.client_states.items():  # every client's c_i
+        np.testing.assert_array_equal(kept.terms[0], theirs.client_states[cid].terms[0])
+    assert np.isnan([r["eval_perplexity"] for r in rows]).all()  # not a language model
+    assert "perplexity" not in restarted["final_metrics"]
+    # Ray never had to replay constructor arguments from the object store (ray#53727)
+    logs = pathlib.Path(ray._private.worker._global_node.get_logs_dir_path())
+    assert not [p.name for p in logs.iterdir() if p.is_file()
+                and "constructor arguments in the object store" in p.read_text(errors="replace")]
+
+
+def test_robust_aggregation_in_async_mode_with_fedprox(ray_cluster, tmp_path):
+    """A buffering aggregator, a local objective term and FedBuff's staleness scaling together."""
+    cfg = small_config(tmp_path, "server.mode=async", "server.clients_per_round=6", "server.buffer_size=5",
+                       "server.aggregator={name: trimmed_mean, args: {beta: 0.2}}",
+                       "server.strategy={name: fedprox, args: {mu: 0.05}}", "server.rounds=4",
+                       "clients.profiles.source=lognormal")
+    summary = run_quiet(cfg)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 4
+    rows = metrics(summary["run_dir"])
+    assert all(r["clients_succeeded"] == 5 for r in rows)
+    assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
+
+
+def test_a_bug_in_user_code_stops_the_run_with_its_traceback(ray_cluster, tmp_path):
+    """A client failure is counted; an AttributeError in a client transform is a bug."""
+    lines = []
+    cfg = small_config(tmp_path, "clients.transforms=[{name: tests.helpers:breaks_in_round_2}]")
+    summary = run(prepare(cfg), console=lines.append)
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 1
+    assert any(line.startswith("fedray: stopping: round 2: AttributeError:") and "nonexistent_method" in line
+               and "log.txt" in line for line in lines), lines
+    log = (tmp_path / "test" / "log.txt").read_text()
+    assert "Traceback" in log and "tests/helpers.py" in log and "in apply" in log
+    assert len(metrics(summary["run_dir"])) == 1
