@@ -39,7 +39,8 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
     if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
             tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
-            public = cfg.server.distill.public_size if cfg.server.foundation_model.model is not None else 0
+            held_out = cfg.server.foundation_model.model is not None and not cfg.server.distill.public.generated
+            public = cfg.server.distill.public_size if held_out else 0
             dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer, public)
         except (ValueError, OSError) as err:
             problems.append(f"data: {err}")
@@ -153,24 +154,11 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
 
 
 def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
-    """Knowledge transfer matches logits index by index on a labelled public set."""
-    import torch
+    """Knowledge transfer needs one output space and a usable public set (see
+    `fedray.foundation.checks`)."""
+    from fedray.foundation.checks import foundation_problems as problems
 
-    from fedray.foundation.transfer import check_compatible, output_size
-    from fedray.models.build import MODELS
-
-    if dataset.info.task != "classification":
-        return [f"server.foundation_model: knowledge transfer is implemented for classification "
-                f"datasets (labelled public set), not for task '{dataset.info.task}' "
-                f"(data.dataset={cfg.data.dataset})"]
-    spec = cfg.server.foundation_model.model
-    try:
-        with torch.device("meta"):
-            server_model = MODELS.build(spec.name, spec, dataset.info)
-        check_compatible(output_size(client_model), output_size(server_model))
-    except (ValueError, TypeError, RuntimeError) as err:
-        return [f"server.foundation_model.model: {err}"]
-    return []
+    return problems(cfg, dataset, client_model)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from fedray.compress import build_codecs
 from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.foundation.distill import public_tensor
 from fedray.foundation.term import client_terms
 from fedray.lifecycle.continual import Schedule
 from fedray.lifecycle.watermark import watermark_terms
@@ -75,7 +76,7 @@ class ClientActor:
             self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
             self.merged = FoldedMerges()
         codecs = build_codecs(cfg)
-        terms = client_terms(cfg) + watermark_terms(cfg)
+        terms = client_terms(cfg, info.task) + watermark_terms(cfg)
         self.algorithm = with_privacy(build_algorithm(cfg, terms, codecs.uplink), cfg, on_client=True)
         self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
@@ -93,10 +94,11 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None,
+    def load(self, shards: dict[ClientId, pa.Table], public: np.ndarray | None = None,
              schedule: Schedule | None = None) -> dict:
-        """Take the hosted clients' shards (and the public set, and the data schedule whose
-        current task's view of a shard each round trains on); where this actor runs."""
+        """Take the hosted clients' shards (and the public inputs of knowledge transfer, as
+        `fedray.foundation.public` arrays them, and the data schedule whose current task's
+        view of a shard each round trains on); where this actor runs."""
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
         self.shards, self._tensors, self.schedule = shards, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
@@ -105,7 +107,7 @@ class ClientActor:
         if schedule is None:
             for cid in shards:
                 self._data(cid)
-        self.public = None if public is None else self.task.inputs(self.task.prepare(public, self.device))
+        self.public = None if public is None else public_tensor(self.info.task, public, self.device)
         return self.describe()
 
     def describe(self) -> dict:

@@ -49,7 +49,7 @@ class ClientPool:
     """Creates the client actors, hands them their shards, routes each client's work."""
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
-                 public: "pa.Table | None" = None, ranks: np.ndarray | None = None, schedule=None):
+                 public: "np.ndarray | None" = None, ranks: np.ndarray | None = None, schedule=None):
         """`ranks`: the LoRA rank of every client (None without adapters); `schedule`: the
         data schedule (`fedray.lifecycle.continual.Schedule`), sent with the shards."""
         self.cfg = cfg

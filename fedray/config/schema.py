@@ -49,101 +49,12 @@ from fedray.config.sections import (  # noqa: F401  (part of this schema; re-exp
     component,
     ValidationConfig,
 )
-
-
-@dataclasses.dataclass
-class FoundationConfig:
-    """The server's own large model, sharded with DeepSpeed ZeRO over Ray actors."""
-
-    model: Optional[ModelConfig] = None
-    """Model spec as in `model`; null: no server-side foundation model."""
-    zero_stage: int = 3
-    num_workers: int = 2
-    """Ranks of the ZeRO group: one per GPU, or one per CPU process without GPUs."""
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    """Ray resources of each worker (e.g. `num_gpus: 1`)."""
-    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
-    """How the ranks' placement group spreads over nodes: PACK, SPREAD, STRICT_PACK
-    or STRICT_SPREAD. The group is reserved before the first round."""
-    ready_timeout_s: float = 300.0
-    """How long to wait for the group's resources to become free."""
-    offload: bool = False
-    """Offload optimizer state (and parameters under ZeRO-3) to CPU memory."""
-    dtype: Dtype = Dtype.float32
-    lr: float = 1e-3
-    micro_batch_size: int = 8
-    """Examples per rank per step."""
-    timeout_s: float = 120.0
-    """Collective-operation timeout: a rank whose peer died errors out instead of hanging."""
-    deepspeed: Dict[str, Any] = field(default_factory=dict)
-    """Passed to DeepSpeed over the generated config, untouched (DeepSpeed validates it)."""
-
-    def errors(self) -> list[str]:
-        out = []
-        if self.model is None:
-            return out
-        if self.zero_stage not in (1, 2, 3):
-            out.append(f"server.foundation_model.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
-        if self.num_workers < 1:
-            out.append(f"server.foundation_model.num_workers must be >= 1, got {self.num_workers}")
-        if not self.lr > 0:
-            out.append(f"server.foundation_model.lr must be > 0, got {self.lr}")
-        if self.micro_batch_size < 1:
-            out.append(f"server.foundation_model.micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if not self.timeout_s > 0:
-            out.append(f"server.foundation_model.timeout_s must be > 0, got {self.timeout_s}")
-        if not self.ready_timeout_s > 0:
-            out.append(f"server.foundation_model.ready_timeout_s must be > 0, got {self.ready_timeout_s}")
-        if not self.resources.as_bundle():
-            out.append("server.foundation_model.resources must request some resource "
-                       "(Ray rejects empty placement-group bundles)")
-        out += self.model.errors()
-        out += self.resources.errors("server.foundation_model.resources")
-        return out
-
-
-@dataclasses.dataclass
-class DistillConfig:
-    """Knowledge transfer between the server's foundation model and the clients'
-    models, on a public (non-private) set of inputs."""
-
-    public_size: int = 256
-    """Examples (or sequences) held out of the clients' data as the public set."""
-    server_to_client: bool = False
-    """Send the foundation model's top-k logits on the public set with each broadcast;
-    clients add `weight` x KD loss to their local objective."""
-    client_to_server: bool = False
-    """Clients return top-k logits on the public set; the server distils their
-    weighted mean into the foundation model with `server_steps` ZeRO steps."""
-    temperature: float = 2.0
-    weight: float = 0.5
-    """lambda of the clients' distillation term."""
-    top_k: int = 10
-    """Logits kept per position (payload size against fidelity)."""
-    server_steps: int = 5
-    pretrain_steps: int = 0
-    """Supervised ZeRO steps on the labelled public set before round 1: the
-    transfer-learning phase of FedMD, so the foundation model starts as a useful teacher."""
-
-    def errors(self) -> list[str]:
-        out = []
-        if self.public_size < 1:
-            out.append(f"server.distill.public_size must be >= 1, got {self.public_size}")
-        if not self.temperature > 0:
-            out.append(f"server.distill.temperature must be > 0, got {self.temperature}")
-        if self.weight < 0:
-            out.append(f"server.distill.weight must be >= 0, got {self.weight}")
-        if self.top_k < 1:
-            out.append(f"server.distill.top_k must be >= 1, got {self.top_k}")
-        if self.server_steps < 0:
-            out.append(f"server.distill.server_steps must be >= 0, got {self.server_steps}")
-        if self.pretrain_steps < 0:
-            out.append(f"server.distill.pretrain_steps must be >= 0, got {self.pretrain_steps}")
-        return out
-
-    @property
-    def enabled(self) -> bool:
-        return self.server_to_client or self.client_to_server
+from fedray.config.foundation import (  # noqa: F401  (part of this schema; re-exported)
+    DistillConfig,
+    FoundationConfig,
+    PublicConfig,
+    PublicSource,
+)
 
 
 @dataclasses.dataclass
@@ -263,6 +174,9 @@ class ServerConfig:
         out += self.distill.errors()
         if self.distill.enabled and self.foundation_model.model is None:
             out.append("server.distill needs a server.foundation_model.model to transfer knowledge with")
+        if self.distill.public.refresh_every and self.mode is ServerMode["async"]:
+            out.append("server.distill.public.refresh_every needs server.mode=sync: an asynchronous "
+                       "client may still be answering on the previous public set")
         out += self.resources.errors("server.resources")
         out += self.ledger.errors() + self.contribution.errors()
         return out

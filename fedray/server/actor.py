@@ -15,7 +15,6 @@ from fedray.compress import build_codecs
 from fedray.compress.downlink import BroadcastEncoder
 from fedray.compress.rate import upload_budgets, wants_budget
 from fedray.config.schema import RunConfig, ServerMode
-from fedray.data.arrow import to_numpy
 from fedray.data.federated import FederatedDataset
 from fedray.foundation.group import FoundationError
 from fedray.foundation.term import knowledge_transfer
@@ -86,7 +85,8 @@ class Server:
         loaded = load_newest(self.run_dir.checkpoints, self._note_corrupt) if resume else None
         saved = loaded.state if loaded is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
-        extra = (knowledge_transfer(cfg.server.distill, self.distiller),) if cfg.server.distill.enabled else ()
+        extra = ((knowledge_transfer(cfg.server.distill, dataset.info.task, self.distiller),)
+                 if cfg.server.distill.enabled else ())
         codecs = build_codecs(cfg)
         self.algorithm = with_privacy(build_algorithm(cfg, extra + watermark_terms(cfg), codecs.uplink), cfg)
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
@@ -112,7 +112,8 @@ class Server:
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
-        self.pool = ClientPool(cfg, dataset, name_prefix, dataset.public if self.distiller else None, ranks, schedule)
+        self.pool = ClientPool(cfg, dataset, name_prefix, self.distiller.public_inputs if self.distiller else None,
+                               ranks, schedule)
         mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
         self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
         if secure is not None:
@@ -140,13 +141,10 @@ class Server:
     def _start_foundation(self, dataset: FederatedDataset, name_prefix: str, group, saved: ServerState | None):
         """The ZeRO-sharded foundation model in its reserved placement group: reloaded from
         the checkpoint's DeepSpeed shards (and its generator) when resuming, else warmed up
-        on the public set."""
-        foundation = self.cfg.server.foundation_model
-        if foundation.model is None:
+        on the public set; a generated public set is read from the run's cache or sampled."""
+        if self.cfg.server.foundation_model.model is None:
             return None
-        inputs, labels = (np.ascontiguousarray(a) for a in to_numpy(dataset.public))
-        distiller = Distiller(foundation, self.cfg.server.distill, dataset.info, inputs, labels,
-                              self.cfg.seed, name_prefix, group)
+        distiller = Distiller.for_run(self.cfg, dataset, name_prefix, group, self.run_dir.location / "public")
         tag = f"round_{saved.server_round:06d}" if saved is not None else None
         if saved is not None and (self._foundation_dir() / tag).exists():
             distiller.load(str(self._foundation_dir()), tag)
@@ -156,6 +154,7 @@ class Server:
             loss = distiller.pretrain(self.cfg.server.distill.pretrain_steps)
             if self.cfg.server.distill.pretrain_steps:
                 self.run_dir.log(f"foundation model warmed up on the public set: loss {loss:.4f}")
+        distiller.begin_round(1 + (saved.server_round if saved is not None else 0))  # a generated set
         return distiller
 
     def _foundation_dir(self) -> Location:
@@ -192,6 +191,8 @@ class Server:
         notes: list[str] = []
         result = None
         try:
+            if self.distiller is not None:
+                self.distiller.begin_round(server_round)  # refreshes a generated public set when due
             for attempt in range(1, self.cfg.server.max_round_retries + 2):
                 result, attempt_notes = ROUNDS[self.cfg.server.mode](
                     self.ctx, self.algorithm, self.state, self.pool, server_round, attempt)

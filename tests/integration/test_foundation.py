@@ -48,10 +48,10 @@ def test_zero3_partitions_the_parameters_across_two_ranks(group):
 
 def test_training_and_distillation_steps_lower_their_losses(group, digits):
     _, x, y = digits
-    losses = [group.train_step(halves(x, y), "cross_entropy") for _ in range(15)]
+    losses = [group.train_step(halves(x, y), "supervised") for _ in range(15)]
     assert losses[-1] < 0.5 * losses[0]
     # distil towards a fixed teacher: a random linear map of the inputs
-    teacher = top_k(x[:64] @ np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32), 5)
+    teacher = top_k(x[:64] @ np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32), 5, 2.0)
     batches = [{"inputs": x[i:i + 32], "teacher_values": teacher.values[i:i + 32],
                 "teacher_indices": teacher.indices[i:i + 32]} for i in (0, 32)]
     kd = [group.train_step(batches, "distill", temperature=2.0) for _ in range(15)]
@@ -60,14 +60,14 @@ def test_training_and_distillation_steps_lower_their_losses(group, digits):
 
 def test_checkpoint_reloads_to_the_same_logits(group, digits, tmp_path, ray_cluster):
     info, x, _ = digits
-    before = group.logits(x[:16])
+    before = group.top_k(x[:16], 10, 1.0).values  # all ten classes: log-probabilities, sorted
     group.save(str(tmp_path), "round_000001")
     assert (tmp_path / "round_000001").is_dir()
     other = FoundationGroup(config(), info, seed=1, name_prefix="foundation-reload")
     try:
-        assert not np.allclose(other.logits(x[:16]), before)  # other seed, other weights
+        assert not np.allclose(other.top_k(x[:16], 10, 1.0).values, before)  # other seed, other weights
         other.load(str(tmp_path), "round_000001")
-        np.testing.assert_allclose(other.logits(x[:16]), before, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(other.top_k(x[:16], 10, 1.0).values, before, rtol=1e-5, atol=1e-6)
     finally:
         other.shutdown()
 
@@ -79,7 +79,7 @@ def test_a_dead_rank_is_a_clear_error_not_a_hang(ray_cluster, digits):
     g = FoundationGroup(config(timeout_s=20), info, seed=0, name_prefix="foundation-doomed")
     ray.kill(g.workers[1])
     with pytest.raises(FoundationError, match="foundation model rank 1 failed: .*Actor"):
-        g.train_step(halves(x, y), "cross_entropy")
+        g.train_step(halves(x, y), "supervised")
 
 
 # ---- the foundation model inside federated runs ----------------------------------
@@ -112,9 +112,9 @@ def test_server_distillation_steps_lower_the_kd_loss_on_the_public_set(ray_clust
     try:
         rng = np.random.default_rng(1)
         # what two clients might send: their (different) views of the public inputs
-        clients = [top_k(x[:128] @ rng.standard_normal((64, 10)).astype(np.float32), 5) for _ in range(2)]
+        clients = [top_k(x[:128] @ rng.standard_normal((64, 10)).astype(np.float32), 5, 2.0) for _ in range(2)]
         from fedray.foundation.distill import aggregate_top_k
-        target = aggregate_top_k(clients, [3.0, 1.0], k=5, temperature=2.0)
+        target = aggregate_top_k(clients, [3.0, 1.0], k=5)
         before = distiller.kd_loss_on_public(target)
         last_step = distiller.absorb(clients, [3.0, 1.0])
         after = distiller.kd_loss_on_public(target)
