@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +53,10 @@ class ClientActor:
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: list[ClientId],
+    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: Sequence[ClientId],
                  ranks: dict[ClientId, int] | None = None):
+        self.setup = (cfg, info, hosted, ranks)
+        """What this actor was built for; `load` rebuilds it for another."""
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
@@ -80,8 +82,14 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: dict[ClientId, pa.Table], public: pa.Table | None = None) -> dict:
-        """Take the hosted clients' shards (and the public set); where this actor runs."""
+    def load(self, shards: Mapping[ClientId, pa.Table], public: pa.Table | None = None,
+             setup: tuple | None = None) -> dict:
+        """Take the hosted clients' shards (and the public set); where this actor runs.
+        With a `setup` (the constructor's arguments) other than its own, the actor first
+        rebuilds itself as a new one would be: a warm actor taken over by the next run,
+        or one Ray restarted with the arguments it was first created with."""
+        if setup is not None and setup != self.setup:
+            self.__init__(*setup)
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
         self.shards, self._tensors = shards, {}
         self.public = None if public is None else self.task.inputs(self.task.prepare(public, self.device))

@@ -1,6 +1,7 @@
 """Datasets, partitioning among clients, and the Arrow tables that carry them."""
 
 from fedray.data import shakespeare as _shakespeare  # noqa: F401  (registers 'shakespeare')
+from fedray.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')
 from fedray.data.federated import DataInfo, FederatedDataset, build_federated_dataset
 
 __all__ = ["DataInfo", "FederatedDataset", "build_federated_dataset"]
