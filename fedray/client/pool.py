@@ -183,9 +183,9 @@ class WarmActors:
         return sum(len(actors) for actors in self._idle.values())
 
     def take(self, key: str):
-        """An idle actor with these options, or None."""
+        """An idle actor with these options (the first kept), or None."""
         found = self._idle.get(key)
-        return found.pop() if found else None
+        return found.pop(0) if found else None
 
     def keep(self, pool: ClientPool) -> None:
         """A completed run's actors stay up for the next run."""

@@ -85,14 +85,19 @@ def generate(cfg: SyntheticConfig, num_clients: int, seed: int, keep_models: boo
     sizes = client_sizes(cfg, num_clients, seed)
     scales = input_scales(cfg.num_features).astype(np.float32)
     shared = _shared_model(cfg, seed) if cfg.iid else None
-    blocks = [_block(cfg, sizes, start, seed, scales, shared)
-              for start in range(0, num_clients, _BLOCK)]
-    x = np.concatenate([b[0] for b in blocks])
-    y = np.concatenate([b[1] for b in blocks])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    x = np.empty((offsets[-1], cfg.num_features), dtype=np.float32)  # filled in place: no second copy
+    y = np.empty(offsets[-1], dtype=np.int64)
+    models = []
+    for start in range(0, num_clients, _BLOCK):
+        rows = slice(offsets[start], offsets[min(start + _BLOCK, num_clients)])
+        block = _block(cfg, sizes, start, seed, scales, shared, x[rows], y[rows])
+        if keep_models:
+            models.append(block)
     owner = np.repeat(np.arange(num_clients, dtype=np.int64), sizes)
     if not keep_models:
         return SyntheticClients(x, y, owner, sizes)
-    return SyntheticClients(x, y, owner, sizes, *(np.concatenate([b[i] for b in blocks]) for i in (2, 3, 4)))
+    return SyntheticClients(x, y, owner, sizes, *(np.concatenate([b[i] for b in models]) for i in range(3)))
 
 
 def _shared_model(cfg: SyntheticConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +105,10 @@ def _shared_model(cfg: SyntheticConfig, seed: int) -> tuple[np.ndarray, np.ndarr
     return rng.normal(0.0, 1.0, (cfg.num_features, cfg.num_classes)), rng.normal(0.0, 1.0, cfg.num_classes)
 
 
-def _block(cfg: SyntheticConfig, sizes: np.ndarray, start: int, seed: int, scales: np.ndarray, shared):
-    """(x, y, W, b, v) of clients start .. start + _BLOCK, from the block's own stream."""
+def _block(cfg: SyntheticConfig, sizes: np.ndarray, start: int, seed: int, scales: np.ndarray, shared,
+           x: np.ndarray, y: np.ndarray):
+    """Fill `x`, `y` with the examples of clients start .. start + _BLOCK, from the block's
+    own stream; their (W, b, v)."""
     rng = np.random.default_rng([seed, _TAG, 2, start // _BLOCK])
     n, d, k = min(_BLOCK, len(sizes) - start), cfg.num_features, cfg.num_classes
     if shared is None:
@@ -116,12 +123,11 @@ def _block(cfg: SyntheticConfig, sizes: np.ndarray, start: int, seed: int, scale
         weights = np.broadcast_to(shared[0].astype(np.float32), (n, d, k))
         biases = np.broadcast_to(shared[1].astype(np.float32), (n, k))
     local = np.repeat(np.arange(n), sizes[start : start + n])
-    x = rng.standard_normal((len(local), d), dtype=np.float32)
+    rng.standard_normal(out=x, dtype=np.float32)
     x *= scales
     x += means.astype(np.float32)[local]
-    y = np.empty(len(local), dtype=np.int64)
     for lo in range(0, len(local), _ROWS):
         rows = local[lo : lo + _ROWS]
         logits = np.matmul(x[lo : lo + _ROWS, None, :], weights[rows])[:, 0] + biases[rows]
         y[lo : lo + _ROWS] = logits.argmax(axis=1)  # softmax is monotone: its argmax is the logits'
-    return x, y, weights, biases, means
+    return weights, biases, means

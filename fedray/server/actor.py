@@ -63,6 +63,8 @@ class Server:
         self.cfg = cfg
         self.placement: dict = {}
         """clients.parquet's placement columns, known once the client actors are up."""
+        self._text_columns: dict = {}
+        """clients.parquet's text columns, converted to Arrow once (`clients_table`)."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
         self.task = TASKS.build(dataset.info.task)
@@ -209,7 +211,7 @@ class Server:
     def write_clients(self) -> None:
         """clients.parquet: the profiles, joined with the simulated hardware and placement."""
         extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
-        self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
+        self.run_dir.write_clients(clients_table(self.state.profiles, *extra, cache=self._text_columns))
 
     def finish(self, status: str = "completed") -> dict:
         """Write summary.json and stop the foundation model's ranks (the driver stops the
