@@ -75,6 +75,8 @@ class RayStart:
 
         try:
             ray.init(**options)
+        except ConnectionError as err:  # an address that is not (or no longer) a Ray cluster
+            self._error = _unreachable(options["address"], err)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
             self._error = err
         finally:
@@ -100,6 +102,19 @@ class RayStart:
             ray.shutdown()
         self._release.set()
         self._thread.join()
+
+
+def _unreachable(address: str, err: ConnectionError) -> Exception:
+    """A ClusterError (one paragraph, exit status 2) for a Ray that cannot be joined."""
+    from fedray.cluster.errors import ClusterError
+
+    text = f"{err} {err.__cause__ or ''}"
+    reason = str(err).strip().splitlines()[0]
+    if "InvalidAuthToken" in text or "Authentication" in text:
+        reason += ("; the cluster uses token authentication: with an explicit address Ray sends the token "
+                   "(~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) only if RAY_AUTH_MODE=token "
+                   "is set (ray.address: auto finds it by itself)")
+    return ClusterError(f"ray.address={address}: {reason}")
 
 
 @contextlib.contextmanager

@@ -13,11 +13,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray instance shared by every test that needs one (starting costs seconds)."""
+    """A real local Ray instance shared by every test that needs one (starting costs seconds).
+    Its workers import fedray's client code as they start, as a `fedray run`'s do."""
     import ray
 
+    from fedray.session import PRELOAD
+
     assert not ray.is_initialized()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _system_config={"preload_python_modules": list(PRELOAD)})
     yield ray
     ray.shutdown()
 

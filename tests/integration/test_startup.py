@@ -4,7 +4,6 @@ warm client actors reused across a sweep with the same results as separate runs.
 import os
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,30 +12,11 @@ from fedray.config import load_config
 from fedray.experiments.sweep import plan_sweep, run_local
 from fedray.launcher import prepare, run
 from tests.conftest import REPO, small_config
-from tests.helpers import untimed
+from tests.helpers import alive, untimed, wait_for
 
 
 def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
-
-
-def alive():
-    """Ids of the live actors and of the placement groups that hold resources, from Ray's
-    control store (the GCS): what the cluster itself says is still there."""
-    import ray
-    from ray._private.state import actors
-
-    live = {a for a, info in actors().items() if info["State"] != "DEAD"}
-    groups = {g for g, info in ray.util.placement_group_table().items() if info["state"] != "REMOVED"}
-    return live, groups
-
-
-def wait_for(condition, what, limit_s=120.0):
-    """Poll until `condition()` holds (a hang guard bounds it; this is not a timing)."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.1)
 
 
 def stop_after_round_1(line):
