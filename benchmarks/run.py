@@ -17,7 +17,8 @@ splits its wall time into phases the same way for any revision:
     finish    -> `fedray: completed ...` (summary, actors stopped)
     teardown  -> the process has exited (Ray shut down)
 
-`sweep` runs `fedray sweep` on a 6-point grid of the overhead workload. The floors,
+`sweep` runs `fedray sweep` on a 6-point grid of the overhead workload (reusing warm
+client actors between points; `sweep_fresh` with `--no-reuse`). The floors,
 timed in the same invocation (`floor.py`): the Ray floor (a fresh interpreter that
 imports ray, starts a local instance, creates one 1-CPU actor that imports torch and
 shuts Ray down) for end-to-end and fixed cost, and the no-framework loop for
@@ -53,6 +54,7 @@ CONFIGS = {
     "scale_100k": HERE / "configs" / "scale_100k.yaml",
     "quickstart": REPO / "configs" / "quickstart.yaml",
     "sweep": HERE / "configs" / "sweep.yaml",
+    "sweep_fresh": HERE / "configs" / "sweep.yaml",
 }
 SWEEP_GRID = ["--grid", "train.lr=0.05,0.1,0.2", "--grid", "data.alpha=0.5,1.0"]
 """The 6-point grid of the `sweep` workload."""
@@ -117,8 +119,9 @@ def run_fedray(workload: str, python: str, env: dict) -> dict:
 
     config = CONFIGS[workload]
     with tempfile.TemporaryDirectory() as out:
-        if workload == "sweep":
+        if workload.startswith("sweep"):
             cmd = [python, "-m", "fedray", "sweep", str(config), f"output_dir={out}", *SWEEP_GRID]
+            cmd += ["--no-reuse"] if workload == "sweep_fresh" else []
         else:
             cmd = [python, "-m", "fedray", "run", str(config), f"output_dir={out}"]
         lines, wall, peak, status = timed_process(cmd, env)
@@ -127,7 +130,7 @@ def run_fedray(workload: str, python: str, env: dict) -> dict:
         result = {"end_to_end_s": wall, "peak_pss_gb": peak / 1e9}
         startup = next((line for _, line in lines if "start-up" in line), "")
         result["startup_line"] = startup.split("; ")[-1] if startup else ""
-        if workload == "sweep":
+        if workload.startswith("sweep"):
             return result
         run_dir = next(p for p in Path(out).iterdir() if p.is_dir())
         rounds = pq.read_table(run_dir / "metrics.parquet").to_pylist()
@@ -158,7 +161,7 @@ def bench(workload: str, repeats: int, python: str, env: dict) -> dict:
         print(f"  {workload}: {str(err).splitlines()[0]}", file=sys.stderr)
         return {"workload": workload, "error": str(err)}
     result = {"workload": workload, "repeats": repeats, **median_of(runs)}
-    if workload not in ("sweep", "scale_100k"):
+    if workload not in ("sweep", "sweep_fresh", "scale_100k"):
         from fedray.config import load_config
 
         cfg = load_config(CONFIGS[workload])

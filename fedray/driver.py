@@ -155,6 +155,8 @@ class Driver:
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
         if self.pool is None:
             self.pool = self._client_pool(prefix)
+            # the shards are in the object store now: keep no copy of them here
+            self.prepared = dataclasses.replace(self.prepared, dataset=self._server_dataset())
         self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
         ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
@@ -184,7 +186,8 @@ class Driver:
 
     def _server_dataset(self) -> FederatedDataset:
         """The dataset without its training rows: the server needs the offsets, the test
-        split and the public set, not a copy of every client's shard."""
+        split and the public set, not a copy of every client's shard (nor, once the
+        actors have them, does the driver)."""
         if self._server_data is None:
             dataset = self.prepared.dataset
             self._server_data = dataclasses.replace(dataset, train=dataset.train.schema.empty_table())

@@ -219,6 +219,7 @@ def run(
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
     startup = StartUp(data_s=prepared.prepare_s)
     driver = Driver(prepared, run_dir, console, started, warm, startup, began)
+    del prepared  # the driver drops the training rows once the actors have them
     with contextlib.ExitStack() as cleanup:
         logs = logs if logs is not None else cleanup.enter_context(RayLogs())
         waiting = time.perf_counter()

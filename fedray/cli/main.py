@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_submit_options(sweep, "submit every run as a job to this Ray dashboard instead of running locally")
     sweep.add_argument("--verbose", action="store_true",
                        help="also print Ray's own log lines and the workers' output (always in log.txt)")
+    sweep.add_argument("--no-reuse", action="store_true",
+                       help="start fresh client actors for every run (default: take over the last run's)")
 
     report = sub.add_parser("report", help="plots and a Markdown table comparing run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
@@ -146,8 +148,9 @@ def _run(args: argparse.Namespace) -> int:
     started: list = []  # Ray starts once the config checks out, while the data is built
     with RayLogs(args.verbose) as logs:
         try:
-            prepared = prepare(cfg, config, on_checked=lambda: started.append(RayStart(cfg)))
-            summary = run(prepared, resume=args.resume, fresh=args.fresh, start=started[0] if started else None,
+            # not kept in a variable here, so the driver alone holds the data and can drop it
+            summary = run(prepare(cfg, config, on_checked=lambda: started.append(RayStart(cfg))),
+                          resume=args.resume, fresh=args.fresh, start=started[0] if started else None,
                           logs=logs, began=began)
         finally:
             for start in started:
