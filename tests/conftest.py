@@ -26,6 +26,30 @@ def ray_cluster():
     ray.shutdown()
 
 
+_WARM: list = []
+"""The session's idle client actors (`WarmActors`), once a test has asked for them."""
+
+
+@pytest.fixture
+def warm_actors(ray_cluster):
+    """Client actors kept warm between the tests that ask for them, as `fedray sweep`
+    keeps them between runs: pass it as `run(..., warm=warm_actors)` and the run takes
+    over idle actors whose resources match (and leaves its own). Only for tests that do
+    not look client actors up by name: a reused actor keeps its first run's name."""
+    from fedray.client.pool import WarmActors
+
+    if not _WARM:
+        _WARM.append(WarmActors())
+    return _WARM[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_actors_unless_asked(request):
+    """A test that does not take warm actors finds none idle: they would hold CPUs it may need."""
+    if _WARM and "warm_actors" not in request.fixturenames:
+        _WARM[0].release()
+
+
 def small_config(tmp_path, *overrides: str) -> RunConfig:
     """A fast digits config writing under tmp_path: 10 clients, pool of 2, 3 rounds."""
     base = [
