@@ -1,12 +1,20 @@
-"""The no-framework floor: the same local training and FedAvg in one plain Python loop.
+"""The floors fedray is measured against.
 
-Same data split, model, local training (`train_local`), seeds, client sampling and
-weighted mean as a fedray run of the same config, with no Ray, no actors, no
-object store, no files. fedray's time per round is reported against this.
+`run_floor`: the same local training and FedAvg in one plain Python loop: same data
+split, model, local training (`train_local`), seeds, client sampling and weighted
+mean as a fedray run of the same config, with no Ray, no actors, no object store, no
+files. fedray's time per round is reported against this.
+
+`ray_floor`: what no Ray-based framework can avoid paying once per run: a fresh
+interpreter that imports ray, starts a local instance (`ray.init`, with the options
+fedray uses), creates one 1-CPU actor that imports torch, and shuts Ray down.
+fedray's end-to-end time and fixed cost are reported against this.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 import numpy as np
@@ -56,3 +64,35 @@ def run_floor(cfg: RunConfig) -> list[float]:
             task.evaluate(model, test, 1024)
         times.append(time.perf_counter() - started)
     return times
+
+
+_RAY_FLOOR = """
+import json, time
+began = time.perf_counter()
+import ray
+imported = time.perf_counter()
+ray.init(address="local", include_dashboard=False, log_to_driver=False)
+started = time.perf_counter()
+
+@ray.remote(num_cpus=1)
+class Torch:
+    def ready(self):
+        import torch
+        return torch.__version__
+
+ray.get(Torch.remote().ready.remote())
+ready = time.perf_counter()
+ray.shutdown()
+done = time.perf_counter()
+print(json.dumps({"import_ray_s": imported - began, "init_s": started - imported,
+                  "actor_s": ready - started, "shutdown_s": done - ready}))
+"""
+
+
+def ray_floor(python: str, env: dict | None = None) -> dict:
+    """One fresh interpreter's Ray floor: its phases, and `end_to_end_s` from process
+    start to exit (measured from outside, as fedray's runs are)."""
+    started = time.perf_counter()
+    out = subprocess.run([python, "-c", _RAY_FLOOR], capture_output=True, text=True, env=env, check=True)
+    phases = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"end_to_end_s": time.perf_counter() - started, **phases}

@@ -14,11 +14,16 @@ import math
 import time
 from pathlib import Path
 import dataclasses
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset
 from fedray.types import RoundResult
+
+if TYPE_CHECKING:
+    from fedray.client.pool import WarmActors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +33,35 @@ class PreparedRun:
     cfg: RunConfig
     dataset: FederatedDataset
     num_params: int
+    prepare_s: float = 0.0
+    """Seconds spent building the data and checking the config."""
+
+
+@dataclasses.dataclass
+class StartUp:
+    """Where a run's start-up went, for the console line that reports it."""
+
+    data_s: float = 0.0
+    ray_s: float = 0.0
+    """Seconds `ray.init` took (0: Ray was already up in this process)."""
+    ray_alongside: bool = False
+    """Ray started while the data was built, so the two overlapped."""
+    waited_s: float = 0.0
+    """Seconds the run waited for Ray after its data was ready."""
+    actors_s: float = 0.0
+    """From creating the actors until the server and every client actor were ready."""
+    num_warm: int = 0
+    """Client actors taken over, warm, from the previous run of this process."""
+
+    def describe(self, total_s: float) -> str:
+        if self.ray_s == 0:
+            ray = "Ray already up"
+        elif self.ray_alongside:
+            ray = f"Ray {self.ray_s:.1f} s alongside the data ({self.waited_s:.1f} s waited)"
+        else:
+            ray = f"Ray {self.ray_s:.1f} s"
+        warm = f", {self.num_warm} warm" if self.num_warm else ""
+        return f"start-up {total_s:.1f} s: data {self.data_s:.1f} s, {ray}, actors {self.actors_s:.1f} s{warm}"
 
 
 def resource_problems(cfg: RunConfig) -> list[str]:
@@ -67,12 +101,23 @@ def run_key(run_dir) -> str:
 class Driver:
     """One run as the driver sees it: the live server actor, its restarts, where things run."""
 
-    def __init__(self, prepared: PreparedRun, run_dir, console: Callable[[str], None], started: float):
+    def __init__(self, prepared: PreparedRun, run_dir, console: Callable[[str], None], started: float,
+                 warm: "WarmActors | None" = None, startup: StartUp | None = None, began: float | None = None):
+        """`started`: when the run began (its `wall_s` counts from there); `began`: when the
+        command began (start-up counts from there). `warm`: idle client actors of this
+        process's previous runs, taken over where they match; a completed run leaves its
+        own there."""
         self.prepared, self.cfg = prepared, prepared.cfg
         self.run_dir, self.console, self.started = run_dir, console, started
+        self.began = started if began is None else began
+        self.warm = warm
+        self.startup = startup if startup is not None else StartUp(data_s=prepared.prepare_s)
         self.placement: dict = {}
         self.ranks = None
         """The foundation model's reserved placement group, if any."""
+        self.pool = None
+        """The client actors (`fedray.client.pool.ClientPool`): created here, handed to the server."""
+        self._server_data: FederatedDataset | None = None
         self.server = None
         self.next_round, self.restarts = 1, 0
         self.last_round = self.cfg.server.rounds
@@ -87,6 +132,8 @@ class Driver:
         from fedray.cluster.placement import bundle_nodes, release, reserve_worker_group
         from fedray.cluster.resources import unplaceable_error
 
+        if self.warm is not None:
+            self.warm.evict(self.cfg)  # idle actors this run cannot use must not hold resources
         missing = resource_problems(self.cfg)
         if missing:
             raise unplaceable_error(missing, "")
@@ -100,18 +147,25 @@ class Driver:
                          f"on {len(set(self.placement['worker_nodes']))} node(s)")
 
     def start_server(self, resume: bool) -> None:
-        """Create the server actor (from the newest checkpoint if `resume`) and wait for its clients."""
+        """Create the client actors and the server actor (from the newest checkpoint if
+        `resume`) together, and wait until all are ready: the server takes the pool over."""
         import ray
 
         from fedray.cluster.placement import server_options
-        from fedray.server.actor import Server
+        from fedray.cluster.remote import remote_class
 
         cfg = self.cfg
+        began = time.perf_counter()
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
-        self.server = ray.remote(Server).options(
+        if self.pool is None:
+            self.pool = self._client_pool(prefix)
+            # the shards are in the object store now: keep no copy of them here
+            self.prepared = dataclasses.replace(self.prepared, dataset=self._server_dataset())
+        self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
-        ).remote(cfg, self.prepared.dataset, str(self.run_dir), prefix, resume, self.ranks)
+        ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
         info = ray.get(self.server.start.remote())
+        self.startup.actors_s = time.perf_counter() - began
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
         self.last_round = info["last_round"]
         if info["next_round"] > 1:
@@ -121,9 +175,43 @@ class Driver:
                          f"of server.rounds={cfg.server.rounds} rounds; the run stops after round {self.last_round}")
         self.console(
             f"{info['num_actors']} client actor(s) for {cfg.clients.num_clients} clients on "
-            f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters "
-            f"({time.perf_counter() - self.started:.1f} s)"
+            f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters; "
+            + self.startup.describe(time.perf_counter() - self.began)
         )
+
+    def _client_pool(self, prefix: str, data=None):
+        """The client actors (warm ones taken over where they match), loading their shards."""
+        from fedray.client.pool import ClientPool
+        from fedray.lifecycle.continual.schedule import build_schedule
+        from fedray.models.adapters import client_ranks
+
+        cfg, dataset = self.cfg, self.prepared.dataset
+        ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+        # The public inputs of knowledge transfer come later, from the server's foundation
+        # model (`ClientPool.share_public`): it may generate them.
+        schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
+        idle = len(self.warm) if self.warm is not None else 0
+        pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule)
+        self.startup.num_warm = idle - (len(self.warm) if self.warm is not None else 0)
+        return pool
+
+    def _server_dataset(self) -> FederatedDataset:
+        """The dataset without its training rows: the server needs the offsets, the test
+        split and the public set, not a copy of every client's shard (nor, once the
+        actors have them, does the driver)."""
+        if self._server_data is None:
+            dataset = self.prepared.dataset
+            self._server_data = dataclasses.replace(dataset, train=dataset.train.schema.empty_table())
+        return self._server_data
+
+    def restart_server(self) -> None:
+        """A new server from the newest checkpoint, with new client actors loaded from the
+        shards already in the object store (a LoRA client's base must match the checkpoint's)."""
+        self.restarts += 1
+        data = self.pool.data
+        self.pool.shutdown()
+        self.pool = self._client_pool(f"fedray/{run_key(self.run_dir)}/{self.restarts}", data)
+        self.start_server(resume=True)
 
     def run_rounds(self) -> str:
         """Ask the server for one round at a time; the run's status when they stop."""
@@ -139,10 +227,9 @@ class Driver:
                     self.stop(f"the server actor died and server.max_restarts={cfg.server.max_restarts} "
                               f"restarts are used up: {_first_line(err)}")
                     return "failed"
-                self.restarts += 1
                 self.console(f"fedray: the server actor died in round {self.next_round} ({_first_line(err)}); "
-                             f"restart {self.restarts}/{cfg.server.max_restarts} from the newest checkpoint")
-                self.start_server(resume=True)
+                             f"restart {self.restarts + 1}/{cfg.server.max_restarts} from the newest checkpoint")
+                self.restart_server()
                 continue
             except RayTaskError as err:
                 if isinstance(err.cause, OSError):
@@ -180,10 +267,16 @@ class Driver:
             self.console(f"fedray: could not write log.txt either: {err}")
 
     def finish(self, status: str) -> dict:
-        """Stop the actors and write summary.json, claiming only what is on disk."""
+        """Stop the actors (a completed run's client actors may stay warm for the next run)
+        and write summary.json, claiming only what is on disk."""
         from fedray.server.rundir import RunDirectory
 
         summary = _server_summary(self.server, status) if self.server is not None else None
+        if self.pool is not None:
+            if status == "completed" and self.warm is not None:
+                self.warm.keep(self.pool)
+            else:
+                self.pool.shutdown()
         summary = summary_on_disk(self.run_dir, self.cfg, status, summary)
         summary.update(run_dir=str(self.run_dir), placement=self.placement,
                        wall_s=time.perf_counter() - self.started)
@@ -200,7 +293,7 @@ class Driver:
 def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) -> dict:
     """The server's summary, unless it claims rounds whose checkpoint is not on disk (a failed
     write, an interrupt between checkpoints) or the server is gone: then the newest checkpoint's."""
-    from fedray.server.actor import summarize
+    from fedray.server.summary import summarize
     from fedray.server.checkpoint import checkpoint_round, latest_checkpoint, load_newest
     from fedray.server.rundir import RunDirectory
 

@@ -11,30 +11,34 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
-from fedray.driver import Driver, PreparedRun, format_round, resource_problems, run_key  # noqa: F401  (re-exported)
+from fedray.driver import Driver, PreparedRun, StartUp, format_round, resource_problems, run_key  # noqa: F401
+from fedray.session import RayLogs, RayStart, ray_session  # noqa: F401  (ray_session re-exported)
 from fedray.signals import Terminated, sigterm_as_interrupt
 
+if TYPE_CHECKING:
+    from fedray.client.pool import WarmActors
 
-def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> PreparedRun:
+
+def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
+            on_checked: Callable[[], None] | None = None) -> PreparedRun:
     """Build the data and check every named component; all problems in one ConfigError.
     `local`: the run writes from this machine, so `output_dir` is checked here too (not
-    for `fedray submit`, whose output_dir is a path on the cluster)."""
-    import torch
-
-    from fedray.compress import codec_problems
+    for `fedray submit`, whose output_dir is a path on the cluster). `on_checked` is
+    called once every component checks out, before the data is built: `fedray run`
+    starts Ray there, so it comes up while the data is built."""
     from fedray.data.tokenize import TOKENIZERS
     from fedray.lifecycle.continual import schedule_problems
-    from fedray.lifecycle.watermark import watermark_problems
-    from fedray.models.build import MODELS
-    from fedray.models.flat import param_spec
 
+    began = time.perf_counter()
     problems: list[str] = output_dir_problems(cfg) if local else []
     problems += component_problems(cfg)
+    if not problems and on_checked is not None:
+        on_checked()
     dataset = None
     if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
@@ -48,21 +52,51 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True) -> Pr
         problems += schedule_problems(cfg.data.schedule, dataset.train, dataset.test, dataset.owner_names)
     num_params = 0
     if dataset is not None and not problems:
-        try:
-            with torch.device("meta"):
-                model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
-            num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            check_adapters(cfg, model, dataset)
-            problems += codec_problems(cfg, param_spec(model))
-        except (ValueError, TypeError, RuntimeError) as err:
-            problems.append(f"model: {err}")
-        if not problems:
-            problems += watermark_problems(cfg, param_spec(model), dataset.info)
-        if cfg.server.foundation_model.model is not None and not problems:
-            problems += foundation_problems(cfg, dataset, model)
+        num_params, found = model_problems(cfg, dataset)
+        problems += found
     if problems:
         raise ConfigError(problems, source)
-    return PreparedRun(cfg, dataset, num_params)
+    return PreparedRun(cfg, dataset, num_params, time.perf_counter() - began)
+
+
+def model_problems(cfg: RunConfig, dataset: FederatedDataset) -> tuple[int, list[str]]:
+    """(trainable parameters, problems). A model whose size follows from its config (the
+    MLP) is only counted where nothing needs its tensors' names, so the driver needs no
+    torch; any other is built on torch's meta device, with its adapters, codec rules,
+    watermark and the foundation model checked against it."""
+    from fedray.models.build import MODELS, count_params
+
+    try:
+        counted = count_params(cfg.model, dataset.info)
+    except ValueError as err:
+        return 0, [f"model: {err}"]
+    if counted is not None and not _needs_layout(cfg):
+        return counted, []
+    import torch
+
+    from fedray.compress import codec_problems
+    from fedray.lifecycle.watermark import watermark_problems
+    from fedray.models.flat import param_spec
+
+    try:
+        with torch.device("meta"):
+            model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
+        num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        check_adapters(cfg, model, dataset)
+        problems = codec_problems(cfg, param_spec(model))
+    except (ValueError, TypeError, RuntimeError) as err:
+        return 0, [f"model: {err}"]
+    if not problems:
+        problems += watermark_problems(cfg, param_spec(model), dataset.info)
+    if cfg.server.foundation_model.model is not None and not problems:
+        problems += foundation_problems(cfg, dataset, model)
+    return num_params, problems
+
+
+def _needs_layout(cfg: RunConfig) -> bool:
+    """Whether checking the config needs the model's tensors (names and shapes)."""
+    return (cfg.server.foundation_model.model is not None or cfg.server.watermark.name is not None
+            or cfg.clients.codec.name == "content")
 
 
 def component_problems(cfg: RunConfig) -> list[str]:
@@ -161,36 +195,26 @@ def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model)
     return problems(cfg, dataset, client_model)
 
 
-@contextlib.contextmanager
-def ray_session(cfg: RunConfig) -> Iterator[None]:
-    """Join the Ray instance already initialised in this process, or connect/start one.
-
-    `ray.address: null` starts a private local instance, except inside a Ray job
-    (RAY_ADDRESS set by `ray job submit`), where it joins the job's cluster.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict = {"address": address, "include_dashboard": False, "log_to_driver": True}
-    if address == "local":
-        kwargs.update(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus)
-    ray.init(**kwargs)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def run(
     prepared: PreparedRun,
     console: Callable[[str], None] = print,
     resume: str | None = None,
     fresh: bool = False,
+    *,
+    warm: WarmActors | None = None,
+    start: RayStart | None = None,
+    logs: RayLogs | None = None,
+    began: float | None = None,
 ) -> dict:
     """Run every round; returns summary.json's content (with `run_dir`, `placement`, `wall_s`).
+
+    Ray: the one `start` is bringing up (`fedray run` starts it while the data is
+    built), else the one initialised in this process, else a new local one (shut
+    down at the end when started for this run). Ray's own log lines go to the run's
+    log.txt through `logs` (a quiet one of its own if None). `warm`: client actors of
+    this process's previous runs to take over, where their resources match (a
+    completed run leaves its actors there). `began`: when the command started, for
+    the start-up line.
 
     With `resume`, continue the run in that directory from its newest checkpoint that
     loads, after checking that `prepared.cfg` changes nothing a resume may not change
@@ -216,8 +240,17 @@ def run(
     else:
         run_dir = create_run_dir(cfg)
     console(f"fedray: run '{cfg.name}' -> {run_dir}")
-    driver = Driver(prepared, run_dir, console, started)
-    with ray_session(cfg), sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
+    startup = StartUp(data_s=prepared.prepare_s)
+    driver = Driver(prepared, run_dir, console, started, warm, startup, began)
+    del prepared  # the driver drops the training rows once the actors have them
+    with contextlib.ExitStack() as cleanup:
+        logs = logs if logs is not None else cleanup.enter_context(RayLogs())
+        waiting = time.perf_counter()
+        ray_start = cleanup.enter_context(ray_session(cfg, start))
+        startup.ray_s, startup.waited_s = ray_start.seconds, time.perf_counter() - waiting
+        startup.ray_alongside = start is not None and ray_start.owned
+        logs.attach(run_dir)
+        cleanup.enter_context(sigterm_as_interrupt())
         driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
         if point is not None:
             record_resume(run_dir, cfg, point, console)

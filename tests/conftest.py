@@ -13,13 +13,41 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray instance shared by every test that needs one (starting costs seconds)."""
+    """A real local Ray instance shared by every test that needs one (starting costs seconds).
+    Its workers import fedray's client code as they start, as a `fedray run`'s do."""
     import ray
 
+    from fedray.session import PRELOAD
+
     assert not ray.is_initialized()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _system_config={"preload_python_modules": list(PRELOAD)})
     yield ray
     ray.shutdown()
+
+
+_WARM: list = []
+"""The session's idle client actors (`WarmActors`), once a test has asked for them."""
+
+
+@pytest.fixture
+def warm_actors(ray_cluster):
+    """Client actors kept warm between the tests that ask for them, as `fedray sweep`
+    keeps them between runs: pass it as `run(..., warm=warm_actors)` and the run takes
+    over idle actors whose resources match (and leaves its own). Only for tests that do
+    not look client actors up by name: a reused actor keeps its first run's name."""
+    from fedray.client.pool import WarmActors
+
+    if not _WARM:
+        _WARM.append(WarmActors())
+    return _WARM[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_actors_unless_asked(request):
+    """A test that does not take warm actors finds none idle: they would hold CPUs it may need."""
+    if _WARM and "warm_actors" not in request.fixturenames:
+        _WARM[0].release()
 
 
 def small_config(tmp_path, *overrides: str) -> RunConfig:

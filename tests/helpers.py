@@ -1,5 +1,7 @@
 """User-code stand-ins reached through dotted config paths in tests."""
 
+import time
+
 import numpy as np
 
 from fedray.data.partition import iid
@@ -41,3 +43,22 @@ def breaks_in_round_2():
         return update, state
 
     return UpdateTransform(lambda params: (), apply)
+
+
+def alive():
+    """(live actors, placement groups holding resources), by id, from Ray's control store
+    (the GCS): what the cluster itself says is still there."""
+    import ray
+    from ray._private.state import actors
+
+    live = {a for a, info in actors().items() if info["State"] != "DEAD"}
+    groups = {g for g, info in ray.util.placement_group_table().items() if info["state"] != "REMOVED"}
+    return live, groups
+
+
+def wait_for(condition, what, limit_s=120.0):
+    """Poll until `condition()` holds; the limit only bounds a hang (it is not a timing)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.1)

@@ -80,7 +80,7 @@ def write_result(run_dir: RunDirectory, final, params: np.ndarray, rebuild: "Reb
                  keep: int) -> None:
     """A checkpoint of the source's last round holding the unlearned model (nothing of the
     forgotten clients: their kept state and values are dropped), and summary.json."""
-    from fedray.server.actor import summarize
+    from fedray.server.summary import summarize
 
     state = dataclasses.replace(
         final, params=params, transform_state=rebuild.transform_state, metrics=rebuild.rows, in_flight=[],

@@ -116,7 +116,7 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"fedray: sweep of {len(runs)} run(s): " + ", ".join(r.name for r in runs), flush=True)
     if args.address:
         return _sweep_on_cluster(args, runs)
-    summaries = run_local(runs)
+    summaries = run_local(runs, verbose=args.verbose, reuse=not args.no_reuse)
     for run, summary in zip(runs, summaries):
         print(f"  {summary['status']:<10} {run.name}  {summary.get('run_dir', summary.get('error', ''))}")
     done = [s["run_dir"] for s in summaries if "run_dir" in s]

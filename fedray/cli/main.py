@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import sys
+import time
 from typing import Sequence
 
 from fedray.cli import jobs, unlearn, watermark
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true",
                      help="with --resume: if RUN_DIR has no checkpoint to continue from, start it "
                           "again from round 1 (its metrics are replaced)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also print Ray's own log lines and the workers' output (always in log.txt)")
 
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="values of one key; repeat for more keys")
     jobs.add_submit_options(sweep, "submit every run as a job to this Ray dashboard instead of running locally")
+    sweep.add_argument("--verbose", action="store_true",
+                       help="also print Ray's own log lines and the workers' output (always in log.txt)")
+    sweep.add_argument("--no-reuse", action="store_true",
+                       help="start fresh client actors for every run (default: take over the last run's)")
 
     report = sub.add_parser("report", help="plots and a Markdown table comparing run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (paths or URIs)")
@@ -129,7 +136,7 @@ def _accuracy(text: str) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     from fedray.config.load import load_config
-    from fedray.launcher import prepare, run
+    from fedray.launcher import RayLogs, RayStart, prepare, run
     from fedray.server.resume import current_config, resume_config
 
     config, overrides = args.config, list(args.overrides)
@@ -146,9 +153,26 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(["--fresh goes with --resume RUN_DIR"], "command line")
     else:
         cfg = load_config(config, overrides)
-    summary = run(prepare(cfg, config), resume=args.resume, fresh=args.fresh)
+    began = time.perf_counter() - _process_age_s()
+    started: list = []  # Ray starts once the config checks out, while the data is built
+    with RayLogs(args.verbose) as logs:
+        try:
+            # not kept in a variable here, so the driver alone holds the data and can drop it
+            summary = run(prepare(cfg, config, on_checked=lambda: started.append(RayStart(cfg))),
+                          resume=args.resume, fresh=args.fresh, start=started[0] if started else None,
+                          logs=logs, began=began)
+        finally:
+            for start in started:
+                start.stop()  # after an error before the run took it over; else a no-op
     print(format_summary(summary))
     return 0 if summary["status"] == "completed" else 1
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (so start-up counts Python's own imports too)."""
+    import psutil
+
+    return max(0.0, time.time() - psutil.Process().create_time())
 
 
 def format_summary(summary: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -61,8 +61,10 @@ class ClientActor:
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
-    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: list[ClientId],
+    def __init__(self, cfg: RunConfig, info: DataInfo, hosted: Sequence[ClientId],
                  ranks: dict[ClientId, int] | None = None):
+        self.setup = (cfg, info, hosted, ranks)
+        """What this actor was built for; `load` rebuilds it for another."""
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
@@ -94,11 +96,16 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: dict[ClientId, pa.Table], public: np.ndarray | None = None,
-             schedule: Schedule | None = None) -> dict:
+    def load(self, shards: Mapping[ClientId, pa.Table], public: np.ndarray | None = None,
+             schedule: Schedule | None = None, setup: tuple | None = None) -> dict:
         """Take the hosted clients' shards (and the public inputs of knowledge transfer, as
         `fedray.foundation.public` arrays them, and the data schedule whose current task's
-        view of a shard each round trains on); where this actor runs."""
+        view of a shard each round trains on); where this actor runs. With a `setup` (the
+        constructor's arguments) other than its own, the actor first rebuilds itself as a
+        new one would be: a warm actor taken over by the next run, or one Ray restarted
+        with the arguments it was first created with."""
+        if setup is not None and setup != self.setup:
+            self.__init__(*setup)
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
         self.shards, self._tensors, self.schedule = shards, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
@@ -107,8 +114,12 @@ class ClientActor:
         if schedule is None:
             for cid in shards:
                 self._data(cid)
-        self.public = None if public is None else public_tensor(self.info.task, public, self.device)
+        self.share_public(public)
         return self.describe()
+
+    def share_public(self, public: np.ndarray | None) -> None:
+        """Take the public inputs of knowledge transfer (None: there are none)."""
+        self.public = None if public is None else public_tensor(self.info.task, public, self.device)
 
     def describe(self) -> dict:
         """Where this actor runs and what it holds (for logs and placement checks)."""

@@ -5,21 +5,35 @@ on actor c % pool_size. The mapping is sticky, so a client's shard stays on one 
 after start-up; the server sends one call per selected client (with the client's
 kept state), and an actor runs its calls in turn.
 
+The driver creates the pool, so the client actors start while the server actor
+starts (not after it), and hands it to the server, which routes the rounds' calls.
+Each actor's shards go into the object store once, as one table (`ClientShards`);
+the pool keeps those references, so a restarted actor (or the new pool of a
+restarted server) is loaded again without the driver's copy of the data.
+
 Actors are created with Ray's restart option. When one dies, its clients fail
 for that round and leave selection; a cheap probe call tells when Ray has
 brought the actor back (on another node if its node is gone), and they rejoin.
+
+Between runs of one process on one Ray instance (`fedray sweep`, a test session)
+a completed run's actors can stay warm (`WarmActors`): the next run whose actors
+ask for the same resources takes them over, loading its own config and shards,
+instead of paying for new processes and their imports.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import ray
 from ray.exceptions import RayError
 
-from fedray.client.actor import ClientActor
+from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
 from fedray.data.federated import FederatedDataset
+from fedray.data.shards import ClientShards
 from fedray.types import ClientId, FitInstructions
 
 
@@ -27,6 +41,13 @@ def actor_index(client_id: ClientId, cfg: RunConfig) -> int:
     if cfg.clients.placement is Placement.pool:
         return client_id % cfg.clients.num_actors
     return client_id
+
+
+def hosted_clients(cfg: RunConfig, actor: int) -> range:
+    """The ids actor `actor` hosts, as a range: it pickles small however many there are."""
+    if cfg.clients.placement is Placement.pool:
+        return range(actor, cfg.clients.num_clients, cfg.clients.num_actors)
+    return range(actor, actor + 1)
 
 
 def placement_columns(actors: list[dict], num_clients: int) -> dict[str, np.ndarray]:
@@ -38,43 +59,78 @@ def placement_columns(actors: list[dict], num_clients: int) -> dict[str, np.ndar
     columns["actor"] = np.zeros(num_clients, dtype=np.int64)
     columns["pid"] = np.zeros(num_clients, dtype=np.int64)
     for index, actor in enumerate(actors):
-        for cid in actor["clients"]:
-            columns["actor"][cid], columns["pid"][cid] = index, actor["pid"]
-            columns["node_id"][cid], columns["node_ip"][cid] = actor["node_id"], actor["node_ip"]
-            columns["actor_device"][cid], columns["gpu_ids"][cid] = actor["device"], ",".join(actor["gpu_ids"])
+        hosted = np.asarray(actor["clients"], dtype=np.int64)
+        columns["actor"][hosted], columns["pid"][hosted] = index, actor["pid"]
+        columns["node_id"][hosted], columns["node_ip"][hosted] = actor["node_id"], actor["node_ip"]
+        columns["actor_device"][hosted], columns["gpu_ids"][hosted] = actor["device"], ",".join(actor["gpu_ids"])
     return columns
 
 
+class PoolData(NamedTuple):
+    """What the actors are loaded with, as object-store references held for the run."""
+
+    shards: list[ray.ObjectRef]
+    """Per actor, its clients' `ClientShards`."""
+    public: ray.ObjectRef | None
+    """The public inputs of knowledge transfer (`fedray.foundation.public` arrays them)."""
+    schedule: Any = None
+    """The data schedule (`fedray.lifecycle.continual.Schedule`, small), or None."""
+
+    @classmethod
+    def put(cls, cfg: RunConfig, dataset: FederatedDataset, public: np.ndarray | None = None,
+            schedule: Any = None) -> "PoolData":
+        shards = [ray.put(ClientShards.gather(dataset, hosted_clients(cfg, i))) for i in range(cfg.clients.num_actors)]
+        return cls(shards, None if public is None else ray.put(public), schedule)
+
+
 class ClientPool:
-    """Creates the client actors, hands them their shards, routes each client's work."""
+    """Creates (or takes over) the client actors, loads their shards, routes each client's work."""
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
-                 public: "np.ndarray | None" = None, ranks: np.ndarray | None = None, schedule=None):
-        """`ranks`: the LoRA rank of every client (None without adapters); `schedule`: the
+                 public: "pa.Table | None" = None, ranks: np.ndarray | None = None,
+                 warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None):
+        """`ranks`: the LoRA rank of every client (None without adapters). `warm`: actors
+        to take over where their resources match. `data`: shards already in the object
+        store (the pool of a restarted server reuses the first pool's). `schedule`: the
         data schedule (`fedray.lifecycle.continual.Schedule`), sent with the shards."""
         self.cfg = cfg
-        remote_cls = ray.remote(ClientActor)
-        public_ref = None if public is None else ray.put(public)
-        self.actors, self._data, self._loading = [], [], {}
+        self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule)
+        remote_cls = remote_class("fedray.client.actor:ClientActor")  # the driver imports no torch
+        self.actors, self._setups, self.keys = [], [], []
         for i in range(cfg.clients.num_actors):
-            hosted = [c for c in range(cfg.clients.num_clients) if actor_index(c, cfg) == i]
+            hosted = hosted_clients(cfg, i)
             hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
-            actor = remote_cls.options(
-                name=f"{name_prefix}/client-actor-{i}",
-                max_restarts=cfg.clients.max_restarts,
-                max_task_retries=0,  # a lost round is reported, not silently re-run
-                **cfg.clients.actor_resources(i).as_ray_options(),
-            ).remote(cfg, dataset.info, hosted, hosted_ranks)
-            # The shards go through a method, not the constructor: a restarted actor must
-            # not depend on constructor arguments in the object store (ray#53727); the
-            # pool keeps these references to send them again after a restart.
-            self._data.append((ray.put({c: dataset.shard(c) for c in hosted}), public_ref, schedule))
+            # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
+            # restart the actor, and must not depend on objects that may be gone (ray#53727).
+            setup = (cfg, dataset.info, hosted, hosted_ranks)
+            options = actor_options(cfg, i)
+            key = repr(sorted(options.items()))
+            actor = warm.take(key) if warm is not None else None
+            if actor is None:
+                actor = remote_cls.options(name=f"{name_prefix}/client-actor-{i}", **options).remote(*setup)
             self.actors.append(actor)
+            self._setups.append(setup)
+            self.keys.append(key)
         self._probes: dict[int, ray.ObjectRef] = {}
-        self._started = [a.load.remote(*data) for a, data in zip(self.actors, self._data)]
+        self._started = [self._load(i) for i in range(len(self.actors))]
+        self._shared: list[ray.ObjectRef] = []
+
+    def _load(self, index: int) -> ray.ObjectRef:
+        """Hand actor `index` its shards (and its run's setup, which a warm or restarted
+        actor may not have yet)."""
+        return self.actors[index].load.remote(self.data.shards[index], self.data.public, self.data.schedule,
+                                              self._setups[index])
+
+    def share_public(self, inputs: np.ndarray) -> None:
+        """Give every actor the public inputs of knowledge transfer, known only once the
+        server's foundation model has loaded or generated them; an actor loaded again
+        (after a restart) gets them with its shards."""
+        self.data = self.data._replace(public=ray.put(inputs))
+        self._shared = [actor.share_public.remote(self.data.public) for actor in self.actors]
 
     def describe(self) -> list[dict]:
         """Blocks until every actor is up and holds its shards; where each one runs."""
+        ray.get(self._shared)
         return ray.get(self._started)
 
     def fit(self, ins: FitInstructions, state, send) -> ray.ObjectRef:
@@ -91,32 +147,80 @@ class ClientPool:
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after
         this one run after it, on the actor."""
-        index = actor_index(client_id, self.cfg)
-        self.actors[index].load.remote(*self._data[index])
+        self._load(actor_index(client_id, self.cfg))
 
     def mark_down(self, client_id: ClientId) -> None:
         """The actor of `client_id` died or restarted: take its clients out until it has
         its shards again (the probe re-sends them)."""
         index = actor_index(client_id, self.cfg)
         if index not in self._probes:
-            self._probes[index] = self.actors[index].load.remote(*self._data[index])
+            self._probes[index] = self._load(index)
 
     def available_clients(self) -> np.ndarray:
         """Ids of clients whose actor is up, sorted."""
-        if self._probes:
-            refs = list(self._probes.values())
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            for index, probe in list(self._probes.items()):
-                if probe in ready:
-                    try:
-                        ray.get(probe)
-                        del self._probes[index]  # back, with its shards
-                    except RayError:
-                        self._probes[index] = self.actors[index].load.remote(*self._data[index])
-        down = set(self._probes)
-        return np.array([c for c in range(self.cfg.clients.num_clients)
-                         if actor_index(c, self.cfg) not in down], dtype=np.int64)
+        if not self._probes:
+            return np.arange(self.cfg.clients.num_clients, dtype=np.int64)
+        refs = list(self._probes.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for index, probe in list(self._probes.items()):
+            if probe in ready:
+                try:
+                    ray.get(probe)
+                    del self._probes[index]  # back, with its shards
+                except RayError:
+                    self._probes[index] = self._load(index)
+        up = np.ones(self.cfg.clients.num_clients, dtype=bool)
+        for index in self._probes:
+            up[list(hosted_clients(self.cfg, index))] = False
+        return np.flatnonzero(up).astype(np.int64)
 
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
+
+
+def actor_options(cfg: RunConfig, index: int) -> dict:
+    """Ray options of client actor `index` (what a warm actor must match to be reused)."""
+    return {
+        "max_restarts": cfg.clients.max_restarts,
+        "max_task_retries": 0,  # a lost round is reported, not silently re-run
+        **cfg.clients.actor_resources(index).as_ray_options(),
+    }
+
+
+class WarmActors:
+    """Idle client actors of completed runs, by their Ray options, for the next run.
+
+    Kept only within one process and one Ray instance; `release` (at the latest when
+    the sweep or session ends) kills them. A run evicts the ones it will not use
+    before it starts, so idle actors never hold resources another run needs.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list] = {}
+
+    def __len__(self) -> int:
+        return sum(len(actors) for actors in self._idle.values())
+
+    def take(self, key: str):
+        """An idle actor with these options (the first kept), or None."""
+        found = self._idle.get(key)
+        return found.pop(0) if found else None
+
+    def keep(self, pool: ClientPool) -> None:
+        """A completed run's actors stay up for the next run."""
+        for key, actor in zip(pool.keys, pool.actors):
+            self._idle.setdefault(key, []).append(actor)
+
+    def evict(self, cfg: RunConfig | None = None) -> None:
+        """Kill the idle actors the run of `cfg` will not take over (all of them if None)."""
+        wanted: dict[str, int] = {}
+        for i in range(cfg.clients.num_actors if cfg is not None else 0):
+            key = repr(sorted(actor_options(cfg, i).items()))
+            wanted[key] = wanted.get(key, 0) + 1
+        for key, actors in self._idle.items():
+            while len(actors) > wanted.get(key, 0):
+                ray.kill(actors.pop(), no_restart=True)
+
+    def release(self) -> None:
+        self.evict(None)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from fedray.config.granular import GranularConfig
 from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
+from fedray.config.synthetic import SyntheticConfig
 
 class Placement(enum.Enum):
     """How simulated clients map onto Ray actors."""
@@ -115,8 +116,8 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`) or a
-    dotted path `pkg.module:builder`."""
+    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`,
+    `synthetic`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
     (each client gets `shards_per_client` label-sorted shards) or `natural` (one
@@ -152,9 +153,14 @@ class DataConfig:
     """Keep the owners with the most text, at most this many; null keeps all."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     """Data that changes over rounds (continual learning); off by default."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """`synthetic`: how the generated clients' data differ (FedProx's Synthetic(alpha, beta))."""
 
     def errors(self) -> list[str]:
-        out = []
+        out = self.synthetic.errors() if self.dataset == "synthetic" else []
+        if self.dataset == "synthetic" and self.partition != "natural":
+            out.append(f"data.dataset=synthetic generates each client's own data: set data.partition=natural "
+                       f"(got {self.partition})")
         if self.seq_len < 2:
             out.append(f"data.seq_len must be >= 2, got {self.seq_len}")
         if self.max_owners is not None and self.max_owners < 1:

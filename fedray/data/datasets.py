@@ -8,7 +8,7 @@ run's tokenizer). Both kinds end up offering `groups`, `table(rows)` and `info`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -45,11 +45,14 @@ class ArrayDataset(NamedTuple):
     test_mask: np.ndarray | None = None
     """True for the rows of a dataset's own test split (e.g. MNIST's t10k files),
     which then replaces the stratified held-out split."""
+    owner: np.ndarray | None = None
+    """Who holds each example, for data generated per client (`natural` partitioning
+    then gives client c owner c's rows); None: nobody in particular."""
 
     @property
     def groups(self) -> np.ndarray:
-        """What the held-out split stratifies on: the class."""
-        return self.y
+        """What the held-out split stratifies on: the owner if there is one, else the class."""
+        return self.y if self.owner is None else self.owner
 
     @property
     def owner_names(self) -> tuple[str, ...]:
@@ -63,6 +66,15 @@ class ArrayDataset(NamedTuple):
         return features_table(self.x[rows], self.y[rows])
 
 
+@runtime_checkable
+class PerClientData(Protocol):
+    """A dataset generated for a number of clients, each with data of its own (a builder
+    may return one: the federated view asks it for the run's clients)."""
+
+    def for_clients(self, num_clients: int, seed: int) -> ArrayDataset:
+        """Every client's examples, with `owner` set to its client id."""
+
+
 DATASETS: Registry[Callable[[DataConfig], Any]] = Registry("dataset")
 
 
@@ -70,10 +82,25 @@ DATASETS: Registry[Callable[[DataConfig], Any]] = Registry("dataset")
 def digits(cfg: DataConfig) -> ArrayDataset:
     """scikit-learn's 1,797 8x8 handwritten digits (bundled with the package).
 
-    Pixels are 0..16; they are scaled to [0, 1].
+    Pixels are 0..16; they are scaled to [0, 1]. Read straight from the CSV that
+    `sklearn.datasets.load_digits` reads (same rows, same order), so the driver
+    does not pay for importing scikit-learn and SciPy.
     """
-    from sklearn.datasets import load_digits
+    data = _read_digits_csv()
+    x = (data[:, :-1] / 16.0).astype(np.float32)
+    return ArrayDataset(x, data[:, -1].astype(np.int64), 10, image_shape=(8, 8))
 
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
-    return ArrayDataset(x, bunch.target.astype(np.int64), 10, image_shape=(8, 8))
+
+def _read_digits_csv() -> np.ndarray:
+    import importlib.util
+    import os
+
+    import pyarrow.csv as pacsv
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("data.dataset=digits needs scikit-learn installed (it ships the data)")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    options = pacsv.ReadOptions(autogenerate_column_names=True)
+    table = pacsv.read_csv(pa.input_stream(path, compression="gzip"), read_options=options)
+    return np.column_stack([column.to_numpy() for column in table.columns]).astype(np.float64)

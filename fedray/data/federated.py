@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import compact
-from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo
+from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo, PerClientData
 from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.partition import PARTITIONERS
 from fedray.data.text import TextCorpus, pack, select_owners
@@ -56,6 +56,8 @@ def build_federated_dataset(
     """Load (and tokenise text), split off the test set stratified by class or owner
     and `public_size` public rows, and partition the rest among clients."""
     data = DATASETS.build(cfg.dataset, cfg)
+    if isinstance(data, PerClientData):
+        data = data.for_clients(num_clients, seed)
     if not isinstance(data, (ArrayDataset, TextCorpus)):
         raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
                          "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
@@ -108,17 +110,21 @@ def _take_public(train_idx: np.ndarray, size: int, rng: np.random.Generator):
     if size > len(train_idx) // 2:
         raise ValueError(f"server.distill.public_size={size} would take more than half of the "
                          f"{len(train_idx)} training rows")
-    public = np.sort(rng.choice(train_idx, size=size, replace=False)) if size else train_idx[:0]
+    if not size:
+        return train_idx, train_idx[:0]
+    public = np.sort(rng.choice(train_idx, size=size, replace=False))
     return np.setdiff1d(train_idx, public), public
 
 
 def _stratified_split(groups: np.ndarray, fraction: float, rng: np.random.Generator):
     """About `fraction` of every group held out: at least one row, but never a
     group's only row (a text owner with one row keeps it for training)."""
-    test = []
-    for g in np.unique(groups):
-        idx = rng.permutation(np.flatnonzero(groups == g))
-        test.append(idx[: min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))])
+    order = np.argsort(groups, kind="stable")  # each group's rows, in index order
+    _, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
+    keep = np.minimum(counts - 1, np.maximum(1, np.round(fraction * counts).astype(np.int64)))
+    test = [rng.permutation(order[s : s + n])[:k] for s, n, k in zip(starts, counts, keep)]
     test_idx = np.sort(np.concatenate(test))
-    train_idx = np.setdiff1d(np.arange(len(groups)), test_idx)
+    train = np.ones(len(groups), dtype=bool)
+    train[test_idx] = False
+    train_idx = np.flatnonzero(train)
     return train_idx, test_idx

@@ -99,23 +99,33 @@ def plan_sweep(config: str, overrides: Sequence[str], grid_args: Sequence[str]) 
     return runs
 
 
-def run_local(runs: Sequence[SweepRun], console: Callable[[str], None] = print) -> list[dict]:
+def run_local(runs: Sequence[SweepRun], console: Callable[[str], None] = print, verbose: bool = False,
+              reuse: bool = True) -> list[dict]:
     """Run each combination in turn on one local (or joined) Ray; one summary per run.
 
-    A run that fails (bad data, resources it cannot get) is reported and the
-    sweep goes on; its summary says `status: failed` and why.
+    With `reuse`, a completed run's client actors stay up and the next run whose
+    actors ask for the same resources takes them over (loading its own config and
+    shards), so only the first run pays for starting them; the results are the same
+    as separate runs'. A run that fails (bad data, resources it cannot get) is
+    reported and the sweep goes on; its summary says `status: failed` and why.
     """
-    from fedray.launcher import prepare, ray_session, run
+    from fedray.client.pool import WarmActors
+    from fedray.launcher import RayLogs, prepare, ray_session, run
 
     summaries = []
-    with ray_session(runs[0].cfg):
-        for i, sweep_run in enumerate(runs, 1):
-            console(f"=== sweep run {i}/{len(runs)}: {sweep_run.name} ({' '.join(sweep_run.overrides[:-1])})")
-            try:
-                summaries.append(run(prepare(sweep_run.cfg), console))
-            except ConfigError as err:
-                console(f"  failed: {err}")
-                summaries.append({"status": "failed", "error": str(err), "name": sweep_run.name})
+    warm = WarmActors() if reuse else None
+    with RayLogs(verbose) as logs, ray_session(runs[0].cfg):
+        try:
+            for i, sweep_run in enumerate(runs, 1):
+                console(f"=== sweep run {i}/{len(runs)}: {sweep_run.name} ({' '.join(sweep_run.overrides[:-1])})")
+                try:
+                    summaries.append(run(prepare(sweep_run.cfg), console, warm=warm, logs=logs))
+                except ConfigError as err:
+                    console(f"  failed: {err}")
+                    summaries.append({"status": "failed", "error": str(err), "name": sweep_run.name})
+        finally:
+            if warm is not None:
+                warm.release()
     return summaries
 
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from fedray.config.registry import Registry
 from fedray.config.schema import PeftConfig
-from fedray.models.flat import as_tensor, param_spec
 from fedray.types import ParamSpec
 
 if TYPE_CHECKING:
@@ -73,6 +72,8 @@ class RankedAdapters:
     """
 
     def __init__(self, model: "torch.nn.Module", peft: PeftConfig, ranks: Iterable[int]):
+        from fedray.models.flat import param_spec  # torch: only where models live
+
         self.model, self.peft = model, peft
         self.specs: dict[int, ParamSpec] = {}
         for rank in sorted(set(ranks) | {peft.r}):
@@ -256,6 +257,8 @@ def lora_layout(spec: ParamSpec, peft: PeftConfig) -> LoraLayout:
 def fold(model: "torch.nn.Module", layout: LoraLayout, flat: np.ndarray) -> None:
     """Add `scaling * B @ A` of a (stacked) adapter to the adapted modules' base weights."""
     import torch
+
+    from fedray.models.flat import as_tensor
 
     with torch.no_grad():
         for module_path, delta in layout.deltas(flat).items():

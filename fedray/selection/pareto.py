@@ -67,15 +67,20 @@ def pareto_front(latency: np.ndarray, cost: np.ndarray, k: int) -> list[FrontPoi
         return [FrontPoint(0.0, 0.0, ())]
     order = np.lexsort((np.arange(len(latency)), cost, latency))
     heap: list[tuple[float, int]] = []  # the k cheapest so far, as (-cost, -position)
-    candidates = []
-    for rank, i in enumerate(order):
-        heapq.heappush(heap, (-float(cost[i]), -int(i)))
-        if len(heap) > k:
-            heapq.heappop(heap)
-        if len(heap) == k and (rank + 1 == len(order) or latency[order[rank + 1]] > latency[i]):
+    candidates, changed = [], False
+    sorted_latency, sorted_cost = latency[order].tolist(), cost[order].tolist()
+    for rank, i in enumerate(order.tolist()):
+        item = (-sorted_cost[rank], -i)
+        # a selection is only new when the k cheapest changed (the one just added stayed
+        # in): the others repeat the last one, which the front drops anyway
+        changed |= len(heap) < k or heapq.heappushpop(heap, item) != item
+        if len(heap) < k:
+            heapq.heappush(heap, item)
+        if changed and len(heap) == k and (rank + 1 == len(order) or sorted_latency[rank + 1] > sorted_latency[rank]):
             members = tuple(sorted(-j for _, j in heap))
             chosen = list(members)
             candidates.append(FrontPoint(float(latency[chosen].max()), float(cost[chosen].sum()), members))
+            changed = False
     front: list[FrontPoint] = []
     for point in sorted(candidates):
         if not front or point.cost < front[-1].cost:

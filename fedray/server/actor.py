@@ -39,6 +39,7 @@ from fedray.server.loop import run_round
 from fedray.server.records import RunRecords
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
+from fedray.server.summary import summarize  # noqa: F401  (re-exported)
 from fedray.strategy.algorithm import build_algorithm
 from fedray.strategy.lora import build_exchange
 from fedray.strategy.staleness import STALENESS
@@ -58,18 +59,22 @@ ROUNDS = {ServerMode["sync"]: run_round, ServerMode["async"]: run_buffered_round
 class Server:
     """Run as a Ray actor (`ray.remote(Server)`); the driver calls `run_round` per round.
 
-    Components (strategy, selector, client pool) are built here once; everything
-    that changes between rounds lives in `self.state`, which is what a
-    checkpoint holds. With `resume`, the state comes from the run directory's
+    Components (strategy, selector, exchange) are built here once; the client pool
+    comes from the driver; everything that changes between rounds lives in
+    `self.state`, which is what a checkpoint holds. `dataset` needs no training rows
+    (the clients have them): only the offsets, the test split and the public set. With `resume`, the state comes from the run directory's
     newest complete checkpoint (and a fresh start if it has none).
     """
 
     def __init__(self, cfg: RunConfig, dataset: FederatedDataset, run_dir: str, name_prefix: str,
-                 resume: bool = False, foundation_group: "PlacementGroup | None" = None):
+                 resume: bool = False, foundation_group: "PlacementGroup | None" = None, *,
+                 clients: ClientPool):
         limit_threads(max(1.0, cfg.server.resources.num_cpus))
         self.cfg = cfg
         self.placement: dict = {}
         """clients.parquet's placement columns, known once the client actors are up."""
+        self._text_columns: dict = {}
+        """clients.parquet's text columns, converted to Arrow once (`clients_table`)."""
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
         self.task = build_task(dataset.info, cfg)
@@ -112,12 +117,21 @@ class Server:
             self.run_dir.write_metrics(self.state.metrics)
             self.write_clients()
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
-        self.pool = ClientPool(cfg, dataset, name_prefix, self.distiller.public_inputs if self.distiller else None,
-                               ranks, schedule)
+        self.pool = clients
+        """Created by the driver (so the actors start alongside this one), stopped by it."""
+        if self.distiller is not None:  # made or loaded here, so the actors get it now
+            self.pool.share_public(self.distiller.public_inputs)
         mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
         self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
         if secure is not None:
             self.ctx.stages = SecureStages(secure, self.pool.stage, exchange.aggregator, cfg.server.round_timeout_s)
+
+    def _note_corrupt(self, err: CheckpointError) -> None:
+        """A restarted server skips a checkpoint that does not load (the driver's resume has
+        already set such files aside; this is a file damaged since)."""
+        note = f"{err}; continuing from an older checkpoint"
+        logger.warning(note)
+        self.run_dir.log(note)
 
     def _note_corrupt(self, err: CheckpointError) -> None:
         """A restarted server skips a checkpoint that does not load (the driver's resume has
@@ -237,13 +251,12 @@ class Server:
         extra.append(self.records.client_columns(self.state))
         if self.cfg.train.dp is not None:
             extra.append(epsilon_column(self.state.client_states, self.cfg.clients.num_clients))
-        self.run_dir.write_clients(clients_table(self.state.profiles, *extra))
-
+        self.run_dir.write_clients(clients_table(self.state.profiles, *extra, cache=self._text_columns))
     def finish(self, status: str = "completed") -> dict:
-        """Write summary.json and stop the client actors and the foundation model's ranks."""
+        """Write summary.json and stop the foundation model's ranks (the driver stops the
+        client actors, or keeps them warm for its next run)."""
         summary = summarize(self.state, status)
         self.run_dir.write_summary(summary)
-        self.pool.shutdown()
         if self.distiller is not None:
             self.distiller.shutdown()
         return summary
@@ -279,25 +292,3 @@ def initial_profiles(simulation: Simulation, num_examples: np.ndarray) -> Client
     at registration) and the durations the devices imply."""
     return ClientProfiles.create(num_examples, simulation.expected_durations(),
                                  simulation.expected_compute_s(), simulation.devices.client_type)
-
-
-def summarize(state: ServerState, status: str) -> dict:
-    """summary.json: how far the run got and the last evaluated metrics."""
-    final = {}
-    for row in reversed(state.metrics):
-        if not np.isnan(row["eval_loss"]):
-            final = {"loss": row["eval_loss"], "accuracy": row["eval_accuracy"]}
-            if not np.isnan(row["eval_perplexity"]):  # language models only
-                final["perplexity"] = row["eval_perplexity"]
-            final["round"] = row["round"]
-            break
-    summary = {
-        "status": status,
-        "rounds_completed": state.server_round,
-        "final_metrics": final,
-        "rounds_wall_s": state.wall_s,
-        "sim_time_s": state.sim_time_s,
-    }
-    if state.metrics and "dp_epsilon" in state.metrics[-1]:  # client-level DP: the final guarantee
-        summary["privacy"] = {"epsilon": state.metrics[-1]["dp_epsilon"], "delta": state.metrics[-1]["dp_delta"]}
-    return summary

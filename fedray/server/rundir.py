@@ -30,11 +30,13 @@ __all__ = ["Location", "RunDirectory", "atomic_write", "read_parquet", "unique_r
 # "terminate called without an active exception" (seen after `fedray report`).
 
 
-def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
-    """Rows (dicts with the same keys) or a table as one Parquet file, replaced whole."""
+def write_parquet(where: Location | str | os.PathLike, rows: Sequence[dict[str, Any]] | pa.Table,
+                  **options: Any) -> None:
+    """Rows (dicts with the same keys) or a table as one Parquet file, replaced whole;
+    `options` go to `pyarrow.parquet.write_table`."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, **options)
     data = sink.getvalue()
     Location.parse(where).write(lambda fh: fh.write(data))
 
@@ -98,8 +100,10 @@ class RunDirectory:
         write_parquet(self.metrics_path, rows)
 
     def write_clients(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
-        """clients.parquet: one row per client id (where it ran; later, its profile)."""
-        write_parquet(self.clients_path, rows)
+        """clients.parquet: one row per client id (where it ran; later, its profile).
+        Rewritten every round, so without column statistics and dictionaries (a
+        100,000-row file in a few tens of milliseconds instead of a tenth of a second)."""
+        write_parquet(self.clients_path, rows, use_dictionary=False, write_statistics=False)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         (self.location / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

@@ -23,7 +23,6 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from fedray.config.registry import Registry
-from fedray.models.flat import as_tensor
 from fedray.types import ClientId
 
 
@@ -103,6 +102,8 @@ class WeightedMean:
 
     def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None:
         """Add one client's update (`InOrder` has already fixed the order)."""
+        from fedray.models.flat import as_tensor  # torch's axpy; imported where updates are summed
+
         as_tensor(self._sum).add_(as_tensor(update), alpha=float(weight))
         self.total_weight += float(weight)
         self.num_added += 1

@@ -31,8 +31,8 @@ def wait_until_answers(actor, limit_s=900.0):
                 raise
 
 
-def run_quiet(cfg, hook=None):
-    return run(prepare(cfg), console=hook or (lambda line: None))
+def run_quiet(cfg, hook=None, warm=None):
+    return run(prepare(cfg), console=hook or (lambda line: None), warm=warm)
 
 
 SCAFFOLD = ["server.rounds=4", "server.strategy.name=scaffold", "data.partition=dirichlet", "data.alpha=0.3",
@@ -74,13 +74,13 @@ def test_scaffold_state_survives_an_actor_restart_bit_identically(ray_cluster, t
                 and "constructor arguments in the object store" in p.read_text(errors="replace")]
 
 
-def test_robust_aggregation_in_async_mode_with_fedprox(ray_cluster, tmp_path):
+def test_robust_aggregation_in_async_mode_with_fedprox(ray_cluster, tmp_path, warm_actors):
     """A buffering aggregator, a local objective term and FedBuff's staleness scaling together."""
     cfg = small_config(tmp_path, "server.mode=async", "server.clients_per_round=6", "server.buffer_size=5",
                        "server.aggregator={name: trimmed_mean, args: {beta: 0.2}}",
                        "server.strategy={name: fedprox, args: {mu: 0.05}}", "server.rounds=4",
                        "clients.profiles.source=lognormal")
-    summary = run_quiet(cfg)
+    summary = run_quiet(cfg, warm=warm_actors)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 4
     rows = metrics(summary["run_dir"])
     assert all(r["clients_succeeded"] == 5 for r in rows)

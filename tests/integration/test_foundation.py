@@ -97,7 +97,7 @@ from fedray.config.schema import DistillConfig  # noqa: E402
 from fedray.launcher import prepare, run, run_key  # noqa: E402
 from fedray.models.build import build_model  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.helpers import untimed  # noqa: E402
+from tests.helpers import alive, untimed, wait_for  # noqa: E402
 
 
 def kd_config(tmp_path, *overrides):
@@ -126,8 +126,10 @@ def test_server_distillation_steps_lower_the_kd_loss_on_the_public_set(ray_clust
 def test_server_to_client_distillation_lowers_the_clients_held_out_loss(ray_cluster, tmp_path):
     """Same seed, same public split; only the teacher's broadcast differs (label skew
     alpha=0.1, where a warmed-up foundation model has most to teach)."""
+    before = alive()
     with_kd = run(prepare(kd_config(tmp_path / "on", "server.distill.client_to_server=false")),
                   console=lambda line: None)
+    wait_for(lambda: alive() == before, "the finished run's ranks and placement group to be gone")
     without = run(prepare(kd_config(tmp_path / "off", "server.distill.client_to_server=false",
                                     "server.distill.server_to_client=false")), console=lambda line: None)
     assert with_kd["final_metrics"]["loss"] < without["final_metrics"]["loss"]
@@ -179,8 +181,10 @@ def test_a_dead_rank_mid_run_stops_the_run_with_its_checkpoint(ray_cluster, tmp_
             ray.kill(ray.get_actor(f"fedray/{key}/0/foundation-rank-1"))
 
     cfg = kd_config(tmp_path, "server.checkpoint_every=1", "server.foundation_model.timeout_s=20")
+    before = alive()
     summary = run(prepare(cfg), console=kill_rank_1_after_round_1)
     assert summary["status"] == "failed" and summary["rounds_completed"] == 1
+    wait_for(lambda: alive() == before, "the failed run's actors and placement group to be gone")
     assert any("fedray: stopping: round 2: foundation model rank 1 failed" in line for line in lines)
     log = (tmp_path / "fedfm_kd" / "log.txt").read_text()
     assert "foundation model rank 1 failed" in log

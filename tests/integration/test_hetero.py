@@ -23,9 +23,9 @@ def metrics(run_dir):
 
 
 
-def run_quiet(cfg, resume=None):
+def run_quiet(cfg, resume=None, warm=None):
     lines = []
-    summary = run(prepare(cfg), console=lines.append, resume=resume)
+    summary = run(prepare(cfg), console=lines.append, resume=resume, warm=warm)
     return summary, lines
 
 
@@ -37,13 +37,13 @@ def slow_client_trace(tmp_path, slow_factor):
     return path
 
 
-def test_async_applies_a_stragglers_update_late_with_a_lower_weight_and_only_once(ray_cluster, tmp_path):
+def test_async_applies_a_stragglers_update_late_with_a_lower_weight_and_only_once(ray_cluster, tmp_path, warm_actors):
     cfg = small_config(
         tmp_path, "clients.num_clients=4", "server.clients_per_round=4", "server.mode=async",
         "server.buffer_size=2", "server.min_clients=1", "server.rounds=10",
         f"clients.profiles.source={slow_client_trace(tmp_path, 6.0)}", "data.partition=iid",
     )
-    summary, _ = run_quiet(cfg)
+    summary, _ = run_quiet(cfg, warm=warm_actors)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 10
     rows = metrics(summary["run_dir"])
 
@@ -72,13 +72,13 @@ def test_async_applies_a_stragglers_update_late_with_a_lower_weight_and_only_onc
     assert sim == sorted(sim) and sim[0] > 0
 
 
-def test_deadline_over_commits_and_aggregates_the_first_k(ray_cluster, tmp_path):
+def test_deadline_over_commits_and_aggregates_the_first_k(ray_cluster, tmp_path, warm_actors):
     common = ["clients.num_clients=20", "server.clients_per_round=5", "server.selection.name=deadline",
               "server.selection.deadline.overcommit=0.4", "clients.profiles.source=flash",
               "data.partition=dirichlet"]
     cfg = small_config(tmp_path / "a", *common)
-    first, _ = run_quiet(cfg)
-    second, _ = run_quiet(small_config(tmp_path / "b", *common))
+    first, _ = run_quiet(cfg, warm=warm_actors)
+    second, _ = run_quiet(small_config(tmp_path / "b", *common), warm=warm_actors)
     rows = metrics(first["run_dir"])
     for row in rows:
         assert (row["clients_selected"], row["clients_succeeded"], row["clients_late"]) == (7, 5, 2)
@@ -116,22 +116,22 @@ def test_deadline_over_commits_and_aggregates_the_first_k(ray_cluster, tmp_path)
      "clients.availability.period_s=20", "clients.availability.online_fraction=0.6"],
     ["server.mode=async", "server.buffer_size=3", "server.selection.name=power_of_choice"],
 ], ids=["oort-periodic", "async"])
-def test_resume_continues_exactly(ray_cluster, tmp_path, scheduling):
+def test_resume_continues_exactly(ray_cluster, tmp_path, scheduling, warm_actors):
     """Profiles, selector state, the simulated clock and (async) in-flight results are
     in the checkpoint: 3 rounds + 3 resumed ones equal 6 straight."""
     common = ["clients.profiles.source=flash", "data.partition=dirichlet", "clients.num_clients=12",
               "server.clients_per_round=5", *scheduling]
     cfg = small_config(tmp_path / "straight", *common, "server.rounds=6")
-    straight, _ = run_quiet(cfg)
+    straight, _ = run_quiet(cfg, warm=warm_actors)
     if cfg.server.mode.value == "sync":  # every client trained while online on the simulated clock
         online = build_availability(cfg.clients.availability, 12, cfg.seed).online
         rows = metrics(straight["run_dir"])
         starts = [0.0] + [r["sim_time_s"] for r in rows[:-1]]
         assert all(online(t)[r["clients"]].all() for t, r in zip(starts, rows))
         assert not all(online(t).all() for t in starts)  # and some were not
-    first, _ = run_quiet(small_config(tmp_path / "split", *common, "server.rounds=3"))
+    first, _ = run_quiet(small_config(tmp_path / "split", *common, "server.rounds=3"), warm=warm_actors)
     resumed, lines = run_quiet(small_config(tmp_path / "split", *common, "server.rounds=6"),
-                               resume=first["run_dir"])
+                               resume=first["run_dir"], warm=warm_actors)
     assert resumed["status"] == "completed" and any("resuming after round 3" in line for line in lines)
     assert untimed(metrics(resumed["run_dir"])) == untimed(metrics(straight["run_dir"]))
     a = load_checkpoint(latest_checkpoint(tmp_path / "straight" / "test" / "checkpoints"))
@@ -144,10 +144,10 @@ def test_resume_continues_exactly(ray_cluster, tmp_path, scheduling):
     assert {"sim_speed_factor", "sim_down_kbps", "last_duration_s", "examples_per_s"} <= set(clients.column_names)
 
 
-def test_a_failing_client_is_retried_but_not_forever(ray_cluster, tmp_path):
+def test_a_failing_client_is_retried_but_not_forever(ray_cluster, tmp_path, warm_actors):
     cfg = small_config(tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
                        "server.clients_per_round=10", "server.rounds=4", "clients.max_failures=2")
-    summary, _ = run_quiet(cfg)
+    summary, _ = run_quiet(cfg, warm=warm_actors)
     rows = metrics(summary["run_dir"])
     assert [(r["clients_selected"], r["clients_failed"]) for r in rows] == [(10, 1), (10, 1), (9, 0), (9, 0)]
     client_3 = pq.read_table(tmp_path / "test" / "clients.parquet").to_pylist()[3]

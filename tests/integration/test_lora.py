@@ -40,9 +40,9 @@ def lora_config(tmp_path, *overrides):
     return load_config(None, [*base, *overrides])
 
 
-def run_lora(cfg):
+def run_lora(cfg, warm=None):
     prepared = prepare(cfg)
-    summary = run(prepared, console=lambda line: None)
+    summary = run(prepared, console=lambda line: None, warm=warm)
     assert summary["status"] == "completed"
     rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
     state = load_checkpoint(list_checkpoints(Path(summary["run_dir"]) / "checkpoints")[-1])
@@ -75,8 +75,8 @@ def bytes_per_rank(prepared):
     return 4 * layout.size_per_rank
 
 
-def test_only_adapters_travel_perplexity_falls_and_the_export_reloads(ray_cluster, tmp_path):
-    prepared, run_dir, rows, state = run_lora(lora_config(tmp_path))
+def test_only_adapters_travel_perplexity_falls_and_the_export_reloads(ray_cluster, tmp_path, warm_actors):
+    prepared, run_dir, rows, state = run_lora(lora_config(tmp_path), warm_actors)
     model = build_model(prepared.cfg.model, prepared.dataset.info, prepared.cfg.seed)
     spec = param_spec(model)
     full_bytes = 4 * sum(p.numel() for p in model.parameters())
@@ -96,9 +96,9 @@ def test_only_adapters_travel_perplexity_falls_and_the_export_reloads(ray_cluste
     assert_same_global_model(prepared, state, rows, exported)
 
 
-def test_heterogeneous_ranks_travel_at_their_rank_and_aggregate(ray_cluster, tmp_path):
+def test_heterogeneous_ranks_travel_at_their_rank_and_aggregate(ray_cluster, tmp_path, warm_actors):
     ranks = [1, 2, 4, 2]
-    prepared, _, rows, state = run_lora(lora_config(tmp_path, f"model.peft.client_ranks={ranks}"))
+    prepared, _, rows, state = run_lora(lora_config(tmp_path, f"model.peft.client_ranks={ranks}"), warm_actors)
     per_round = sum(ranks) * bytes_per_rank(prepared)
     assert [(r["bytes_up"], r["bytes_down"]) for r in rows] == [(per_round, per_round)] * ROUNDS
     assert all(r["clients_succeeded"] == CLIENTS and r["updates_rejected"] == 0 for r in rows)
@@ -106,10 +106,10 @@ def test_heterogeneous_ranks_travel_at_their_rank_and_aggregate(ray_cluster, tmp
     assert rows[-1]["eval_perplexity"] < rows[0]["eval_perplexity"]
 
 
-def test_stacked_aggregation_folds_exact_updates_and_exports_them(ray_cluster, tmp_path):
+def test_stacked_aggregation_folds_exact_updates_and_exports_them(ray_cluster, tmp_path, warm_actors):
     ranks = [1, 2, 4, 2]
     cfg = lora_config(tmp_path, f"model.peft.client_ranks={ranks}", "model.peft.aggregation=stack")
-    prepared, run_dir, rows, state = run_lora(cfg)
+    prepared, run_dir, rows, state = run_lora(cfg, warm_actors)
     unit = bytes_per_rank(prepared)
     layout = lora_layout(param_spec(build_model(cfg.model, prepared.dataset.info, 0)), cfg.model.peft)
 
@@ -126,12 +126,12 @@ def test_stacked_aggregation_folds_exact_updates_and_exports_them(ray_cluster, t
     assert_same_global_model(prepared, state, rows, exported)
 
 
-def test_async_updates_stack_mixed_ranks(ray_cluster, tmp_path):
+def test_async_updates_stack_mixed_ranks(ray_cluster, tmp_path, warm_actors):
     """FedBuff over exact stacking with mixed ranks: each model update folds one stack whose
     B is discounted by the buffer's staleness (once, as a scale of B @ A)."""
     ranks = [1, 2, 4, 2]
     cfg = lora_config(tmp_path, f"model.peft.client_ranks={ranks}", "model.peft.aggregation=stack",
                       "server.mode=async", "server.buffer_size=2", "server.rounds=2")
-    prepared, _, rows, state = run_lora(cfg)
+    prepared, _, rows, state = run_lora(cfg, warm_actors)
     assert len(state.merges) == 2 and all(r["clients_succeeded"] == 2 for r in rows)
     assert np.isfinite([r["eval_perplexity"] for r in rows]).all()

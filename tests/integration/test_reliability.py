@@ -31,11 +31,11 @@ def final_params(run_dir):
     return load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).params
 
 
-def run_quiet(cfg, hook=None, resume=None):
+def run_quiet(cfg, hook=None, resume=None, warm=None):
     def console(line):
         if hook:
             hook(line)
-    return run(prepare(cfg), console=console, resume=resume)
+    return run(prepare(cfg), console=console, resume=resume, warm=warm)
 
 
 RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.optimizer=adam", "train.lr=0.01",
@@ -45,8 +45,8 @@ RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.optimizer=adam",
 id), the server's control variate and Adam moments (server chain)."""
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path):
-    reference = run_quiet(small_config(tmp_path / "ref", *RESUME))
+def test_killed_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path, warm_actors):
+    reference = run_quiet(small_config(tmp_path / "ref", *RESUME), warm=warm_actors)
 
     cfg = small_config(tmp_path / "crash", *RESUME)
     config_file = tmp_path / "crash.yaml"
@@ -73,16 +73,16 @@ def test_killed_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path):
     run_dir = tmp_path / "crash" / "test"
     assert not (run_dir / "summary.json").exists()
     assert len(metrics(run_dir)) >= 3
-    resumed = run_quiet(cfg, resume=str(run_dir))
+    resumed = run_quiet(cfg, resume=str(run_dir), warm=warm_actors)
     assert resumed["status"] == "completed" and resumed["rounds_completed"] == 6
     np.testing.assert_array_equal(final_params(run_dir), final_params(tmp_path / "ref" / "test"))
     assert untimed(metrics(run_dir)) == untimed(metrics(reference["run_dir"]))
 
 
-def test_dead_server_actor_is_restarted_from_its_checkpoint(ray_cluster, tmp_path):
+def test_dead_server_actor_is_restarted_from_its_checkpoint(ray_cluster, tmp_path, warm_actors):
     import ray
 
-    reference = run_quiet(small_config(tmp_path / "ref", *RESUME))
+    reference = run_quiet(small_config(tmp_path / "ref", *RESUME), warm=warm_actors)
     lines = []
 
     def kill_server_after_round_2(line):
@@ -90,7 +90,7 @@ def test_dead_server_actor_is_restarted_from_its_checkpoint(ray_cluster, tmp_pat
         if line.startswith("round 2/6"):
             ray.kill(ray.get_actor(f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/server"))
 
-    summary = run_quiet(small_config(tmp_path / "b", *RESUME), hook=kill_server_after_round_2)
+    summary = run_quiet(small_config(tmp_path / "b", *RESUME), hook=kill_server_after_round_2, warm=warm_actors)
     assert summary["status"] == "completed"
     assert any("the server actor died in round 3" in line for line in lines)
     assert any("resuming after round 2" in line for line in lines)
@@ -129,12 +129,13 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
     assert any(c % 2 == 0 for r in rows[3:] for c in r["clients"])
 
 
-def test_bad_updates_are_rejected_and_never_reach_the_model(ray_cluster, tmp_path):
-    honest = run_quiet(small_config(tmp_path / "honest", "server.clients_per_round=10"))
+def test_bad_updates_are_rejected_and_never_reach_the_model(ray_cluster, tmp_path, warm_actors):
+    honest = run_quiet(small_config(tmp_path / "honest", "server.clients_per_round=10"), warm=warm_actors)
     models = {}
     for attack in ["nan", "wrong_shape", "scale"]:
         summary = run_quiet(small_config(tmp_path / attack, "server.clients_per_round=10",
-                                         f"clients.attack.name={attack}", "clients.attack.clients=[3]"))
+                                         f"clients.attack.name={attack}", "clients.attack.clients=[3]"),
+                            warm=warm_actors)
         rows = metrics(summary["run_dir"])
         assert [r["updates_rejected"] for r in rows] == [1, 1, 1], attack
         assert all(3 not in r["clients"] and len(r["clients"]) == 9 for r in rows)
@@ -149,11 +150,11 @@ def test_bad_updates_are_rejected_and_never_reach_the_model(ray_cluster, tmp_pat
     assert not np.array_equal(models["nan"], final_params(pathlib.Path(honest["run_dir"])))
 
 
-def test_round_is_retried_with_new_clients_when_too_few_succeed(ray_cluster, tmp_path):
+def test_round_is_retried_with_new_clients_when_too_few_succeed(ray_cluster, tmp_path, warm_actors):
     cfg = small_config(tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
                        "server.clients_per_round=4", "server.min_clients=4", "server.rounds=6",
                        "server.max_round_retries=10")
-    summary = run_quiet(cfg)
+    summary = run_quiet(cfg, warm=warm_actors)
     assert summary["status"] == "completed"
     rows = metrics(summary["run_dir"])
     assert all(3 not in r["clients"] and r["clients_succeeded"] == 4 for r in rows)

@@ -19,9 +19,9 @@ METRIC_COLUMNS = {
 }
 
 
-def run_quiet(cfg):
+def run_quiet(cfg, warm=None):
     lines = []
-    summary = run(prepare(cfg), console=lines.append)
+    summary = run(prepare(cfg), console=lines.append, warm=warm)
     return summary, lines
 
 
@@ -29,9 +29,9 @@ def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
 
 
-def test_pool_run_writes_a_complete_run_directory(ray_cluster, tmp_path):
+def test_pool_run_writes_a_complete_run_directory(ray_cluster, tmp_path, warm_actors):
     cfg = small_config(tmp_path, "server.checkpoint_every=2", "server.keep_checkpoints=1")
-    summary, lines = run_quiet(cfg)
+    summary, lines = run_quiet(cfg, warm_actors)
     run_dir = tmp_path / "test"
     assert summary["status"] == "completed" and summary["rounds_completed"] == 3
     assert summary["run_dir"] == str(run_dir)
@@ -65,12 +65,12 @@ def test_placement_does_not_change_the_result(ray_cluster, tmp_path):
     assert untimed(a) == untimed(b)
 
 
-def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path):
+def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path, warm_actors):
     cfg = small_config(
         tmp_path, "data.partition=tests.helpers:iid_with_an_empty_client",
         "server.clients_per_round=10", "server.min_clients=5",
     )
-    summary, lines = run_quiet(cfg)
+    summary, lines = run_quiet(cfg, warm_actors)
     assert summary["status"] == "completed"
     rows = metrics(summary["run_dir"])
     for r in rows:
@@ -81,10 +81,10 @@ def test_a_client_that_raises_does_not_end_the_run(ray_cluster, tmp_path):
     assert rows[-1]["eval_accuracy"] > rows[0]["eval_accuracy"]
 
 
-def test_same_seed_same_metrics(ray_cluster, tmp_path):
-    first, _ = run_quiet(small_config(tmp_path / "a", "data.partition=dirichlet"))
-    second, _ = run_quiet(small_config(tmp_path / "b", "data.partition=dirichlet"))
-    other, _ = run_quiet(small_config(tmp_path / "c", "data.partition=dirichlet", "seed=1"))
+def test_same_seed_same_metrics(ray_cluster, tmp_path, warm_actors):
+    first, _ = run_quiet(small_config(tmp_path / "a", "data.partition=dirichlet"), warm_actors)
+    second, _ = run_quiet(small_config(tmp_path / "b", "data.partition=dirichlet"), warm_actors)
+    other, _ = run_quiet(small_config(tmp_path / "c", "data.partition=dirichlet", "seed=1"), warm_actors)
     assert untimed(metrics(first["run_dir"])) == untimed(metrics(second["run_dir"]))
     assert untimed(metrics(first["run_dir"])) != untimed(metrics(other["run_dir"]))
 

@@ -22,7 +22,7 @@ LAYERS = [
     ["foundation", "lifecycle"],
     ["client"],
     ["server"],
-    ["driver", "signals"],
+    ["driver", "signals", "session"],
     ["launcher"],
     ["experiments"],
     ["cli"],

@@ -29,8 +29,12 @@ def tiny_model(seed=0):
 
 
 def make_key(name, args, model, owner=0):
+    """A key as the server writes it, but with a fixed secret so the test is repeatable
+    (real keys take 128 bits from the operating system's entropy)."""
     scheme = SCHEMES.build(name, **args)
-    return scheme, new_key(name, args, owner, scheme.layout(param_spec(model), INFO))
+    key = new_key(name, args, owner, scheme.layout(param_spec(model), INFO))
+    key["secret"] = f"{0x5EC12E7 + owner:032x}"
+    return scheme, key
 
 
 def embed(model, scheme, key, steps=60, lr=0.1, data=None):
@@ -60,7 +64,9 @@ def test_key_round_trip_is_private_and_secrets_differ(tmp_path):
     path = write_key(key_path(tmp_path / "keys", 0), key)
     assert path.name == "client_0.json" and read_key(path) == key
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert len(key["secret"]) == 32 and make_key("feature", {"num_bits": 32}, model)[1]["secret"] != key["secret"]
+    layout = SCHEMES.build("feature", num_bits=32).layout(param_spec(model), INFO)
+    fresh = [new_key("feature", {"num_bits": 32}, 0, layout)["secret"] for _ in range(2)]
+    assert len(fresh[0]) == 32 and fresh[0] != fresh[1]  # from the operating system's entropy
     draw = [key_rng(key, purpose).integers(1 << 30) for purpose in ("a", "a", "b")]
     assert draw[0] == draw[1] != draw[2]
     assert os.path.getsize(path) < 1000  # secrets regenerate X and b: the file stays small
