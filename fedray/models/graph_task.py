@@ -23,7 +23,6 @@ from fedray.config.schema import RunConfig
 from fedray.data.datasets import DataInfo
 from fedray.data.granular.graphs import graph_arrays, segment_table
 from fedray.models.gnn import GraphBatch
-from fedray.models.tasks import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +54,6 @@ def _ranges(start: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, tor
     return start.repeat_interleave(count) + within, begins
 
 
-@TASKS.register("graph_classification")
 class GraphClassification:
     """Cross-entropy over graph logits; accuracy as the headline metric."""
 

@@ -44,6 +44,9 @@ TASKS: Registry[type] = Registry("task")
 `from_config(info, cfg)`; the others take no arguments."""
 
 
+TASKS.register_lazy("graph_classification", "fedray.models.graph_task:GraphClassification")
+
+
 def build_task(info: "DataInfo", cfg: "RunConfig") -> Task:
     """The task of a dataset, with the run settings it needs."""
     cls = TASKS.get(info.task)

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedray.models.flat import as_tensor
 from fedray.transforms import UpdateTransform, stateless
 from fedray.types import ClientId, Context
 
@@ -40,6 +39,8 @@ class FixedDenominatorMean:
         self.num_added = 0
 
     def add(self, client_id: ClientId, weight: float, update: np.ndarray) -> None:
+        from fedray.models.flat import as_tensor  # torch's axpy; imported where updates are summed
+
         as_tensor(self._sum).add_(as_tensor(update))
         self.num_added += 1
 

@@ -209,7 +209,7 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
     """Completion of a submitted run is shown above; here the sweep's fan-out and `fedray stop`,
     which stops each run like Ctrl-C: after its round in progress, summary and checkpoints kept."""
     address = two_nodes["address"]
-    assert main(["sweep", f"{REPO}/configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=1000",
+    assert main(["sweep", f"{REPO}/configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=100000",
                  "server.checkpoint_every=1", "--grid", "train.lr=0.05,0.2", "--no-wait", "--working-dir", REPO,
                  "--address", address]) == 0
     out = capsys.readouterr().out
@@ -219,7 +219,7 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
     listing = capsys.readouterr().out
     assert all(job_id in listing for job_id in job_ids)
     for job_id, name in zip(job_ids, ["cross_silo-lr=0.05", "cross_silo-lr=0.2"]):
-        logs_once(address, job_id, r"round +2/1000 ")
+        logs_once(address, job_id, r"round +2/100000 ")
         assert main(["stop", job_id, "--address", address]) == 0
         assert f"job {job_id} STOPPED" in capsys.readouterr().out
         text = logs_once(address, job_id, r"fedray: terminated \(SIGTERM\)")
