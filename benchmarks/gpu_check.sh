@@ -21,7 +21,7 @@ for name in ("ray", "deepspeed", "peft", "transformers", "omegaconf", "pyarrow",
     except Exception as err:  # noqa: BLE001  (a report, not a check)
         print(f"  {name} missing: {err}")
 PY
-python3 - <<'PY'
+[ -n "${SKIP_PINNING:-}" ] || python3 - <<'PY'
 # Ray's GPU pinning with fractional GPUs: four 0.25-GPU actors share GPU 0, each sees it
 import os, ray, torch
 ray.init(address="local", include_dashboard=False, log_to_driver=False)

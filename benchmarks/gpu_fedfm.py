@@ -81,7 +81,7 @@ def config(args, tmp: Path):
         f"clients.resources.num_gpus={args.client_gpus if gpu else 0}",
         f"clients.resources.num_cpus={2 if gpu else 0.25}",
         f"model.config={llama(*client, seq_len)}", f"data.seq_len={seq_len}", f"train.batch_size={batch}",
-        f"model.dtype={'bfloat16' if gpu else 'float32'}",
+        f"model.dtype={args.dtype or ('bfloat16' if gpu else 'float32')}",
         f"server.foundation_model.model.config={llama(*server, seq_len)}",
         f"server.foundation_model.num_workers={args.zero_ranks}",
         f"server.foundation_model.resources.num_gpus={args.zero_gpus if gpu else 0}",
@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--zero-gpus", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", choices=sorted(SIZES), default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="the clients' model dtype (default: bfloat16 on a GPU, float32 on CPUs)")
     args = parser.parse_args()
     args.size = args.size or ("tiny" if args.cpu else "small")
 
