@@ -9,7 +9,6 @@ per round, and leaves the run directory consistent however it stops.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -283,18 +282,12 @@ def create_run_dir(cfg: RunConfig):
 
 def output_dir_problems(cfg: RunConfig) -> list[str]:
     """A local output_dir must be a directory this process may write into, or creatable as one."""
+    from fedray.config.paths import unwritable_folder
     from fedray.server.storage import is_uri
 
     if is_uri(cfg.output_dir):
         return []  # object stores are checked by their first write
-    where = os.path.abspath(cfg.output_dir)
-    existing = where
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return [f"output_dir: {existing} is a file, not a directory (output_dir={cfg.output_dir})"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"output_dir: {existing} is not writable by this user (output_dir={cfg.output_dir})"]
-    return []
+    problem = unwritable_folder(cfg.output_dir)
+    return [] if problem is None else [f"output_dir: {problem} (output_dir={cfg.output_dir})"]
 
 

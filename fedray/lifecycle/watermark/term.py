@@ -9,10 +9,10 @@ trains; clients that are not owners train as usual.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fedray.config.ownership import WatermarkConfig
+from fedray.config.paths import unwritable_folder
 from fedray.config.schema import RunConfig
 from fedray.data.datasets import DataInfo
 from fedray.lifecycle.watermark.keys import as_json, key_path, new_key, read_key, write_key
@@ -91,14 +91,8 @@ def watermark_problems(cfg: RunConfig, spec: ParamSpec, info: DataInfo) -> list[
 
 def _folder_problems(folder: str) -> list[str]:
     """The keys folder must be one this process can create or write into."""
-    existing = os.path.abspath(folder)
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return [f"server.watermark.keys: {existing} is a file, not a folder (keys={folder})"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"server.watermark.keys: {existing} is not writable by this user (keys={folder})"]
-    return []
+    problem = unwritable_folder(folder)
+    return [] if problem is None else [f"server.watermark.keys: {problem} (keys={folder})"]
 
 
 def ensure_keys(cfg: WatermarkConfig, spec: ParamSpec, info: DataInfo) -> None:

@@ -108,8 +108,8 @@ def test_fresh_needs_resume(tmp_path, capsys):
 # ---- 6, 7, 8, 10: clear errors where tracebacks were ----------------------------------------
 @pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("make, expected", [
-    (lambda t: [f"output_dir={t / 'afile'}"], "is a file, not a directory"),
-    (lambda t: [f"output_dir={t / 'afile' / 'sub'}"], "is a file, not a directory"),
+    (lambda t: [f"output_dir={t / 'afile'}"], "is a file, not a folder"),
+    (lambda t: [f"output_dir={t / 'afile' / 'sub'}"], "is a file, not a folder"),
     (lambda t: ["clients.resources.memory=-5"], "clients.resources.memory must be >= 0 bytes or null, got -5"),
     (lambda t: ["train.lr=inf"], "train.lr must be a finite number, got inf"),
     (lambda t: ["server.strategy.args.server_lr=inf"], "server.strategy: strategy 'fedavg': argument 'server_lr' must be a finite number, got inf"),
