@@ -205,6 +205,23 @@ def logs_once(address: str, job_id: str, pattern: str) -> str:
     raise TimeoutError(f"job {job_id}: no {pattern!r} in its log")
 
 
+def first_to_log(address: str, job_ids: list[str], pattern: str) -> str:
+    """The first of `job_ids` whose log matches `pattern` (waits for that state; fails if
+    one of them ends first)."""
+    from fedray.cluster.submit import connect
+
+    client = connect(address)
+    deadline = time.monotonic() + 900  # only so that a broken run cannot hang the suite (2 loaded cores: minutes)
+    while time.monotonic() < deadline:
+        for job_id in job_ids:
+            text = client.get_job_logs(job_id)
+            if re.search(pattern, text):
+                return job_id
+            assert str(client.get_job_status(job_id).value) in ("PENDING", "RUNNING"), text[-3000:]
+        time.sleep(1)
+    raise TimeoutError(f"jobs {job_ids}: no {pattern!r} in any log")
+
+
 def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nodes, tmp_path, capsys):
     """Completion of a submitted run is shown above; here the sweep's fan-out and `fedray stop`,
     which stops each run like Ctrl-C: after its round in progress, summary and checkpoints kept."""
@@ -218,8 +235,12 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
     assert main(["jobs", "--address", address]) == 0
     listing = capsys.readouterr().out
     assert all(job_id in listing for job_id in job_ids)
-    for job_id, name in zip(job_ids, ["cross_silo-lr=0.05", "cross_silo-lr=0.2"]):
-        logs_once(address, job_id, r"round +2/100000 ")
+    # Both runs need both of silo A's slots, so one waits for the other: stop whichever
+    # is running first, then the other once it has started in the freed slots.
+    remaining = dict(zip(job_ids, ["cross_silo-lr=0.05", "cross_silo-lr=0.2"]))
+    while remaining:
+        job_id = first_to_log(address, list(remaining), r"round +2/100000 ")
+        name = remaining.pop(job_id)
         assert main(["stop", job_id, "--address", address]) == 0
         assert f"job {job_id} STOPPED" in capsys.readouterr().out
         text = logs_once(address, job_id, r"fedray: terminated \(SIGTERM\)")
