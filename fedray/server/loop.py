@@ -195,7 +195,7 @@ def collect(ctx: RoundContext, state: ServerState, clients: ClientPool, pending:
     in by `server.round_timeout_s` (wall clock) come last, as failures `TIMED_OUT`."""
     timeout_s = ctx.cfg.server.round_timeout_s
     deadline = None if timeout_s is None else started + timeout_s
-    pending = dict(pending)
+    pending, retried = dict(pending), set()
     while pending:
         timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
@@ -203,9 +203,11 @@ def collect(ctx: RoundContext, state: ServerState, clients: ClientPool, pending:
             break
         cid, nonce, ins = pending.pop(ready[0])
         result = _fetch(clients, ready[0], cid, server_round)
-        if result.error == NOT_LOADED:
-            # Ray restarted the actor since its last call: hand it its shards and ask
-            # again (the call did nothing, and the client's state is the server's copy)
+        if result.error == NOT_LOADED or (_lost_to_a_restart(result.error) and cid not in retried):
+            # Ray restarted the actor since its last call (or during it, once): hand it
+            # its shards and ask again (the client's state is the server's copy, so a
+            # call that ran on the old actor changed nothing that counts)
+            retried.add(cid)
             clients.reload(cid)
             pending[clients.fit(ins, state.client_states.get(cid), sends[cid])] = (cid, nonce, ins)
             continue
@@ -373,6 +375,12 @@ def _fetch(clients: ClientPool, ref: ray.ObjectRef, cid: int, server_round: int)
                             error=f"{type(exc).__name__}: {reason}".rstrip(": "))
     assert result.client_id == cid and result.server_round == server_round, "result routed wrongly"
     return result
+
+
+def _lost_to_a_restart(error: str | None) -> bool:
+    """Whether a call failed only because Ray restarted its actor meanwhile (the actor is
+    back; a caller whose handle had not heard of the restart yet gets this once)."""
+    return bool(error) and error.startswith("ActorUnavailableError") and "restarted" in error
 
 
 def _weighted_mean(values: list[tuple[float, int]]) -> float:
