@@ -192,22 +192,12 @@ def test_resources_the_cluster_never_has_fail_in_seconds_naming_them(two_nodes, 
 
 def logs_once(address: str, job_id: str, pattern: str) -> str:
     """The job's log once it matches `pattern` (waits for that state; fails if the job ends first)."""
-    from fedray.cluster.submit import connect
-
-    client = connect(address)
-    deadline = time.monotonic() + 900  # only so that a broken run cannot hang the suite (2 loaded cores: minutes)
-    while time.monotonic() < deadline:
-        text = client.get_job_logs(job_id)
-        if re.search(pattern, text):
-            return text
-        assert str(client.get_job_status(job_id).value) in ("PENDING", "RUNNING"), text[-3000:]
-        time.sleep(1)
-    raise TimeoutError(f"job {job_id}: no {pattern!r} in its log")
+    return first_to_log(address, [job_id], pattern)[1]
 
 
-def first_to_log(address: str, job_ids: list[str], pattern: str) -> str:
-    """The first of `job_ids` whose log matches `pattern` (waits for that state; fails if
-    one of them ends first)."""
+def first_to_log(address: str, job_ids: list[str], pattern: str) -> tuple[str, str]:
+    """(job id, its log) of the first of `job_ids` whose log matches `pattern` (waits for
+    that state; fails if one of them ends first)."""
     from fedray.cluster.submit import connect
 
     client = connect(address)
@@ -216,7 +206,7 @@ def first_to_log(address: str, job_ids: list[str], pattern: str) -> str:
         for job_id in job_ids:
             text = client.get_job_logs(job_id)
             if re.search(pattern, text):
-                return job_id
+                return job_id, text
             assert str(client.get_job_status(job_id).value) in ("PENDING", "RUNNING"), text[-3000:]
         time.sleep(1)
     raise TimeoutError(f"jobs {job_ids}: no {pattern!r} in any log")
@@ -239,7 +229,7 @@ def test_a_sweep_submits_one_job_per_combination_and_jobs_can_be_stopped(two_nod
     # is running first, then the other once it has started in the freed slots.
     remaining = dict(zip(job_ids, ["cross_silo-lr=0.05", "cross_silo-lr=0.2"]))
     while remaining:
-        job_id = first_to_log(address, list(remaining), r"round +2/100000 ")
+        job_id, _ = first_to_log(address, list(remaining), r"round +2/100000 ")
         name = remaining.pop(job_id)
         assert main(["stop", job_id, "--address", address]) == 0
         assert f"job {job_id} STOPPED" in capsys.readouterr().out
