@@ -32,10 +32,13 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     starts Ray there, so it comes up while the data is built."""
     from fedray.data.tokenize import TOKENIZERS
     from fedray.lifecycle.continual import schedule_problems
+    from fedray.models.quantize import quantization_problems
 
     began = time.perf_counter()
     problems: list[str] = output_dir_problems(cfg) if local else []
     problems += component_problems(cfg)
+    if not problems:
+        problems += quantization_problems(cfg)
     if not problems and on_checked is not None:
         on_checked()
     dataset = None

@@ -26,6 +26,7 @@ from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
 from fedray.models.flat import get_delta, param_spec, set_flat
+from fedray.models.hf import enable_gradient_checkpointing
 from fedray.models.tasks import build_task
 from fedray.privacy import with_privacy
 from fedray.privacy.dpsgd import account
@@ -70,6 +71,8 @@ class ClientActor:
         self.device = assigned_device()
         self.task = build_task(info, cfg)
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         self.spec = param_spec(self.model)
         self.ranks = dict(ranks or {})
         self.adapters = None

@@ -38,6 +38,7 @@ from fedray.config.sections import (  # noqa: F401  (part of this schema; re-exp
     RayConfig,
     DataConfig,
     PeftConfig,
+    QuantizationConfig,
     ModelConfig,
     ResourcesConfig,
     PinnedClientsConfig,
@@ -233,4 +234,6 @@ class RunConfig:
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
         out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
+        if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
+            out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         return out

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
 from fedray.config.ownership import ScheduleConfig
+from fedray.config.quantization import QuantizationConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 from fedray.config.synthetic import SyntheticConfig
 
@@ -251,6 +252,9 @@ class ModelConfig:
     ~/.cache/fedray."""
     peft: Optional[PeftConfig] = None
     """LoRA adapters; null trains (and sends) every parameter."""
+    quantization: Optional[QuantizationConfig] = None
+    """Load the frozen base in 4 or 8 bits (bitsandbytes; QLoRA); null: `dtype`.
+    Needs `name: hf_causal_lm` and `peft`."""
 
     def errors(self) -> list[str]:
         bad = [h for h in self.hidden if h < 1]
@@ -259,6 +263,20 @@ class ModelConfig:
             out.append("model.path and model.config are exclusive: load a checkpoint or build from a config")
         if self.peft is not None:
             out += self.peft.errors()
+        if self.quantization is not None:
+            out += self.quantization.errors() + self._quantization_errors()
+        return out
+
+    def _quantization_errors(self) -> list[str]:
+        """A quantised base is frozen and its weights are never rewritten."""
+        out = []
+        if self.name != "hf_causal_lm":
+            out.append(f"model.quantization needs model.name=hf_causal_lm, got {self.name}")
+        if self.peft is None:
+            out.append("model.quantization freezes the base: set model.peft (only the adapters train)")
+        elif self.peft.aggregation == "stack":
+            out.append("model.quantization cannot take model.peft.aggregation=stack, which folds "
+                       "updates into the base weights; use aggregation=mean")
         return out
 
 
@@ -500,6 +518,9 @@ class TrainConfig:
     """Clip each step's gradient to this global norm; null: no clipping."""
     dp: Optional[DPSGDConfig] = None
     """Local DP-SGD on every client; null: off."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them
+    (`hf_causal_lm` only): less memory for long sequences, about a third more compute."""
 
     def errors(self) -> list[str]:
         out = [] if self.dp is None else self.dp.errors()

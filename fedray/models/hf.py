@@ -21,6 +21,8 @@ from fedray.data.datasets import DataInfo
 from fedray.data.tokenize import TOKENIZERS, HFTokenizer, Tokenizer
 from fedray.models.adapters import add_lora
 from fedray.models.build import MODELS
+from fedray.models.device import assigned_device
+from fedray.models.quantize import load_quantized, quantize
 
 if TYPE_CHECKING:
     import torch
@@ -137,17 +139,22 @@ def build_base(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
     hf_logging.disable_progress_bar()  # every actor loads the model: one bar each is noise
     dtype = torch_dtype(cfg.dtype)
     dry = torch.get_default_device().type == "meta"
+    quantized = cfg.quantization is not None and not dry  # a dry build needs only the layout
     if cfg.path is not None:
         folder = resolve_checkpoint(cfg)
         try:
             if dry:
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype)
+            elif quantized:
+                model = load_quantized(folder, cfg.quantization, dtype, assigned_device())
             else:
                 model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
         except Exception as err:  # malformed JSON, missing or torn weights: name the folder
             raise ValueError(f"model.path: cannot load the checkpoint at {folder}: {err}") from None
     else:
         model = AutoModelForCausalLM.from_config(architecture(cfg, info), dtype=dtype)
+        if quantized:
+            model = quantize(model, cfg.quantization, assigned_device())
     vocab = model.get_input_embeddings().num_embeddings
     if vocab < info.vocab_size:
         raise ValueError(
@@ -181,3 +188,13 @@ def hf_causal_lm(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
         )
     model = build_base(cfg, info)
     return model if cfg.peft is None else add_lora(model, cfg.peft)
+
+
+def enable_gradient_checkpointing(model: "torch.nn.Module") -> None:
+    """`train.gradient_checkpointing`: recompute each decoder layer's activations in the
+    backward pass. Non-reentrant checkpointing, so a frozen embedding (LoRA) needs no
+    gradient on its output for the adapters to get theirs."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(base, "gradient_checkpointing_enable"):
+        raise ValueError(f"train.gradient_checkpointing: {type(base).__name__} does not support it")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

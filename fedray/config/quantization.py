@@ -1,0 +1,46 @@
+"""`model.quantization`: a frozen base loaded in 4 or 8 bits through bitsandbytes (QLoRA)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class QuantType(enum.Enum):
+    """The 4-bit data type (bitsandbytes' `bnb_4bit_quant_type`)."""
+
+    nf4 = "nf4"
+    """NormalFloat4: levels at the quantiles of a normal distribution (Dettmers et al.,
+    2023, QLoRA), the better fit for weights that are roughly normal."""
+    fp4 = "fp4"
+    """A plain 4-bit float."""
+
+
+class ComputeDtype(enum.Enum):
+    """The dtype the quantised layers dequantise into for their matmuls."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclasses.dataclass
+class QuantizationConfig:
+    """A quantised frozen base (`model.name: hf_causal_lm` with `model.peft`): its linear
+    layers are stored in `bits` bits; the LoRA adapters stay float32, train, and are
+    all that travels. The server's evaluation model is quantised alike."""
+
+    bits: int = 4
+    """4 (`type` decides the format) or 8 (LLM.int8, absmax per row)."""
+    type: QuantType = QuantType.nf4
+    """`nf4` or `fp4`; 4-bit only."""
+    compute_dtype: ComputeDtype = ComputeDtype.float32
+    """Dtype of the matmuls of 4-bit layers (bitsandbytes' `bnb_4bit_compute_dtype`);
+    8-bit layers compute in float16 whatever this says."""
+    double_quant: bool = False
+    """Quantise the 4-bit blocks' scales too (about 0.4 bits a weight saved)."""
+
+    def errors(self) -> list[str]:
+        if self.bits not in (4, 8):
+            return [f"model.quantization.bits must be 4 or 8, got {self.bits}"]
+        return []
