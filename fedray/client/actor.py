@@ -24,7 +24,7 @@ from fedray.lifecycle.continual import Schedule
 from fedray.lifecycle.watermark import watermark_terms
 from fedray.models.adapters import FoldedMerges, RankedAdapters, lora_layout
 from fedray.models.build import build_model
-from fedray.models.device import assigned_device, limit_threads
+from fedray.models.device import assigned_device, limit_threads, peak_memory_mb
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.hf import enable_gradient_checkpointing
 from fedray.models.tasks import build_task
@@ -197,6 +197,7 @@ class ClientActor:
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
+                     "peak_memory_mb": peak_memory_mb(self.device),
                      **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
         )
 

@@ -234,6 +234,12 @@ class RunConfig:
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
         out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
+        autos = [key for key, r in (("server.resources", self.server.resources),
+                                    ("server.foundation_model.resources", self.server.foundation_model.resources),
+                                    *((f"clients.pinned[{i}].resources", p.resources)
+                                      for i, p in enumerate(self.clients.pinned))) if r.memory_gb == "auto"]
+        if autos:
+            out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         return out

@@ -288,6 +288,11 @@ class ResourcesConfig:
     num_gpus: float = 0.0
     memory: Optional[int] = None
     """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
+    memory_gb: Optional[str] = None
+    """GiB of memory to reserve (Ray's `memory` resource, instead of `memory`), or
+    `auto`: a short probe fit before the run measures a client actor's peak and
+    reserves it plus a margin, refusing a placement that cannot fit
+    (`fedray.cluster.packing`). Client actors only."""
     custom: Dict[str, float] = field(default_factory=dict)
     """Custom Ray resources, e.g. `{silo_a: 1}` to pin to nodes that advertise it."""
     label_selector: Dict[str, str] = field(default_factory=dict)
@@ -302,6 +307,8 @@ class ResourcesConfig:
             out.append(f"{prefix}.num_gpus must be >= 0, got {self.num_gpus}")
         if self.memory is not None and self.memory < 0:
             out.append(f"{prefix}.memory must be >= 0 bytes or null, got {self.memory}")
+        elif self.memory_gb is not None:
+            out += self._memory_gb_errors(prefix)
         elif self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             out.append(f"{prefix}.num_gpus above 1 must be a whole number, got {self.num_gpus}")
         for key, value in self.custom.items():
@@ -317,11 +324,29 @@ class ResourcesConfig:
                 )
         return out
 
+    def _memory_gb_errors(self, prefix: str) -> list[str]:
+        if self.memory is not None:
+            return [f"{prefix}.memory and {prefix}.memory_gb are exclusive (got {self.memory} and {self.memory_gb})"]
+        if self.memory_gb == "auto":
+            return []
+        try:
+            ok = float(self.memory_gb) > 0
+        except ValueError:
+            ok = False
+        return [] if ok else [f"{prefix}.memory_gb must be a number of GiB > 0 or auto, got {self.memory_gb!r}"]
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """The memory to reserve in bytes (`memory`, or `memory_gb` once it is a number)."""
+        if self.memory_gb is not None and self.memory_gb != "auto":
+            return int(float(self.memory_gb) * 2**30)
+        return self.memory
+
     def as_ray_options(self) -> dict:
         """Keyword arguments for `ActorClass.options(...)`."""
         options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.memory:
-            options["memory"] = self.memory
+        if self.memory_bytes:
+            options["memory"] = self.memory_bytes
         if self.custom:
             options["resources"] = dict(self.custom)
         if self.label_selector:
@@ -330,7 +355,7 @@ class ResourcesConfig:
 
     def as_bundle(self) -> dict[str, float]:
         """The placement-group bundle for one such actor: Ray resource names -> amounts."""
-        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory or 0, **self.custom}
+        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory_bytes or 0, **self.custom}
         return {k: float(v) for k, v in bundle.items() if v}
 
 

@@ -107,7 +107,7 @@ class FoundationGroup:
             remote.options(
                 name=f"{name_prefix}/foundation-rank-{rank}",
                 num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
-                resources=dict(cfg.resources.custom) or None, memory=cfg.resources.memory,
+                resources=dict(cfg.resources.custom) or None, memory=cfg.resources.memory_bytes,
                 max_restarts=0,  # a lost shard cannot be rebuilt in place: restart from a checkpoint
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=rank),

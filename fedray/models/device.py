@@ -18,3 +18,15 @@ def limit_threads(num_cpus: float) -> None:
     """Use as many intra-op threads as CPUs were reserved (at least one), so that
     actors sharing a machine do not oversubscribe its cores."""
     torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far, in MiB: what a CUDA device's allocator has
+    handed out (`max_memory_allocated`) on a GPU, the process's peak resident set on CPU
+    (Linux's `ru_maxrss`, in KiB). It includes the model load and every fit so far, which
+    is what an actor needs reserved."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

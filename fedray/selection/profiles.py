@@ -71,6 +71,14 @@ class ClientProfiles:
     last_train_loss: np.ndarray
     last_loss_sq: np.ndarray
     """Mean squared training loss of its last round (Oort's statistical utility)."""
+    peak_memory_mb: np.ndarray | None = None
+    """Peak memory (MiB) of the actor that trained it, as of its last round: CUDA
+    `max_memory_allocated` on a GPU, the process's peak RSS on CPU. None only in
+    checkpoints written before the column existed (filled with NaN)."""
+
+    def __post_init__(self) -> None:
+        if self.peak_memory_mb is None:
+            self.peak_memory_mb = np.full(len(self.num_examples), np.nan)
 
     @classmethod
     def create(cls, num_examples: np.ndarray, expected_duration_s: np.ndarray,
@@ -112,6 +120,7 @@ class ClientProfiles:
             self.examples_per_s[cid] = examples_trained / result.wall_s
         self.last_train_loss[cid] = result.train_loss
         self.last_loss_sq[cid] = result.metrics.get("loss_sq", result.train_loss ** 2)
+        self.peak_memory_mb[cid] = result.metrics.get("peak_memory_mb", np.nan)
 
     def record_outcome(self, client_id: ClientId, outcome: Outcome) -> None:
         """Count what became of the client's result; a failure extends its failure streak."""

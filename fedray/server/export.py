@@ -25,6 +25,7 @@ from fedray.models.adapters import FoldedMerges, add_lora, lora_layout
 from fedray.models.build import build_model
 from fedray.models.flat import param_spec, set_flat
 from fedray.models.hf import resolve_checkpoint
+from fedray.models.quantize import dequantized_weights
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 from fedray.server.state import ServerState
 
@@ -81,7 +82,8 @@ def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False) -
 
     if cfg.model.path is None:
         paths["base"] = out / "base"
-        build_model(dataclasses.replace(cfg.model, peft=None), info, cfg.seed).save_pretrained(paths["base"])
+        float_base = dataclasses.replace(cfg.model, peft=None, quantization=None)
+        build_model(float_base, info, cfg.seed).save_pretrained(paths["base"])
         base_source = paths["base"].resolve()
     else:
         base_source = resolve_checkpoint(cfg.model)
@@ -102,8 +104,29 @@ def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False) -
 
     if merged:
         paths["merged"] = out / "merged"
+        if cfg.model.quantization is not None:
+            model = dequantized(cfg, info, adapter)
         model.merge_and_unload().save_pretrained(paths["merged"])
         if hasattr(tokenizer, "tokenizer"):  # a model's own tokenizer travels with it
             tokenizer.tokenizer.save_pretrained(paths["merged"])
     return paths
 
+
+
+def dequantized(cfg: RunConfig, info: DataInfo, adapter) -> "torch.nn.Module":
+    """The global model of a quantised run as a float PEFT model: the float architecture
+    holding the dequantised weights of the quantised base (what the adapters were
+    trained against, not the original float weights), with the adapter loaded, ready
+    to merge."""
+    import torch
+
+    quantized_base = build_model(dataclasses.replace(cfg.model, peft=None), info, cfg.seed)
+    weights = dequantized_weights(quantized_base)  # before any forward pass (see its docstring)
+    del quantized_base
+    base = build_model(dataclasses.replace(cfg.model, peft=None, quantization=None), info, cfg.seed)
+    with torch.no_grad():
+        for name, weight in weights.items():
+            base.get_submodule(name).weight.copy_(weight)
+    model = add_lora(base, cfg.model.peft)
+    set_flat(model, param_spec(model), adapter)
+    return model
