@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.finetune import Objective, objective_problems  # noqa: F401
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
@@ -240,6 +241,7 @@ class RunConfig:
                                       for i, p in enumerate(self.clients.pinned))) if r.memory_gb == "auto"]
         if autos:
             out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
+        out += objective_problems(self)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         return out

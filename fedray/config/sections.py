@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
 from fedray.config.ownership import ScheduleConfig
-from fedray.config.quantization import QuantizationConfig
+from fedray.config.finetune import Objective, QuantizationConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 from fedray.config.synthetic import SyntheticConfig
 
@@ -543,12 +543,18 @@ class TrainConfig:
     """Clip each step's gradient to this global norm; null: no clipping."""
     dp: Optional[DPSGDConfig] = None
     """Local DP-SGD on every client; null: off."""
+    objective: Objective = Objective.task
+    """`task` (the dataset's loss) or `dpo` (needs `data.dataset: preferences`, `model.peft`)."""
+    beta: float = 0.1
+    """DPO's beta: how far the policy may move from the reference (the KL weight)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of keeping them
     (`hf_causal_lm` only): less memory for long sequences, about a third more compute."""
 
     def errors(self) -> list[str]:
         out = [] if self.dp is None else self.dp.errors()
+        if not self.beta > 0:
+            out.append(f"train.beta must be > 0, got {self.beta}")
         if self.grad_accum_steps < 1:
             out.append(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

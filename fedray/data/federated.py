@@ -13,6 +13,7 @@ from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo, PerClientData
 from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.partition import PARTITIONERS
 from fedray.data.text import TextCorpus, pack, select_owners
+from fedray.data.preferences import PreferenceTexts, tokenize_pairs
 from fedray.data.tokenize import ByteTokenizer, Tokenizer
 
 __all__ = ["DataInfo", "FederatedDataset", "build_federated_dataset"]
@@ -58,7 +59,9 @@ def build_federated_dataset(
     data = DATASETS.build(cfg.dataset, cfg)
     if isinstance(data, PerClientData):
         data = data.for_clients(num_clients, seed)
-    if not isinstance(data, (ArrayDataset, TextCorpus)):
+    if isinstance(data, PreferenceTexts):
+        data = tokenize_pairs(data, tokenizer or ByteTokenizer(), cfg.seq_len)
+    elif not isinstance(data, (ArrayDataset, TextCorpus)):
         raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
                          "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
     if isinstance(data, TextCorpus):

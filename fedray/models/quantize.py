@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedray.config.quantization import QuantizationConfig
+from fedray.config.finetune import QuantizationConfig
 
 if TYPE_CHECKING:
     import torch

@@ -45,6 +45,7 @@ TASKS: Registry[type] = Registry("task")
 
 
 TASKS.register_lazy("graph_classification", "fedray.models.graph_task:GraphClassification")
+TASKS.register_lazy("preference", "fedray.models.preference:Preference")
 
 
 def build_task(info: "DataInfo", cfg: "RunConfig") -> Task:

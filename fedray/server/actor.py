@@ -103,6 +103,7 @@ class Server:
         self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
                                 np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate,
                                 downlink=downlink, instruct=_upload_budgets(cfg, simulation))
+        self.ctx.eval_columns = tuple(getattr(self.task, "eval_columns", ()))  # e.g. DPO's reward margin
         if schedule is not None:
             self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
         self.state = saved if saved is not None else self._initial_state(exchange, selector)

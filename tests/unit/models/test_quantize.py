@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from fedray.config.quantization import QuantizationConfig, QuantType
+from fedray.config.finetune import QuantizationConfig, QuantType
 from fedray.config.schema import ModelConfig, PeftConfig
 from fedray.data.text import text_info
 from fedray.models.build import build_model

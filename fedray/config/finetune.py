@@ -1,4 +1,5 @@
-"""`model.quantization`: a frozen base loaded in 4 or 8 bits through bitsandbytes (QLoRA)."""
+"""`model.quantization` (a frozen base in 4 or 8 bits, QLoRA) and `train.objective` (DPO):
+the settings of fine-tuning a large frozen base."""
 
 from __future__ import annotations
 
@@ -44,3 +45,28 @@ class QuantizationConfig:
         if self.bits not in (4, 8):
             return [f"model.quantization.bits must be 4 or 8, got {self.bits}"]
         return []
+
+
+class Objective(enum.Enum):
+    """What local training minimises."""
+
+    task = "task"
+    """The dataset's own loss: cross-entropy, next-token NLL; on `preferences` the NLL
+    of the chosen completions (supervised fine-tuning)."""
+    dpo = "dpo"
+    """Direct Preference Optimization (Rafailov et al., 2023) on `data.dataset:
+    preferences`, against the frozen base with the adapters disabled as reference."""
+
+
+def objective_problems(cfg) -> list[str]:
+    """`train.objective` against the data and model it needs (`cfg`: a RunConfig)."""
+    out = []
+    if cfg.train.objective is Objective.dpo:
+        if cfg.data.dataset != "preferences":
+            out.append(f"train.objective=dpo needs data.dataset=preferences (pairs), got {cfg.data.dataset}")
+        if cfg.model.peft is None:
+            out.append("train.objective=dpo takes the frozen base with adapters disabled as its reference "
+                       "model: set model.peft")
+        if cfg.train.dp is not None:
+            out.append("train.objective=dpo cannot be combined with train.dp")
+    return out
