@@ -12,11 +12,12 @@ from fedray.cli.main import main
 from fedray.models.build import build_model
 from fedray.models.flat import param_spec
 from fedray.server.export import global_model
-from tests.integration.test_lora import CLIENTS, ROUNDS, lora_config, run_lora
+from tests.integration.test_lora import CLIENTS, lora_config, run_lora
 
 pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-QLORA = ("model.quantization.bits=4", "model.quantization.type=nf4", "model.quantization.double_quant=true")
+QLORA = ("model.quantization.bits=4", "model.quantization.type=nf4", "model.quantization.double_quant=true",
+         "server.rounds=2")
 
 
 def test_a_4bit_base_sends_the_same_adapters_and_records_peaks(ray_cluster, tmp_path):
@@ -24,7 +25,7 @@ def test_a_4bit_base_sends_the_same_adapters_and_records_peaks(ray_cluster, tmp_
     prepared, run_dir, rows, state = run_lora(cfg)
     float_spec = param_spec(build_model(lora_config(tmp_path).model, prepared.dataset.info, 0))
     # adapters-only traffic, byte for byte what a float base sends
-    assert [r["bytes_up"] for r in rows] == [CLIENTS * float_spec.num_bytes] * ROUNDS
+    assert [r["bytes_up"] for r in rows] == [CLIENTS * float_spec.num_bytes] * 2
     assert state.params.shape == (float_spec.num_params,)
     assert all(r["clients_succeeded"] == CLIENTS for r in rows)
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
@@ -32,7 +33,7 @@ def test_a_4bit_base_sends_the_same_adapters_and_records_peaks(ray_cluster, tmp_
     clients = pq.read_table(Path(run_dir) / "clients.parquet").to_pydict()
     peaks = np.asarray(clients["peak_memory_mb"])
     assert np.isfinite(peaks).all() and (peaks > 0).all()  # every client trained and reported
-    assert len(set(clients["pid"])) == 1 and len(set(peaks)) >= 1  # one pool actor: its peak, rising
+    assert len(set(clients["pid"])) == 1  # one pool actor hosts them all: its peak, as each trained
 
     # --merged: a float model holding the dequantised base computes what the server's 4-bit one does
     out = tmp_path / "export"
