@@ -135,7 +135,7 @@ class Driver:
         if self.warm is not None:
             self.warm.evict(self.cfg)  # idle actors this run cannot use must not hold resources
         if self.cfg.clients.resources.memory_gb == "auto":
-            from fedray.cluster.packing import resolve_auto_memory
+            from fedray.client.probe import resolve_auto_memory
 
             self.cfg, _ = resolve_auto_memory(self.cfg, self.prepared.dataset, self.console)
             self.prepared = dataclasses.replace(self.prepared, cfg=self.cfg)

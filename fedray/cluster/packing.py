@@ -1,5 +1,5 @@
-"""Memory-aware packing: measure a client actor's peak in a probe fit, reserve it, and
-refuse a placement whose actors cannot all fit.
+"""Memory-aware packing: from a probe fit's peak (`fedray.client.probe`), what to reserve
+per client actor, and which placements cannot fit.
 
 Ray packs actors by the resources they ask for; fractions of a GPU limit scheduling,
 not memory, so four actors at `num_gpus: 0.25` each run out of memory together when
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import Mapping
 
-from fedray.config.schema import RunConfig
 
 PROBE_STEPS = 2
 """Local steps of the probe fit: the first step allocates the optimizer state, the
 second shows the steady state."""
 MARGIN = 1.2
 """Reserved memory over the measured peak: batches of other lengths, allocator slack."""
-_GIB = 2**30
+GIB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,46 +37,9 @@ class ProbeResult:
     """The GPU's memory (0 on CPU)."""
 
 
-def probe_fit(cfg: RunConfig, info, shard) -> ProbeResult:
-    """Build a client's model as its actor does and train `PROBE_STEPS` steps on `shard`;
-    runs in a fresh Ray worker process, so its peak is this fit's alone."""
-    import resource
-
-    import torch
-
-    from fedray.client.train import train_local
-    from fedray.models.build import build_model
-    from fedray.models.device import assigned_device
-    from fedray.models.hf import enable_gradient_checkpointing
-    from fedray.models.tasks import build_task
-
-    device = assigned_device()
-    model = build_model(cfg.model, info, cfg.seed).to(device)
-    if cfg.train.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    task = build_task(info, cfg)
-    train = dataclasses.replace(cfg.train, local_steps=PROBE_STEPS, dp=None)
-    train_local(model, task, task.prepare(shard, device), train, seed=cfg.seed)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    if device.type != "cuda":
-        return ProbeResult(rss)
-    return ProbeResult(rss, torch.cuda.max_memory_allocated(device), torch.cuda.get_device_properties(device).total_memory)
-
-
-def run_probe(cfg: RunConfig, dataset) -> ProbeResult:
-    """`probe_fit` on the largest client's shard, in a fresh process with the clients' CPUs and GPUs."""
-    import numpy as np
-    import ray
-
-    resources = cfg.clients.resources
-    largest = int(np.argmax(np.diff(dataset.offsets)))
-    task = ray.remote(max_calls=1, num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)(probe_fit)
-    return ray.get(task.remote(cfg, dataset.info, dataset.shard(largest)))
-
-
 def reservation_gb(probe: ProbeResult) -> float:
     """GiB to reserve per client actor: the probe's peak with `MARGIN`, rounded up to 0.01."""
-    return math.ceil(probe.rss_peak * MARGIN / _GIB * 100) / 100
+    return math.ceil(probe.rss_peak * MARGIN / GIB * 100) / 100
 
 
 def packing_problems(probe: ProbeResult, num_actors: int, num_gpus: float,
@@ -86,11 +48,11 @@ def packing_problems(probe: ProbeResult, num_actors: int, num_gpus: float,
     if they can). `node_memory`: each alive node's Ray `memory` resource, in bytes."""
     out = []
     need = reservation_gb(probe)
-    fits = {node: int(total / _GIB // need) for node, total in node_memory.items()}
+    fits = {node: int(total / GIB // need) for node, total in node_memory.items()}
     if sum(fits.values()) < num_actors:
-        per_node = ", ".join(f"{node[:8]}: {total / _GIB:.2f} GiB -> {fits[node]}"
+        per_node = ", ".join(f"{node[:8]}: {total / GIB:.2f} GiB -> {fits[node]}"
                              for node, total in sorted(node_memory.items()))
-        out.append(f"clients.resources.memory_gb=auto: a probe fit peaked at {probe.rss_peak / _GIB:.2f} GiB, so "
+        out.append(f"clients.resources.memory_gb=auto: a probe fit peaked at {probe.rss_peak / GIB:.2f} GiB, so "
                    f"each client actor reserves {need:.2f} GiB; {num_actors} actors need {num_actors * need:.2f} "
                    f"GiB but the nodes fit {sum(fits.values())} ({per_node}); use clients.placement=pool with "
                    f"clients.pool_size<={max(1, sum(fits.values()))}, or a smaller model/batch")
@@ -99,27 +61,7 @@ def packing_problems(probe: ProbeResult, num_actors: int, num_gpus: float,
         fit = int(probe.gpu_total // max(1, probe.gpu_peak * MARGIN))
         if per_gpu > fit:
             out.append(f"clients.resources.num_gpus={num_gpus:g} puts {per_gpu} client actors on one GPU, but a "
-                       f"probe fit peaked at {probe.gpu_peak / _GIB:.2f} GiB of the GPU's {probe.gpu_total / _GIB:.2f} "
+                       f"probe fit peaked at {probe.gpu_peak / GIB:.2f} GiB of the GPU's {probe.gpu_total / GIB:.2f} "
                        f"GiB: {fit} fit with a {MARGIN - 1:.0%} margin; set clients.resources.num_gpus>="
                        f"{1 / max(1, fit):.3g}")
     return out
-
-
-def resolve_auto_memory(cfg: RunConfig, dataset, console=print) -> tuple[RunConfig, ProbeResult]:
-    """`memory_gb: auto` replaced by the probed reservation (a ConfigError if the actors
-    cannot fit); the config to run with and the probe's figures."""
-    import ray
-
-    from fedray.config.errors import ConfigError
-
-    probe = run_probe(cfg, dataset)
-    nodes = {n["NodeID"]: n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")}
-    problems = packing_problems(probe, cfg.clients.num_actors, cfg.clients.resources.num_gpus, nodes)
-    if problems:
-        raise ConfigError(problems, "clients.resources")
-    gb = reservation_gb(probe)
-    console(f"memory: a probe fit peaked at {probe.rss_peak / _GIB:.2f} GiB"
-            + (f" ({probe.gpu_peak / _GIB:.2f} GiB on the GPU)" if probe.gpu_total else "")
-            + f"; each client actor reserves {gb:.2f} GiB")
-    resources = dataclasses.replace(cfg.clients.resources, memory_gb=str(gb))
-    return dataclasses.replace(cfg, clients=dataclasses.replace(cfg.clients, resources=resources)), probe
