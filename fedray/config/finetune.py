@@ -70,3 +70,17 @@ def objective_problems(cfg) -> list[str]:
         if cfg.train.dp is not None:
             out.append("train.objective=dpo cannot be combined with train.dp")
     return out
+
+
+def quantized_base_problems(model_name: str, peft) -> list[str]:
+    """A quantised base is frozen and its weights are never rewritten (`peft`: the
+    model's PeftConfig or None)."""
+    out = []
+    if model_name != "hf_causal_lm":
+        out.append(f"model.quantization needs model.name=hf_causal_lm, got {model_name}")
+    if peft is None:
+        out.append("model.quantization freezes the base: set model.peft (only the adapters train)")
+    elif peft.aggregation == "stack":
+        out.append("model.quantization cannot take model.peft.aggregation=stack, which folds "
+                   "updates into the base weights; use aggregation=mean")
+    return out

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
 from fedray.config.ownership import ScheduleConfig
-from fedray.config.finetune import Objective, QuantizationConfig
+from fedray.config.finetune import Objective, QuantizationConfig, quantized_base_problems
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 from fedray.config.synthetic import SyntheticConfig
 
@@ -264,19 +264,7 @@ class ModelConfig:
         if self.peft is not None:
             out += self.peft.errors()
         if self.quantization is not None:
-            out += self.quantization.errors() + self._quantization_errors()
-        return out
-
-    def _quantization_errors(self) -> list[str]:
-        """A quantised base is frozen and its weights are never rewritten."""
-        out = []
-        if self.name != "hf_causal_lm":
-            out.append(f"model.quantization needs model.name=hf_causal_lm, got {self.name}")
-        if self.peft is None:
-            out.append("model.quantization freezes the base: set model.peft (only the adapters train)")
-        elif self.peft.aggregation == "stack":
-            out.append("model.quantization cannot take model.peft.aggregation=stack, which folds "
-                       "updates into the base weights; use aggregation=mean")
+            out += self.quantization.errors() + quantized_base_problems(self.name, self.peft)
         return out
 
 
