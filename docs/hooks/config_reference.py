@@ -16,6 +16,8 @@ from functools import lru_cache
 from types import UnionType
 from typing import Any, Iterator
 
+import yaml
+
 
 @dataclasses.dataclass(frozen=True)
 class Key:
@@ -103,9 +105,8 @@ def default_text(f: dataclasses.Field) -> str:
         value = f.default_factory()  # type: ignore[misc]
     else:
         return "required"
-    from fedray.config.load import override_value
-
-    return f"`{override_value(_plain(value))}`"
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, sort_keys=False, width=10**6)
+    return f"`{text.strip().removesuffix('...').strip()}`"
 
 
 def iter_keys(cls: type, prefix: str = "") -> Iterator[Key]:
@@ -120,7 +121,7 @@ def iter_keys(cls: type, prefix: str = "") -> Iterator[Key]:
         if nested is not None:
             if not doc and nested.__doc__ and not nested.__doc__.startswith(nested.__name__ + "("):
                 doc = inspect.cleandoc(nested.__doc__)
-            default = default_text(f) if _strip_optional(hint)[1] or suffix else "section"
+            default = default_text(f) if _strip_optional(hint)[1] or suffix else "—"
             yield Key(path + suffix, type_name(hint), default, doc, True)
             yield from iter_keys(nested, f"{path}{suffix}.")
         else:
