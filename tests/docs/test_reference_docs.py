@@ -118,3 +118,19 @@ def test_images_keep_their_paths(png):
     """README, benchmarks/README.md and the guides link docs/*.png by these paths."""
     users = [ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md")]
     assert any(png in p.read_text() for p in users), f"docs/{png} is used by no page"
+
+
+def test_the_readme_is_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    assert "make run" in readme and "make test" in readme  # a CI hook greps for both
+
+
+@pytest.mark.parametrize("page", ["README.md", "benchmarks/README.md", "cluster/README.md",
+                                  *[str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("examples/*/README.md"))]])
+def test_repository_pages_link_to_files_that_exist(page):
+    """Pages read on the repository (not on the site, whose build checks its own links)."""
+    path = ROOT / page
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
+    broken = [link for link in links if "://" not in link and not (path.parent / link).exists()]
+    assert not broken, f"{page} links to missing files: {broken}"
