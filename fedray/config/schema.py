@@ -86,7 +86,8 @@ class ServerConfig:
     `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""
     transforms: List[ComponentConfig] = field(default_factory=list)
     """Server transforms applied, in order, to the aggregate before the strategy's own
-    step (e.g. central noise, clipping)."""
+    step, `[{name, args}, ...]` (`clip_by_global_norm`, `scale`, `momentum`, `adam`, `yogi`,
+    `adagrad`, `task_anchor`, or dotted paths)."""
     codec: ComponentConfig = component("none")
     """How the broadcast parameters travel: encoded once per round, decoded once per
     client actor (`none`, `fp16`, `bf16`, `int8`, `gain` with a fixed rate)."""

