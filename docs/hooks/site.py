@@ -66,7 +66,8 @@ def guides_index(docs_dir: Path) -> str:
            "a worked example and what it measures.", ""]
     for page in guide_pages(docs_dir):
         title, summary = title_and_summary(docs_dir / page)
-        first = re.split(r"(?<=[.!?])\s", summary, maxsplit=1)[0]
+        first = re.split(r"(?<![A-Z]\.)(?<!\bal\.)(?<!e\.g\.)(?<=[.!?])\s+(?=\S)", summary, maxsplit=1)[0]
+        first = first if len(first) <= 240 else first[:first.rfind(" ", 0, 240)] + " …"
         out.append(f"- [{title}]({page.removeprefix('guides/')}): {first}")
     return "\n".join(out) + "\n"
 
