@@ -1,6 +1,6 @@
 """The component and CLI references, generated from the code: every registry's names with
 their factories' signatures and the contract each kind must meet, and every command's
-argparse help. Imported by the MkDocs hook (`docs/hooks/site.py`) and by tests/docs/.
+argparse help. Imported by the MkDocs hook (`docs/hooks/fedray_site.py`) and by tests/docs/.
 """
 
 from __future__ import annotations

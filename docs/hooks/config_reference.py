@@ -1,7 +1,7 @@
 """The configuration reference, generated from the schema: every key of `RunConfig` with its
 type, default and attribute docstring, so the page cannot drift from the code.
 
-Imported by the MkDocs hook (`docs/hooks/site.py`) and by tests/docs/ (coverage).
+Imported by the MkDocs hook (`docs/hooks/fedray_site.py`) and by tests/docs/ (coverage).
 """
 
 from __future__ import annotations

@@ -8,3 +8,4 @@ sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 
 import code_reference  # noqa: E402,F401
 import config_reference  # noqa: E402,F401
+import fedray_site  # noqa: E402,F401

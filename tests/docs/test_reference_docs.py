@@ -134,3 +134,16 @@ def test_repository_pages_link_to_files_that_exist(page):
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
     broken = [link for link in links if "://" not in link and not (path.parent / link).exists()]
     assert not broken, f"{page} links to missing files: {broken}"
+
+
+def test_links_out_of_the_docs_go_to_the_site_or_name_the_file():
+    """A guide written for reading on the repository links `../../README.md#x` or a config;
+    on the site those become the site's page or the file's repository path."""
+    from tests.docs.site_hooks import fedray_site
+
+    docs = ROOT / "docs"
+    text = ("[a](../../README.md#quickstart) [b](../../benchmarks/README.md#privacy) "
+            "[c](../../configs/quickstart.yaml) [d](../../configs/nope.yaml) [e](plugins.md#state)")
+    out = fedray_site.outside_links(text, "guides/x.md", docs)
+    assert out == ("[a](../index.md) [b](../benchmarks.md#privacy) c (`configs/quickstart.yaml`) "
+                   "[d](../../configs/nope.yaml) [e](plugins.md#state)")

@@ -80,6 +80,42 @@ def rewrite_links(text: str) -> str:
     return re.sub(r"\[([^\]]*)\]\((\.\./[^)#]*)(#[^)]*)?\)", r"\1 (`\2`)", text)
 
 
+SITE_PAGES = {"README.md": "index.md", **INCLUDED}
+"""Repository files that have a page on the site, by repository path."""
+
+
+def outside_links(markdown: str, page_uri: str, docs_dir: Path) -> str:
+    """Links from a docs page to files outside docs/ (`../../README.md#x`, `../../configs/a.yaml`),
+    as written for reading on the repository: to the file's page on the site where it has
+    one, else the link's text with the repository path. A link to a file that does not
+    exist is left alone, so the strict build still fails on it."""
+    page_dir = (docs_dir / page_uri).parent
+
+    def fix(match: re.Match) -> str:
+        text, target, anchor = match.group(1), match.group(2), match.group(3) or ""
+        resolved = (page_dir / target).resolve()
+        if "://" in target or resolved.is_relative_to(docs_dir.resolve()) or not resolved.exists():
+            return match.group(0)
+        repo_path = resolved.relative_to(ROOT).as_posix()
+        if repo_path in SITE_PAGES:
+            site_page = docs_dir / SITE_PAGES[repo_path]
+            anchor = "" if repo_path == "README.md" else anchor
+            return f"[{text}]({Path(_relative(site_page, page_dir))}{anchor})"
+        return f"{text} (`{repo_path}`)"
+
+    return re.sub(r"(?<!!)\[([^\]]*)\]\(([^)#\s]+)(#[^)\s]*)?\)", fix, markdown)
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)
+
+
+def on_page_markdown(markdown, page, config, files):
+    return outside_links(markdown, page.file.src_uri, Path(config["docs_dir"]))
+
+
 def on_files(files, config):
     docs_dir = Path(config["docs_dir"])
     pages = {
