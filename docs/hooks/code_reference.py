@@ -71,6 +71,11 @@ def _first_line(obj: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+def spec_of(registry: Any) -> str:
+    """`module:NAME` of a registry, as REGISTRIES names it."""
+    return next(spec for _, spec in REGISTRIES if _registry(spec)[0] is registry)
+
+
 def registered() -> Iterator[tuple[str, Any, str]]:
     """(config keys, registry, contract) for every registry a config names."""
     for module in REGISTERING:
@@ -96,11 +101,13 @@ def render_components() -> str:
             out += ["Must return: " + " or ".join(f"`{t.__module__}.{t.__name__}`" for t in want), ""]
         if contract:
             out += [contract, ""]
-        out += ["| name | factory | what it is |", "|---|---|---|"]
+        out += [f"Registry: `{spec_of(registry)}`", ""]
+        out += ["| name | factory (where it registers) | what it is |", "|---|---|---|"]
         for name in registry.names():
             builder = registry.get(name)
             sig, what = _signature(builder).replace("|", "\\|"), _first_line(builder).replace("|", "\\|")
-            out.append(f"| `{name}` | `{getattr(builder, '__name__', name)}{sig}` | {what or '—'} |")
+            where = f"{getattr(builder, '__module__', '?')}:{getattr(builder, '__name__', name)}"
+            out.append(f"| `{name}` | `{where}{sig}` | {what or '—'} |")
         out.append("")
     return "\n".join(out)
 
