@@ -101,7 +101,7 @@ def backend_problem(q: QuantizationConfig, device: str, why: str) -> str | None:
     try:
         import bitsandbytes as bnb
     except ImportError:
-        return "model.quantization needs the bitsandbytes package (pip install 'bitsandbytes>=0.48')"
+        return "model.quantization needs the bitsandbytes package (pip install 'bitsandbytes>=0.50')"
     if device == "cuda" and not torch.cuda.is_available():
         return None  # the driver has no GPU to try; the actor names the problem if there is one
     try:
