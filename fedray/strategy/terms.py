@@ -92,12 +92,14 @@ TERMS: Registry[Callable[..., Term]] = Registry("objective term", returns=Term)
 
 
 def _as_tensors(local: LocalRound, flat: np.ndarray) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
-    """(model parameter, the matching slice of `flat` as a tensor on its device) pairs."""
+    """(model parameter, the matching slice of `flat` as a tensor on its device) pairs,
+    for the travelling tensors that are parameters."""
     import torch
 
-    named = dict(local.model.named_parameters())
+    named = dict(local.model.named_parameters())  # batch-norm statistics travel too, but take no gradient
     views = local.spec.unflatten(flat)
-    return [(named[n], torch.as_tensor(np.array(views[n]), device=named[n].device)) for n in local.spec.names]
+    return [(named[n], torch.as_tensor(np.array(views[n]), device=named[n].device))
+            for n in local.spec.names if n in named]
 
 
 @TERMS.register("proximal")
