@@ -68,12 +68,16 @@ def get_delta(
 
 
 def set_flat(model: torch.nn.Module, spec: ParamSpec, flat: np.ndarray) -> None:
-    """Load the travelling parameters from `flat` (which may be a read-only view)."""
+    """Load the travelling tensors from `flat` (which may be a read-only view). A running
+    variance is floored at 0: an update transform (DP noise, quantisation, server Adam)
+    can push the average below it, and batch norm would divide by sqrt(var + eps) < 0."""
     params = travelling(model)
     views = spec.unflatten(flat)
     with torch.no_grad():
         for name in spec.names:
             params[name].copy_(as_tensor(views[name]))
+            if name.endswith("running_var"):
+                params[name].clamp_(min=0.0)
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:

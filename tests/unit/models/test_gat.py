@@ -106,3 +106,13 @@ def test_the_server_model_takes_the_mean_of_the_clients_statistics(graph_data):
 def test_grb_gat_refuses_what_it_cannot_build(cfg, info, message):
     with pytest.raises(ValueError, match=message):
         MODELS.build("grb_gat", cfg, info)
+
+
+def test_a_variance_pushed_below_zero_loads_as_zero():
+    """DP noise on an averaged statistic must not give batch norm a negative variance."""
+    model = MODELS.build("grb_gat", SMALL, GRAPHS)
+    spec = param_spec(model)
+    flat = get_flat(model, spec)
+    spec.unflatten(flat)["blocks.0.norm.running_var"][:] = -1.0
+    set_flat(model, spec, flat)
+    assert float(model.blocks[0].norm.running_var.min()) == 0.0
