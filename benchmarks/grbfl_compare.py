@@ -69,12 +69,18 @@ def run_one(dataset: str, partition: str, model: str, seed: int, args: argparse.
     ])
     started = time.perf_counter()
     prepared = prepare(cfg)
-    summary = run(prepared, console=lambda line: None)
+    for attempt in range(args.attempts):  # a shared machine's memory monitor may kill the actors
+        summary = run(prepared, console=lambda line: None, fresh=attempt > 0)
+        if summary["status"] == "completed":
+            break
     run_dir = Path(summary["run_dir"])
+    if summary["status"] != "completed":
+        return {"dataset": dataset, "partition": partition, "model": model, "seed": seed,
+                "status": summary["status"], "wall_s": time.perf_counter() - started}
     rows = pq.read_table(run_dir / "metrics.parquet").to_pylist()
     clients = pq.read_table(run_dir / "clients.parquet").to_pylist()
     return {
-        "dataset": dataset, "partition": partition, "model": model, "seed": seed,
+        "dataset": dataset, "partition": partition, "model": model, "seed": seed, "status": "completed",
         "rounds": args.rounds, "epochs": args.epochs, "params": prepared.num_params,
         "accuracy": [r["eval_accuracy"] for r in rows],
         "final_accuracy": rows[-1]["eval_accuracy"],
@@ -112,6 +118,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs", type=Path, default=Path("/tmp/fedray-grbfl-compare/runs"))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fedray-grbfl-compare/granular_cache"))
+    parser.add_argument("--attempts", type=int, default=2, help="runs of a failed setting")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "grbfl_compare.jsonl")
     args = parser.parse_args()
     import ray
@@ -126,6 +133,9 @@ def main() -> None:
                         r = run_one(dataset, partition, model, seed, args)
                         with args.out.open("a") as fh:
                             fh.write(json.dumps(r) + "\n")
+                        if r["status"] != "completed":
+                            print(f"{dataset} {partition} {model} seed {seed}: {r['status']}", flush=True)
+                            continue
                         print(f"{dataset} {partition} {model} seed {seed}: accuracy {r['final_accuracy']:.3f} "
                               f"(best {r['best_accuracy']:.3f}), {r['client_compute_s']:.1f} s compute/round, "
                               f"{(r['bytes_up_per_round'] + r['bytes_down_per_round']) / 1e6:.2f} MB/round, "
