@@ -15,7 +15,7 @@ def travelling(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors a client sends and the server averages, by name: the parameters that
     require grad (all of an MLP, only the adapters of a PEFT model) in
     `named_parameters` order, then the running mean and variance of every batch norm
-    that tracks them.
+    that tracks them, unless its own parameters are frozen (a PEFT base model).
 
     A batch norm's statistics are buffers, trained by the forward pass instead of
     the optimizer; left behind, the server's model would evaluate with its initial
@@ -26,11 +26,18 @@ def travelling(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     norm local altogether (FedBN) is a filter on these names."""
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for module_name, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats:
+        frozen = module_is_frozen(module)  # a frozen base's norms (PEFT) stay as they are: adapters travel
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats and not frozen:
             prefix = f"{module_name}." if module_name else ""
             named[f"{prefix}running_mean"] = module.running_mean
             named[f"{prefix}running_var"] = module.running_var
     return named
+
+
+def module_is_frozen(module: torch.nn.Module) -> bool:
+    """True when the module has parameters and none of them trains."""
+    own = list(module.parameters(recurse=False))
+    return bool(own) and not any(p.requires_grad for p in own)
 
 
 def param_spec(model: torch.nn.Module) -> ParamSpec:

@@ -116,3 +116,13 @@ def test_a_variance_pushed_below_zero_loads_as_zero():
     spec.unflatten(flat)["blocks.0.norm.running_var"][:] = -1.0
     set_flat(model, spec, flat)
     assert float(model.blocks[0].norm.running_var.min()) == 0.0
+
+
+def test_a_frozen_batch_norm_keeps_its_statistics_home():
+    """Under PEFT only the adapters travel: a frozen base's batch norm sends nothing."""
+    model = MODELS.build("grb_gat", SMALL, GRAPHS)
+    for p in model.blocks[0].norm.parameters():
+        p.requires_grad_(False)
+    names = param_spec(model).names
+    assert not any(n.startswith("blocks.0.norm.") for n in names)
+    assert "blocks.0.norm_out.running_mean" in names
