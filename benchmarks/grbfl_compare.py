@@ -69,8 +69,13 @@ def run_one(dataset: str, partition: str, model: str, seed: int, args: argparse.
     ])
     started = time.perf_counter()
     prepared = prepare(cfg)
+    import ray
+
     for attempt in range(args.attempts):  # a shared machine's memory monitor may kill the actors
-        summary = run(prepared, console=lambda line: None, fresh=attempt > 0)
+        try:
+            summary = run(prepared, console=lambda line: None, fresh=attempt > 0)
+        except ray.exceptions.RayError as err:  # killed while starting: no summary was written
+            summary = {"status": f"failed: {type(err).__name__}", "run_dir": str(args.runs)}
         if summary["status"] == "completed":
             break
     run_dir = Path(summary["run_dir"])
