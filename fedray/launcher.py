@@ -280,13 +280,43 @@ def create_run_dir(cfg: RunConfig):
     return run_dir
 
 
+URI_CHECK_S = 30.0
+"""Longest wait for an object store named by output_dir to answer, before Ray starts."""
+
+
+def uri_problems(uri: str) -> list[str]:
+    """An output_dir URI must name a filesystem pyarrow knows and answer a listing of its
+    folder within URI_CHECK_S (the run would otherwise fail only after Ray started)."""
+    import threading
+
+    from fedray.server.storage import Location
+
+    found: list[str] = []
+
+    def probe() -> None:
+        try:
+            where = Location.parse(uri)
+            where.fs.get_file_info(where.path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            found.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        else:
+            found.append("")
+
+    thread = threading.Thread(target=probe, name="fedray-output-dir", daemon=True)
+    thread.start()
+    thread.join(URI_CHECK_S)
+    if not found:
+        return [f"output_dir={uri}: no answer within {URI_CHECK_S:.0f} s"]
+    return [f"output_dir={uri}: cannot be used: {found[0]}"] if found[0] else []
+
+
 def output_dir_problems(cfg: RunConfig) -> list[str]:
     """A local output_dir must be a directory this process may write into, or creatable as one."""
     from fedray.config.paths import unwritable_folder
     from fedray.server.storage import is_uri
 
     if is_uri(cfg.output_dir):
-        return []  # object stores are checked by their first write
+        return uri_problems(cfg.output_dir)
     problem = unwritable_folder(cfg.output_dir)
     return [] if problem is None else [f"output_dir: {problem} (output_dir={cfg.output_dir})"]
 

@@ -200,7 +200,10 @@ class RunConfig:
     name: str = "fedray"
     """Run name; the run directory is `<output_dir>/<name>/`."""
     seed: int = 0
+    """Seeds the data split, the model's initial weights and every generator of the run;
+    in [0, 2**63) (torch's generators take at most 64 bits, and some seeds are offset)."""
     output_dir: str = "runs"
+    """Where run directories go: a local folder, or a pyarrow filesystem URI (`s3://...`)."""
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -218,6 +221,8 @@ class RunConfig:
         out = []
         if not self.name or "/" in self.name or self.name in (".", ".."):
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
+        if not 0 <= self.seed < 2**63:
+            out.append(f"seed must be in [0, 2**63), got {self.seed}")
         for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
         out += self.server.watermark.errors(self.clients.num_clients, self.output_dir)
