@@ -164,7 +164,7 @@ class Driver:
         self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
         ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
-        info = ray.get(self.server.start.remote())
+        info = self._wait_ready()
         self.startup.actors_s = time.perf_counter() - began
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
         self.last_round = info["last_round"]
@@ -178,6 +178,23 @@ class Driver:
             f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters; "
             + self.startup.describe(time.perf_counter() - self.began)
         )
+
+    def _wait_ready(self) -> dict:
+        """The server's start-up report, once it and every client actor are ready: at most
+        `ray.start_timeout_s` (actors the cluster cannot place yet would wait forever)."""
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        from fedray.cluster.errors import ClusterError
+
+        timeout = self.cfg.ray.start_timeout_s
+        try:
+            return ray.get(self.server.start.remote(), timeout=timeout)
+        except GetTimeoutError:
+            ray.kill(self.server)
+            self.server = None
+            raise ClusterError(f"the run's actors were not ready within ray.start_timeout_s={timeout:g} s "
+                               "(the cluster may lack free resources: see `ray status`)") from None
 
     def _client_pool(self, prefix: str, data=None):
         """The client actors (warm ones taken over where they match), loading their shards."""

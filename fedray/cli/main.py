@@ -19,7 +19,7 @@ from typing import Sequence
 from fedray.cli import jobs, unlearn, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
-from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt, sigterm_received
 from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
@@ -118,9 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
-        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        terminated = isinstance(err, Terminated) or sigterm_received()
+        how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
         print(f"fedray: {how}; completed rounds and checkpoints are kept", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _accuracy(text: str) -> float:
