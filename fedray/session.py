@@ -27,6 +27,7 @@ import time
 from typing import Iterator
 
 from fedray.config.schema import RunConfig
+from fedray.reaper import start_reaper, stop_reaper
 
 PRELOAD = ("fedray.client.actor",)
 """Modules every worker of a Ray started here imports when it starts."""
@@ -64,6 +65,7 @@ class RayStart:
         """Started here, so stopped here at the end of the run."""
         self._error: BaseException | None = None
         self._thread = None
+        self._reaper = None
         self._ready, self._release = threading.Event(), threading.Event()
         self._ready.set()
         if self.owned:
@@ -77,6 +79,8 @@ class RayStart:
 
         try:
             ray.init(**options)
+            if options["address"] == "local":  # its own node: ended with the driver, however it ends
+                self._reaper = start_reaper()
         except ConnectionError as err:  # an address that is not (or no longer) a Ray cluster
             self._error = _unreachable(options["address"], err)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
@@ -112,6 +116,9 @@ class RayStart:
             return  # still in `ray.init` past its bound: the daemon thread ends with the process
         if ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            stop_reaper(self._reaper)
+            self._reaper = None
         self._release.set()
         self._thread.join()
 
