@@ -322,8 +322,36 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
         return summary
     loaded = load_newest(checkpoints)
     if loaded is None:
-        return {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0, "sim_time_s": 0.0}
-    return summarize(loaded.state, status)
+        summary = {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0,
+                   "sim_time_s": 0.0}
+    else:
+        summary = summarize(loaded.state, status)
+    trim_metrics(run_dir, summary["rounds_completed"])
+    return summary
+
+
+def trim_metrics(run_dir, rounds_completed: int) -> None:
+    """metrics.parquet keeps only the rounds summary.json claims: rows of rounds no checkpoint
+    holds (a failed write, an interrupt between checkpoints) run again on --resume, so they
+    move to log.txt instead of standing beside a summary that does not count them."""
+    import pyarrow.compute as pc
+
+    from fedray.server.rundir import RunDirectory, read_parquet, write_parquet
+
+    directory = RunDirectory(run_dir)
+    try:
+        table = read_parquet(directory.metrics_path)
+    except (OSError, ValueError):
+        return  # none written yet (or unreadable: nothing to keep consistent with)
+    if "round" not in table.column_names or table.num_rows == 0:
+        return
+    beyond = pc.greater(table["round"], rounds_completed)
+    if not pc.any(beyond).as_py():
+        return
+    dropped = table.filter(beyond).to_pylist()
+    directory.log(f"metrics of round(s) {[row['round'] for row in dropped]} moved here from metrics.parquet: "
+                  f"no checkpoint holds them (they run again on --resume): {dropped}")
+    write_parquet(directory.metrics_path, table.filter(pc.invert(beyond)))
 
 
 def _server_summary(server, status: str) -> dict | None:
