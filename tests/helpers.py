@@ -62,3 +62,10 @@ def wait_for(condition, what, limit_s=120.0):
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what}"
         time.sleep(0.1)
+
+
+def encodes_its_update():
+    """A client transform that encodes (it has a decoder): what secure aggregation refuses."""
+    from fedray.transforms import TRANSFORMS
+
+    return TRANSFORMS.get("scale")(1.0)._replace(decode=lambda payload, ctx: payload)
