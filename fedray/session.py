@@ -57,8 +57,10 @@ class RayStart:
         import ray
 
         self.began = time.perf_counter()
-        self.timeout_s = cfg.ray.start_timeout_s
         self.address = init_options(cfg)["address"]
+        local = self.address == "local"
+        self.timeout_s = cfg.ray.start_timeout_s if local else cfg.ray.connect_timeout_s
+        self._key = "ray.start_timeout_s" if local else "ray.connect_timeout_s"
         self.seconds = 0.0
         """How long `ray.init` took (0 when joining one already initialised here)."""
         self.owned = not ray.is_initialized()
@@ -91,16 +93,16 @@ class RayStart:
         self._release.wait()
 
     def wait(self) -> float:
-        """Block until Ray is up, at most `ray.start_timeout_s` from the start; the seconds it
-        took. Raises what `ray.init` raised, or a ClusterError naming the address and the key
-        when it did not finish in time (`ray.init` itself waits for an address that never
-        answers for as long as its retries last, minutes)."""
+        """Block until Ray is up, at most `ray.start_timeout_s` (local) or
+        `ray.connect_timeout_s` (an address) from the start; the seconds it took. Raises
+        what `ray.init` raised, or a ClusterError naming the address and the key when it did
+        not finish in time (`ray.init` waits for an address that never answers for minutes)."""
         from fedray.cluster.errors import ClusterError
 
         left = self.timeout_s - (time.perf_counter() - self.began)
         if not self._ready.wait(max(0.0, left)):
             where = "a local Ray did not start" if self.address == "local" else "no Ray answered there"
-            raise ClusterError(f"ray.address={self.address}: {where} within ray.start_timeout_s="
+            raise ClusterError(f"ray.address={self.address}: {where} within {self._key}="
                                f"{self.timeout_s:g} s (is the address right, and the cluster up?)")
         if self._error is not None:
             raise self._error
