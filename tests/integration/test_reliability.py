@@ -16,7 +16,7 @@ import pytest
 from fedray.config import to_yaml
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
-from tests.helpers import untimed
+from tests.helpers import kill_when_busy, untimed
 from tests.conftest import REPO, small_config
 
 
@@ -102,23 +102,25 @@ def test_dead_server_actor_is_restarted_from_its_checkpoint(ray_cluster, tmp_pat
 def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path):
     import ray
 
-    # a 1M-parameter MLP and 20 local epochs: each actor trains for over a second per
-    # round, so a kill 0.5 s into round 2 lands while it is busy, even on a loaded machine
-    cfg = small_config(tmp_path, "server.rounds=6", "model.hidden=[1024,1024]", "train.local_epochs=20",
-                       "train.lr=0.01", "server.min_clients=1", "clients.max_restarts=2")
+    # actor 0 hosts the even ids: in round 2 the first of them holds (pause_when_marked), and
+    # the actor is killed on that state, so the kill always lands mid-round
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    cfg = small_config(tmp_path, "server.rounds=6", "server.min_clients=1", "clients.max_restarts=2",
+                       f"clients.transforms=[{{name: 'tests.helpers:pause_when_marked', args: {{folder: '{gate}'}}}}]")
 
     name = f"fedray/{run_key(tmp_path / 'test')}/0/client-actor-0"
+    watchers = []
 
     def kill_actor_0_during_round_2(line):
         if line.startswith("round 1/6"):
-            actor = ray.get_actor(name)
-            threading.Timer(0.5, lambda: ray.kill(actor, no_restart=False)).start()
+            watchers.append(kill_when_busy(gate, 2, range(0, 10, 2), ray.get_actor(name)))
         if line.startswith("round 3/6"):
             # let Ray finish restarting it (it re-imports torch) before the next round
             ray.get(ray.get_actor(name).describe.remote(), timeout=600)
 
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
-    assert summary["status"] == "completed"
+    assert summary["status"] == "completed" and watchers[0].killed
     rows = metrics(summary["run_dir"])
     # round 2 records the failures (or, had too few succeeded, a retry on the live actor)
     assert rows[1]["clients_failed"] >= 1 or rows[1]["attempts"] > 1
@@ -181,21 +183,31 @@ def test_chaos_killing_client_actors_in_most_rounds(ray_cluster, tmp_path):
               "clients.resources.num_cpus=0.2", "server.clients_per_round=10",
               "server.rounds=20", "server.min_clients=3", "clients.max_restarts=-1",
               "data.partition=dirichlet", "train.local_epochs=2", "train.momentum=0.5"]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    common.append(f"clients.transforms=[{{name: 'tests.helpers:pause_when_marked', args: {{folder: '{gate}'}}}}]")
     calm = run_quiet(small_config(tmp_path / "calm", *common))
     rng = np.random.default_rng(0)
-    kills = []
+    watchers = []
 
     def monkey(line):
-        if line.startswith("round ") and rng.random() < 0.8:
+        if not line.startswith("round "):
+            return
+        if watchers:
+            watchers[-1][1].set()  # the round is over: a client that never ran is not killed now
+        next_round = int(line.split()[1].split("/")[0]) + 1
+        if rng.random() < 0.8:
             victim = int(rng.integers(10))
             actor = ray.get_actor(f"fedray/{run_key(tmp_path / 'chaos' / 'test')}/0/client-actor-{victim}")
-            delay = float(rng.uniform(0.0, 0.05))
-            threading.Timer(delay, lambda: ray.kill(actor, no_restart=False)).start()
-            kills.append(victim)
+            stop = threading.Event()
+            watchers.append((kill_when_busy(gate, next_round, [victim], actor, stop), stop))
 
     chaos = run_quiet(small_config(tmp_path / "chaos", *common), hook=monkey)
+    for _, stop in watchers:
+        stop.set()
+    kills = sum(thread.killed for thread, _ in watchers)
     rows = metrics(chaos["run_dir"])
     assert chaos["status"] == "completed" and len(rows) == 20
-    assert len(kills) >= 12
-    assert sum(r["clients_failed"] for r in rows) >= 3
+    assert kills >= 8  # 0.8 of 19 rounds pick a victim; a victim still restarting is not killed again
+    assert sum(r["clients_failed"] for r in rows) >= kills  # each kill lands mid-round: a failed client
     assert chaos["final_metrics"]["accuracy"] >= calm["final_metrics"]["accuracy"] - 0.05
