@@ -16,7 +16,7 @@ import pytest
 from fedray.config import to_yaml
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
-from tests.helpers import kill_when_busy, untimed
+from tests.helpers import kill_when_busy, untimed, wait_for
 from tests.conftest import REPO, small_config
 
 
@@ -117,7 +117,7 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
             watchers.append(kill_when_busy(gate, 2, range(0, 10, 2), ray.get_actor(name)))
         if line.startswith("round 3/6"):
             # let Ray finish restarting it (it re-imports torch) before the next round
-            ray.get(ray.get_actor(name).describe.remote(), timeout=600)
+            wait_for(lambda: answers(ray.get_actor(name)), "client actor 0 to be back", 600)
 
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
     assert summary["status"] == "completed" and watchers[0].killed
@@ -129,6 +129,18 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
     assert "ActorDiedError" in log or "ActorUnavailableError" in log
     # actor 0 hosts the even ids; they are back before the end
     assert any(c % 2 == 0 for r in rows[3:] for c in r["clients"])
+
+
+def answers(actor) -> bool:
+    """Whether `actor` answers a call (False while Ray is still restarting it)."""
+    import ray
+    from ray.exceptions import ActorUnavailableError
+
+    try:
+        ray.get(actor.describe.remote(), timeout=600)
+    except ActorUnavailableError:
+        return False
+    return True
 
 
 def test_bad_updates_are_rejected_and_never_reach_the_model(ray_cluster, tmp_path, warm_actors):
@@ -170,7 +182,9 @@ def test_run_stops_with_its_checkpoint_when_retries_run_out(ray_cluster, tmp_pat
     lines = []
     summary = run(prepare(cfg), console=lines.append)
     assert summary["status"] == "failed" and summary["rounds_completed"] == 0
-    assert any("round 1 fell short of server.min_clients=4 in 2 attempt(s)" in line for line in lines)
+    assert any("round 1 fell short of server.min_clients=4 in 2 attempt(s); no checkpoint has been written yet"
+               in line for line in lines)
+    assert not any("the newest checkpoint" in line for line in lines)  # there is none to be intact
     assert (tmp_path / "test" / "summary.json").exists()
 
 
