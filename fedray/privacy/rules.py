@@ -16,7 +16,7 @@ from typing import Callable
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.privacy.build import MIN_LEVELS, build_mechanism, build_secure_params, with_privacy
 from fedray.privacy.secagg.quantize import levels
-from fedray.strategy.algorithm import build_algorithm
+from fedray.strategy.algorithm import build_algorithm, plain_sgd_problem
 from fedray.strategy.presets import STRATEGIES
 
 SECAGG = "server.secure_aggregation={name: secagg_plus}"
@@ -211,6 +211,9 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal("server.secure_aggregation + server.strategy: scaffold / clients.objective / server.distill",
             "the terms' payloads (control variates, logits) would travel unmasked",
             (SECAGG, "server.strategy.name=scaffold"), "would reach the server unmasked", _unmasked_terms),
+    Refusal("server.strategy: scaffold + train.optimizer (not sgd) / train.momentum > 0",
+            "SCAFFOLD's control update reads the local steps as plain SGD steps of train.lr",
+            ("server.strategy.name=scaffold", "train.momentum=0.5"), "assumes plain SGD steps", plain_sgd_problem),
     Refusal("train.dp + train.grad_accum_steps > 1", "per-example clipping needs one minibatch per step",
             (LOCAL_DP, "train.grad_accum_steps=2"), "set train.grad_accum_steps: 1", _dp_accumulation),
     Refusal("train.dp + train.max_grad_norm", "DP-SGD clips every example's gradient itself",
@@ -221,7 +224,8 @@ REFUSALS: tuple[Refusal, ...] = (
             "their gradients are not bounded by per-example clipping",
             (LOCAL_DP, "server.strategy.name=fedprox"), "per-example clipping does not bound", _dp_terms),
 )
-"""Every combination fedray refuses around privacy, in the order the docs list them."""
+"""Every combination fedray refuses around privacy and the algorithm, in the order the
+docs list them."""
 
 
 def privacy_problems(cfg: RunConfig) -> list[str]:

@@ -47,6 +47,24 @@ class Algorithm:
         return payload if decode is None else decode(payload, ctx)
 
 
+def plain_sgd_problem(cfg: RunConfig) -> str | None:
+    """A term that reads the local steps as plain SGD (SCAFFOLD) with another client
+    optimizer: its control update (x - y_i) / (K lr) would no longer be the clients' mean
+    gradient (momentum β scales it by up to 1 / (1 - β); Adam's steps are not lr x g at all)."""
+    try:
+        terms = [*STRATEGIES.build(cfg.server.strategy.name, **dict(cfg.server.strategy.args)).terms,
+                 *(TERMS.build_component("clients.objective", c) for c in cfg.clients.objective)]
+    except ValueError:  # the components' own problems, reported where they are built
+        return None
+    optimizer = cfg.train.optimizer.value
+    if any(t.plain_sgd for t in terms) and (optimizer != "sgd" or cfg.train.momentum != 0):
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"assumes plain SGD steps of train.lr, but train.optimizer={optimizer!r} with train.momentum="
+                f"{cfg.train.momentum:g} takes other steps and skews every control variate; set "
+                "train.optimizer: sgd and train.momentum: 0")
+    return None
+
+
 def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
                     codec: UpdateTransform | None = None) -> Algorithm:
     """The run's algorithm; ConfigError naming every bad component (key and reason).

@@ -85,6 +85,9 @@ class Term(NamedTuple):
     layout_bound: bool = False
     """Its payloads have the travelling parameters' shape, so every client must train
     the same layout (no mixed LoRA ranks, no stacking)."""
+    plain_sgd: bool = False
+    """Its client half reads the local steps as plain SGD steps of `train.lr` (SCAFFOLD's
+    control update), so the clients' optimizer must be SGD without momentum."""
 
 
 TERMS: Registry[Callable[..., Term]] = Registry("objective term", returns=Term)
@@ -178,4 +181,4 @@ def scaffold() -> Term:
     return Term(init_client=init, objective=objective, finish=finish, init_server=init,
                 downlink=lambda c, ctx: {"control": c},
                 reducers=lambda num_params: {"control_delta": UniformMean(num_params)},
-                absorb=absorb, layout_bound=True)
+                absorb=absorb, layout_bound=True, plain_sgd=True)
