@@ -29,6 +29,11 @@ turns an exception raised by a signal handler during its wait into a plain
 KeyboardInterrupt, so the type alone cannot tell SIGTERM from Ctrl-C."""
 
 
+def forget_signals() -> None:
+    """Start a command with no signal remembered (a process may run several)."""
+    _RECEIVED.clear()
+
+
 def sigterm_received() -> bool:
     """Whether SIGTERM arrived while `sigterm_as_interrupt` was active (this process)."""
     return signal.SIGTERM in _RECEIVED

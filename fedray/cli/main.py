@@ -19,7 +19,7 @@ from typing import Sequence
 from fedray.cli import jobs, unlearn, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
-from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt, sigterm_received
+from fedray.signals import EXIT_TERMINATED, Terminated, forget_signals, sigterm_as_interrupt, sigterm_received
 from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # directory, as under `python -m`; Ray passes the driver's path on to workers.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    forget_signals()
     try:
         with sigterm_as_interrupt():
             return COMMANDS[args.command](args)
