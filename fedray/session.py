@@ -27,7 +27,7 @@ import time
 from typing import Iterator
 
 from fedray.config.schema import RunConfig
-from fedray.reaper import start_reaper, stop_reaper
+from fedray.cluster.reaper import start_reaper, stop_reaper
 
 PRELOAD = ("fedray.client.actor",)
 """Modules every worker of a Ray started here imports when it starts."""

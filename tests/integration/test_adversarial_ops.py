@@ -23,7 +23,7 @@ import pytest
 from fedray.cli.main import main
 from fedray.config import to_yaml
 from fedray.launcher import prepare, run
-from fedray.reaper import ray_descendants
+from fedray.cluster.reaper import ray_descendants
 from fedray.server.checkpoint import save_checkpoint
 from fedray.server.state import ServerState
 from tests.conftest import REPO, small_config

@@ -10,7 +10,7 @@ driver's Ray descendants (pid and start time, so a reused pid is never touched);
 once the driver is gone it kills those still running, with their own children.
 Processes of any other Ray on the host are never descendants of this driver.
 
-Run as `python -m fedray.reaper DRIVER_PID`; `start_reaper` does that.
+Run as `python -m fedray.cluster.reaper DRIVER_PID`; `start_reaper` does that.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ POLL_S = 0.5
 def start_reaper() -> subprocess.Popen:
     """A reaper watching this process, in its own session (a Ctrl-C at the terminal
     must not stop it before the driver it watches)."""
-    return subprocess.Popen([sys.executable, "-m", "fedray.reaper", str(os.getpid())],
+    return subprocess.Popen([sys.executable, "-m", "fedray.cluster.reaper", str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
