@@ -48,20 +48,28 @@ class Algorithm:
 
 
 def plain_sgd_problem(cfg: RunConfig) -> str | None:
-    """A term that reads the local steps as plain SGD (SCAFFOLD) with another client
-    optimizer: its control update (x - y_i) / (K lr) would no longer be the clients' mean
-    gradient (momentum β scales it by up to 1 / (1 - β); Adam's steps are not lr x g at all)."""
+    """A term that reads the local steps as SGD steps (SCAFFOLD) with a client optimizer
+    whose steps it cannot count: an adaptive one (Adam's steps are not lr x gradient), or
+    momentum carried over between rounds (`train.persist_optimizer_state`), where the
+    first steps of a round move by last round's gradients too. Plain SGD and SGD with
+    momentum from a zero buffer are counted exactly (`terms.sgd_step_sum`)."""
     try:
         terms = [*STRATEGIES.build(cfg.server.strategy.name, **dict(cfg.server.strategy.args)).terms,
                  *(TERMS.build_component("clients.objective", c) for c in cfg.clients.objective)]
     except ValueError:  # the components' own problems, reported where they are built
         return None
+    if not any(t.plain_sgd for t in terms):
+        return None
     optimizer = cfg.train.optimizer.value
-    if any(t.plain_sgd for t in terms) and (optimizer != "sgd" or cfg.train.momentum != 0):
+    if optimizer != "sgd":
         return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
-                f"assumes plain SGD steps of train.lr, but train.optimizer={optimizer!r} with train.momentum="
-                f"{cfg.train.momentum:g} takes other steps and skews every control variate; set "
-                "train.optimizer: sgd and train.momentum: 0")
+                f"counts the clients' SGD steps, but train.optimizer={optimizer!r} takes adaptive steps that "
+                "would skew every control variate; set train.optimizer: sgd (momentum is fine)")
+    if cfg.train.momentum and cfg.train.persist_optimizer_state:
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"counts the clients' SGD steps from a zero momentum buffer, but train.persist_optimizer_state="
+                f"true carries train.momentum={cfg.train.momentum:g}'s buffer between rounds; set "
+                "train.persist_optimizer_state: false")
     return None
 
 

@@ -38,7 +38,8 @@ def run_quiet(cfg, hook=None, resume=None, warm=None):
     return run(prepare(cfg), console=console, resume=resume, warm=warm)
 
 
-RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.lr=0.05", "server.strategy.name=scaffold",
+RESUME = ["server.rounds=6", "data.partition=dirichlet", "train.lr=0.05", "train.momentum=0.5",
+          "server.strategy.name=scaffold",
           "clients.codec.name=top_k", "clients.codec.args={fraction: 0.1}",
           "server.transforms=[{name: adam, args: {lr: 0.05}}]"]
 """State everywhere: SCAFFOLD's control variates and top-k's error-feedback residuals (kept
