@@ -85,6 +85,8 @@ class RayStart:
                 self._reaper = start_reaper()
         except ConnectionError as err:  # an address that is not (or no longer) a Ray cluster
             self._error = _unreachable(options["address"], err)
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception when its node does not start
+            self._error = _not_started(options["address"], err)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
             self._error = err
         finally:
@@ -123,6 +125,16 @@ class RayStart:
             self._reaper = None
         self._release.set()
         self._thread.join()
+
+
+def _not_started(address: str, err: Exception) -> Exception:
+    """A ClusterError (exit status 2) for a Ray that failed to start or be joined: Ray's
+    own reason, and where its logs are."""
+    from fedray.cluster.errors import ClusterError
+
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return ClusterError(f"ray.address={address}: Ray did not start: {reason} (Ray's logs: "
+                        "/tmp/ray/session_latest/logs)")
 
 
 def _unreachable(address: str, err: ConnectionError) -> Exception:
