@@ -238,7 +238,10 @@ class Server:
 
     def _what_is_kept(self) -> str:
         """What a stopped run leaves to resume from: its newest checkpoint, if it has one."""
-        newest = latest_checkpoint(self.run_dir.checkpoints)
+        try:
+            newest = latest_checkpoint(self.run_dir.checkpoints)
+        except CheckpointError:  # only old pickle files: nothing this run can resume from
+            newest = None
         if newest is None:
             return "no checkpoint has been written yet (a resume starts again from round 1 with --fresh)"
         return f"the newest checkpoint (after round {checkpoint_round(newest)}) is intact"
