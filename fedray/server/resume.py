@@ -87,7 +87,8 @@ def _refuse_overrides(base: RunConfig, overrides: list[str], run_dir: str) -> No
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if sep and not resumable(key) and _lookup(old, key) != (new := _parsed(value)):
+        known = _lookup(old, key.split(".", 1)[0]) is not _ABSENT  # an unknown key is reported as one
+        if sep and known and not resumable(key) and _lookup(old, key) != (new := _parsed(value)):
             refused.append(f"{key} ({_show(_lookup(old, key))} -> {_show(new)})")
     if refused:
         raise ConfigError([_refusal(", ".join(refused), run_dir)], "command line")
