@@ -74,8 +74,8 @@ def encodes_its_update():
 def pause_when_marked(folder: str):
     """A client transform that holds a client mid-round so a test can kill its actor on a
     state instead of a timer: when `folder/go_r<round>_c<client>` exists, the client writes
-    `folder/busy_r<round>_c<client>` and waits there (its actor is about to be killed). Once
-    per (round, client): after a restart the same client goes on."""
+    `folder/busy_r<round>_c<client>` and waits there (its actor is about to be killed). Only
+    the first marked client of a round waits: after the restart, calls sent again go on."""
     import pathlib
 
     from fedray.transforms import UpdateTransform
@@ -85,7 +85,7 @@ def pause_when_marked(folder: str):
     def apply(update, state, params, ctx):
         tag = f"r{ctx.server_round}_c{ctx.client_id}"
         busy = where / f"busy_{tag}"
-        if (where / f"go_{tag}").exists() and not busy.exists():
+        if (where / f"go_{tag}").exists() and not any(where.glob(f"busy_r{ctx.server_round}_*")):
             busy.touch()
             deadline = time.monotonic() + 600  # only a hang guard: the test kills this actor
             while time.monotonic() < deadline:

@@ -124,11 +124,12 @@ def test_client_actor_killed_mid_round_fails_then_rejoins(ray_cluster, tmp_path)
     summary = run_quiet(cfg, hook=kill_actor_0_during_round_2)
     assert summary["status"] == "completed" and watchers[0].killed
     rows = metrics(summary["run_dir"])
-    # round 2 records the failures (or, had too few succeeded, a retry on the live actor)
-    assert rows[1]["clients_failed"] >= 1 or rows[1]["attempts"] > 1
-    assert sum(r["clients_failed"] for r in rows) == rows[1]["clients_failed"]
     log = (tmp_path / "test" / "log.txt").read_text()
-    assert "ActorDiedError" in log or "ActorUnavailableError" in log
+    resent = log.count("actor was restarted; its call was sent again")
+    # round 2's lost calls are failures, a retry on the live actor, or sent again once it is back
+    assert rows[1]["clients_failed"] >= 1 or rows[1]["attempts"] > 1 or resent >= 1, log
+    assert sum(r["clients_failed"] for r in rows) == rows[1]["clients_failed"]
+    assert "ActorDiedError" in log or "ActorUnavailableError" in log or resent >= 1
     # actor 0 hosts the even ids; they are back before the end
     assert any(c % 2 == 0 for r in rows[3:] for c in r["clients"])
 
@@ -227,5 +228,9 @@ def test_chaos_killing_client_actors_in_most_rounds(ray_cluster, tmp_path):
     # 0.8 of 19 rounds pick a victim; one still restarting from an earlier kill (it re-imports
     # torch, seconds) takes no part in the round, so it is not killed again
     assert len(watchers) >= 12 and kills >= 3
-    assert sum(r["clients_failed"] for r in rows) >= kills  # each kill lands mid-round: a failed client
+    # a call lost to a restart is sent again once the server's own handle sees the actor
+    # back (a second loss is a failure): every kill, landing mid-round, shows up as one or the other
+    log = (tmp_path / "chaos" / "test" / "log.txt").read_text()
+    resent = log.count("actor was restarted; its call was sent again")
+    assert resent + sum(r["clients_failed"] for r in rows) >= kills, log
     assert chaos["final_metrics"]["accuracy"] >= calm["final_metrics"]["accuracy"] - 0.05
