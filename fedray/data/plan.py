@@ -245,3 +245,20 @@ def content_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def schedule_check_tables(plan: DataPlan, schedule: str | None) -> tuple[pa.Table, pa.Table]:
+    """(training, test) tables of the columns a data schedule filters on, for checking that
+    every task selects rows without loading features; `rotation` turns images, so its
+    tables carry zero images of the data's size. With sites the training rows are at the
+    sites: the test rows stand in for them."""
+    tables = []
+    for part in (0, 1):
+        columns = {name: pa.array(values[part]) for name, values in plan.check_columns.items()}
+        num_rows = len(plan.rows) if part == 0 else len(plan.test_rows)
+        if schedule == "rotation":
+            width = int(np.prod(plan.info.image_shape)) if plan.info.image_shape else plan.info.num_features
+            columns["x"] = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(num_rows * width, np.float32)), width)
+            columns.setdefault("y", pa.array(np.zeros(num_rows, np.int64)))
+        tables.append(pa.table(columns) if columns else pa.table({"row": pa.array(np.arange(num_rows))}))
+    return (tables[1] if plan.sites else tables[0]), tables[1]
