@@ -25,6 +25,7 @@ from fedray.config.schema import DataConfig, ModelConfig
 from fedray.config.sites import SiteConfig
 from fedray.data.datasets import DATASET_INDEXES, DATASETS, ArrayDataset, DataIndex, DataInfo, PerClientData
 from fedray.data.granular.segment import NODE_FEATURES
+from fedray.data.shards import ClientShards
 from fedray.data.split import deal, split_rows, take_public
 from fedray.data.text import TextCorpus, pack, select_owners
 
@@ -198,8 +199,6 @@ class ShardPlan:
     def build(self):
         """(the clients' `ClientShards`, where each client's rows came from), loaded in
         this process: the dataset for planned rows, or each site's files on this node."""
-        from fedray.data.shards import ClientShards
-
         if self.offsets is not None:
             table = self.source.load().table(self.rows)
             return ClientShards(table, self.client_ids, self.offsets), {}
