@@ -50,7 +50,9 @@ class DataSource:
         """The whole dataset (an `ArrayDataset`, or text as `TokenBlocks`); `path`
         replaces `data.path` (a site's files)."""
         cfg = self.data if path is None else dataclasses.replace(self.data, path=path)
-        data = DATASETS.build(cfg.dataset, cfg)
+        return self._whole(DATASETS.build(cfg.dataset, cfg), cfg)
+
+    def _whole(self, data, cfg: DataConfig):
         if isinstance(data, PerClientData):
             data = data.for_clients(self.num_clients, self.seed)
         if not isinstance(data, (ArrayDataset, TextCorpus)):
@@ -59,6 +61,15 @@ class DataSource:
         if isinstance(data, TextCorpus):
             data = pack(select_owners(data, cfg), self._tokenizer(), cfg.seq_len)
         return data
+
+    def tables(self, *row_sets: np.ndarray) -> list[pa.Table]:
+        """The rows at each set of row numbers, loaded in this process; a dataset
+        generated per client may generate only what they need (`tables_at`)."""
+        built = DATASETS.build(self.data.dataset, self.data)
+        if isinstance(built, PerClientData) and hasattr(built, "tables_at"):
+            return built.tables_at(self.num_clients, self.seed, list(row_sets))
+        data = self._whole(built, self.data)
+        return [data.table(rows) for rows in row_sets]
 
     def index(self) -> DataIndex:
         """The rows' groups without their features where the dataset can give them so
@@ -132,8 +143,8 @@ class DataPlan:
 
     @functools.cached_property
     def _held_out(self) -> tuple[pa.Table, pa.Table | None]:
-        data = self.source.load()
-        return data.table(self.test_rows), data.table(self.public_rows) if len(self.public_rows) else None
+        test, public = self.source.tables(self.test_rows, self.public_rows)
+        return test, public if len(self.public_rows) else None
 
     @property
     def test(self) -> pa.Table:
@@ -200,7 +211,7 @@ class ShardPlan:
         """(the clients' `ClientShards`, where each client's rows came from), loaded in
         this process: the dataset for planned rows, or each site's files on this node."""
         if self.offsets is not None:
-            table = self.source.load().table(self.rows)
+            [table] = self.source.tables(self.rows)
             return ClientShards(table, self.client_ids, self.offsets), {}
         tables, sizes, sources = [], {}, {}
         wanted = set(self.client_ids.tolist())

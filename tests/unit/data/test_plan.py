@@ -49,6 +49,7 @@ def test_the_driver_plans_without_loading_the_dataset(monkeypatch, cfg, num_clie
         raise AssertionError("the driver loaded the dataset's rows")
 
     monkeypatch.setattr(DataSource, "load", no_rows)
+    monkeypatch.setattr(DataSource, "tables", no_rows)
     plan = plan_federated_dataset(cfg, None, num_clients, seed=0)
     assert plan.num_clients == num_clients and plan.offsets[-1] == len(plan.rows)
     arrays = [plan.offsets, plan.rows, plan.test_rows, plan.public_rows]
