@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 from run import CONFIGS, REPO, checkout, phases, timed_process  # noqa: E402
 
 
-def one_run(workload: str, side: tuple[dict, Path], out: Path, tries: int = 3) -> dict:
+def one_run(workload: str, side: tuple[dict, Path], out: Path, tries: int = 8) -> dict:
     """One timed run from the side's folder (its `fedray` first on the path, also for Ray's
     workers); a run whose local Ray did not come up in Ray's 30 s (an overloaded machine)
     is tried again."""
@@ -36,6 +36,7 @@ def one_run(workload: str, side: tuple[dict, Path], out: Path, tries: int = 3) -
             return {"end_to_end_s": wall, "peak_pss_gb": peak / 1e9, **phases(lines, wall)}
         if not any("timed out during startup" in line for _, line in lines):
             break
+        time.sleep(10)
     raise RuntimeError(f"{' '.join(cmd)} failed ({status}):\n" + "\n".join(line for _, line in lines[-30:]))
 
 
