@@ -213,20 +213,16 @@ class ShardPlan:
         if self.offsets is not None:
             [table] = self.source.tables(self.rows)
             return ClientShards(table, self.client_ids, self.offsets), {}
-        tables, sizes, sources = [], {}, {}
-        wanted = set(self.client_ids.tolist())
+        hosted = set(self.client_ids.tolist())
+        built: dict[int, tuple[pa.Table, str]] = {}
         for number, site in enumerate(self.source.data.sites):
-            hosted = [c for c in site.clients if c in wanted]
-            if hosted:
+            if hosted.intersection(site.clients):
                 shards, origin = site_shards(self.source, number, site)
-                for cid in hosted:
-                    tables.append(shards[cid])
-                    sizes[cid], sources[cid] = shards[cid].num_rows, origin
-        order = np.argsort([c for c in sizes], kind="stable")
-        tables = [tables[i] for i in order]
-        ids = np.asarray(sorted(sizes), dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum([sizes[c] for c in ids])]).astype(np.int64)
-        return ClientShards(pa.concat_tables(tables).combine_chunks(), ids, offsets), sources
+                built.update({cid: (shards[cid], origin) for cid in site.clients if cid in hosted})
+        ids = np.asarray(sorted(built), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum([built[c][0].num_rows for c in ids])]).astype(np.int64)
+        table = pa.concat_tables([built[c][0] for c in ids]).combine_chunks()
+        return ClientShards(table, ids, offsets), {c: built[c][1] for c in built}
 
 
 def site_shards(source: DataSource, number: int, site: SiteConfig) -> tuple[dict[int, pa.Table], str]:
