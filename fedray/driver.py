@@ -16,10 +16,8 @@ from pathlib import Path
 import dataclasses
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
 from fedray.config.schema import RunConfig
-from fedray.data.federated import FederatedDataset
+from fedray.data.plan import DataPlan
 from fedray.types import RoundResult
 
 if TYPE_CHECKING:
@@ -31,7 +29,8 @@ class PreparedRun:
     """A config checked and built by `fedray.launcher.prepare`: ready to run."""
 
     cfg: RunConfig
-    dataset: FederatedDataset
+    dataset: DataPlan
+    """The data description: who holds which rows, not the rows (`fedray.data.plan`)."""
     num_params: int
     prepare_s: float = 0.0
     """Seconds spent building the data and checking the config."""
@@ -117,7 +116,6 @@ class Driver:
         """The foundation model's reserved placement group, if any."""
         self.pool = None
         """The client actors (`fedray.client.pool.ClientPool`): created here, handed to the server."""
-        self._server_data: FederatedDataset | None = None
         self.server = None
         self.next_round, self.restarts = 1, 0
         self.last_round = self.cfg.server.rounds
@@ -159,11 +157,14 @@ class Driver:
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
         if self.pool is None:
             self.pool = self._client_pool(prefix)
-            # the shards are in the object store now: keep no copy of them here
-            self.prepared = dataclasses.replace(self.prepared, dataset=self._server_dataset())
+            # the actors have their shard plans: keep no row numbers here, nor send them to the server
+            self.prepared = dataclasses.replace(self.prepared, dataset=self.prepared.dataset.without_rows())
+        if self.prepared.dataset.offsets is None:  # sites: only their actors know how many rows they hold
+            dataset = self.prepared.dataset.with_sizes(self.pool.num_examples())
+            self.prepared = dataclasses.replace(self.prepared, dataset=dataset)
         self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
-        ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
+        ).remote(cfg, self.prepared.dataset, str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
         info = self._wait_ready()
         self.startup.actors_s = time.perf_counter() - began
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
@@ -197,13 +198,13 @@ class Driver:
                                "(the cluster may lack free resources: see `ray status`)") from None
 
     def _client_pool(self, prefix: str, data=None):
-        """The client actors (warm ones taken over where they match), loading their shards."""
+        """The client actors (warm ones taken over where they match), building their shards."""
         from fedray.client.pool import ClientPool
         from fedray.lifecycle.continual.schedule import build_schedule
         from fedray.models.adapters import client_ranks
 
         cfg, dataset = self.cfg, self.prepared.dataset
-        ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+        ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, dataset.sizes())
         # The public inputs of knowledge transfer come later, from the server's foundation
         # model (`ClientPool.share_public`): it may generate them.
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
@@ -212,18 +213,10 @@ class Driver:
         self.startup.num_warm = idle - (len(self.warm) if self.warm is not None else 0)
         return pool
 
-    def _server_dataset(self) -> FederatedDataset:
-        """The dataset without its training rows: the server needs the offsets, the test
-        split and the public set, not a copy of every client's shard (nor, once the
-        actors have them, does the driver)."""
-        if self._server_data is None:
-            dataset = self.prepared.dataset
-            self._server_data = dataclasses.replace(dataset, train=dataset.train.schema.empty_table())
-        return self._server_data
-
     def restart_server(self) -> None:
-        """A new server from the newest checkpoint, with new client actors loaded from the
-        shards already in the object store (a LoRA client's base must match the checkpoint's)."""
+        """A new server from the newest checkpoint, with new client actors building their
+        shards from the plans already in the object store (a LoRA client's base must match
+        the checkpoint's)."""
         self.restarts += 1
         data = self.pool.data
         self.pool.shutdown()

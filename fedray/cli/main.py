@@ -198,9 +198,10 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     prepared = prepare(cfg, args.config)
     print(to_yaml(cfg), end="")
+    plan = prepared.dataset
+    train = f"{len(plan.sites)} site(s)' training" if plan.sites else f"{len(plan.rows)} training"
     print(
-        f"# ok: {prepared.dataset.num_clients} clients, "
-        f"{prepared.dataset.train.num_rows} training / {prepared.dataset.test.num_rows} test "
+        f"# ok: {plan.num_clients} clients, {train} / {len(plan.test_rows)} test "
         f"examples, {prepared.num_params:,} parameters",
         file=sys.stderr,
     )

@@ -18,6 +18,7 @@ from fedray.compress import build_codecs
 from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.data.plan import ShardPlan
 from fedray.foundation.distill import public_tensor
 from fedray.foundation.term import client_terms
 from fedray.lifecycle.continual import Schedule
@@ -83,7 +84,9 @@ class ClientActor:
         self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
         """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
-        self.shards: dict[ClientId, pa.Table] = {}
+        self.shards: Mapping[ClientId, pa.Table] = {}
+        self.sources: dict[ClientId, str] = {}
+        """Where a site client's rows were read: its path and the digest of its content."""
         self._tensors: dict[ClientId, tuple[int, Any]] = {}
         self.public = None
         self.schedule: Schedule | None = None
@@ -96,16 +99,21 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: Mapping[ClientId, pa.Table], public: np.ndarray | None = None,
+    def load(self, shards: ShardPlan | Mapping[ClientId, pa.Table], public: np.ndarray | None = None,
              schedule: Schedule | None = None, setup: tuple | None = None) -> dict:
-        """Take the hosted clients' shards (and the public inputs of knowledge transfer, as
-        `fedray.foundation.public` arrays them, and the data schedule whose current task's
-        view of a shard each round trains on); where this actor runs. With a `setup` (the
+        """Build the hosted clients' shards here, on this actor's node, from their plan (the
+        dataset loaded here and their rows taken, or their sites' files read here; tests
+        may hand shards themselves), and take the public inputs of knowledge transfer (as
+        `fedray.foundation.public` arrays them) and the data schedule whose current task's
+        view of a shard each round trains on; where this actor runs. With a `setup` (the
         constructor's arguments) other than its own, the actor first rebuilds itself as a
         new one would be: a warm actor taken over by the next run, or one Ray restarted
         with the arguments it was first created with."""
         if setup is not None and setup != self.setup:
             self.__init__(*setup)
+        self.sources = {}
+        if isinstance(shards, ShardPlan):
+            shards, self.sources = shards.build()
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
         self.shards, self._tensors, self.schedule = shards, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
@@ -131,6 +139,8 @@ class ClientActor:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "clients": self.hosted,
             "loaded": bool(self.shards),
+            "num_examples": {cid: self.shards[cid].num_rows for cid in self.shards},
+            "sources": dict(self.sources),
         }
 
     def fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, *payloads: Any) -> ClientResult:

@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
@@ -244,4 +245,6 @@ class RunConfig:
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
         out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
+        out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,
+                             None if peft is None or peft.client_ranks else peft.rank_rule, self.data.schedule.name)
         return out

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from fedray.config.granular import GranularConfig
 from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
+from fedray.config.sites import SiteConfig
 from fedray.config.synthetic import SyntheticConfig
 
 class Placement(enum.Enum):
@@ -166,6 +167,10 @@ class DataConfig:
     """Data that changes over rounds (continual learning); off by default."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """`synthetic`: how the generated clients' data differ (FedProx's Synthetic(alpha, beta))."""
+    sites: List[SiteConfig] = field(default_factory=list)
+    """Clients' own files, read on their nodes: `[{clients: [0, 1], path: /data/a}]`. With
+    sites, `data.path` is the server's data (its held-out split), and no client's rows
+    pass through the driver. Empty: every client's rows come from `data.dataset`."""
 
     def errors(self) -> list[str]:
         out = self.synthetic.errors() if self.dataset == "synthetic" else []
