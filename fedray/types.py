@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -129,6 +130,22 @@ class FitInstructions:
     (e.g. `upload_bytes`, the budget of `rate: auto`); usually empty."""
 
 
+class FailureKind(enum.Enum):
+    """Why a client's round failed, as the transport and the client classify it (never
+    parsed from a message): the loop decides on the kind, the note shows the detail."""
+
+    data = "data"
+    """Its data or its machine (a ValueError, OSError, MemoryError in training)."""
+    numeric = "numeric"
+    """Its numerics (an ArithmeticError: overflow, division by zero)."""
+    timeout = "timeout"
+    """Not in by `server.round_timeout_s`."""
+    restarted = "restarted"
+    """Its actor was restarted (by Ray) and had not been given its data again."""
+    unavailable = "unavailable"
+    """Its actor died, or cannot be reached; it leaves selection until it is back."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ClientResult:
     """One client's answer for one round. A failure is a result, not an exception."""
@@ -150,7 +167,10 @@ class ClientResult:
     wall_s: float = 0.0
     """Seconds the client spent on this round, measured on the client."""
     error: str | None = None
+    """What went wrong, for the notes (None: the round succeeded)."""
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    failure: FailureKind | None = None
+    """The kind of failure (set whenever `error` is)."""
 
     @property
     def ok(self) -> bool:

@@ -32,7 +32,7 @@ from fedray.privacy.dpsgd import account
 from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
-from fedray.types import ClientId, ClientResult, Context, FitInstructions
+from fedray.types import ClientId, ClientResult, Context, FailureKind, FitInstructions
 
 NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
 
@@ -46,6 +46,13 @@ CLIENT_FAILURES: tuple[type[BaseException], ...] = (
 """Why a client may fail a round without anything being wrong with fedray: its data,
 its numerics, its machine. Such a failure is a result the server counts; any other
 exception is a bug (in fedray or in user code) and stops the run with its traceback."""
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """The kind of a client failure (`CLIENT_FAILURES`)."""
+    if isinstance(exc, NotLoaded):
+        return FailureKind.restarted
+    return FailureKind.numeric if isinstance(exc, ArithmeticError) else FailureKind.data
 
 
 class ClientActor:
@@ -145,7 +152,7 @@ class ClientActor:
             detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
                 "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
-                                wall_s=time.perf_counter() - start, error=detail)
+                                wall_s=time.perf_counter() - start, error=detail, failure=failure_kind(exc))
 
     def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
              start: float) -> ClientResult:
@@ -196,6 +203,9 @@ class ClientActor:
             metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
                      **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
         )
+
+    def commit(self, server_round: int, committed) -> None:
+        """The server aggregated `committed`'s updates of `server_round`."""
 
     def stage(self, client_id: ClientId, message: Any) -> Any:
         """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""

@@ -144,6 +144,16 @@ class ClientPool:
         the reference of its answer."""
         return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
 
+    def ping(self, client_id: ClientId) -> ray.ObjectRef:
+        """A cheap call to `client_id`'s actor: it answers once the actor is up."""
+        return self.actors[actor_index(client_id, self.cfg)].describe.remote()
+
+    def commit(self, server_round: int, committed) -> None:
+        """Tell every actor which clients' updates `server_round` aggregated (each
+        promotes their pending state and drops its other clients' pending states)."""
+        for actor in self.actors:
+            actor.commit.remote(server_round, committed)
+
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after
         this one run after it, on the actor."""

@@ -36,12 +36,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from fedray.client.pool import ClientPool
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
 from fedray.server.context import Reducers, RoundContext, RoundTally
 from fedray.server.loop import (
-    TIMED_OUT,
     apply_and_evaluate,
     broadcast,
     collect,
@@ -51,7 +49,8 @@ from fedray.server.loop import (
 )
 from fedray.server.state import ServerState
 from fedray.strategy.algorithm import Algorithm
-from fedray.types import ClientId, ClientResult, RoundResult
+from fedray.transport import Transport
+from fedray.types import ClientId, ClientResult, FailureKind, RoundResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +67,7 @@ class InFlight:
     """It needs longer than `server.deadline_s`: the server gives up on it at `finish_s`."""
 
 
-def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
                        server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
     """One model update from `buffer_size` buffered results. Returns (row, notes); row is
     None, and the model untouched, if fewer than `server.min_clients` were accepted."""
@@ -118,10 +117,11 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
                              selected=launched, failed=failed, late=late,
                              sim_round_s=state.sim_time_s - clock_at_start,
                              scale=tally.total_weight / examples)
+    clients.commit(server_round, sorted(row.clients))  # the applied clients' pending state becomes current
     return row, tally.notes
 
 
-def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
           server_round: int, tally: RoundTally) -> int:
     """Start clients in the free slots and wait for their results; how many started."""
     cfg = ctx.cfg
@@ -135,11 +135,11 @@ def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: 
     chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
     if not chosen:
         return 0
-    sends = broadcast(ctx, algorithm, state, chosen, server_round, tally)
-    pending = launch(ctx, state, clients, sends, chosen, server_round, seed_by_launch=True)
+    sends = broadcast(ctx, algorithm, state, clients, chosen, server_round, tally)
+    calls = launch(ctx, state, sends, chosen, server_round, seed_by_launch=True)
     deadline = cfg.server.deadline_s
-    for cid, result, timing in collect(ctx, state, clients, pending, sends, server_round, time.perf_counter(), tally):
-        if result.error == TIMED_OUT:
+    for cid, result, timing in collect(ctx, state, clients, calls, time.perf_counter(), tally):
+        if result.failure is FailureKind.timeout:
             continue  # it never reports; its slot is free again
         late = deadline is not None and timing.total_s > deadline
         finish = state.sim_time_s + (deadline if late else timing.total_s)
