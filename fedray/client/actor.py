@@ -13,6 +13,7 @@ import ray
 import torch
 
 from fedray.client.attacks import ATTACKS
+from fedray.client.store import ClientStates, StateCodec, StateStore
 from fedray.client.train import build_optimizer, train_local
 from fedray.compress import build_codecs
 from fedray.compress.downlink import BroadcastDecoder
@@ -60,17 +61,18 @@ class ClientActor:
 
     Constructor arguments are small (config, data description, client ids), so Ray can
     restart the actor without objects that may be gone; the shards arrive with `load`,
-    and the server calls it again after a restart. The actor keeps no per-client state
-    between rounds: each `fit` brings the client's kept state from the server's copy
-    and returns the new one, so it survives checkpoints and restarts.
+    and the server calls it again after a restart. Each client's kept state stays here
+    and in the actor's state store (`fedray.client.store`): a fit trains from the state
+    the server names (`FitInstructions.state`) and leaves the new one pending until the
+    round's `commit`.
 
     With LoRA (`model.peft`), the base weights load once and stay here; only the
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
     def __init__(self, cfg: RunConfig, info: DataInfo, hosted: Sequence[ClientId],
-                 ranks: dict[ClientId, int] | None = None):
-        self.setup = (cfg, info, hosted, ranks)
+                 ranks: dict[ClientId, int] | None = None, codec: StateCodec | None = None):
+        self.setup = (cfg, info, hosted, ranks, codec)
         """What this actor was built for; `load` rebuilds it for another."""
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
@@ -90,6 +92,10 @@ class ClientActor:
         self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
         """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
+        where = cfg.clients.state_dir
+        store = None if where is None or codec is None else StateStore(where, min(hosted), codec)
+        self.states = ClientStates(store, hosted, reset_lost=cfg.clients.state_lost.value == "reset")
+        """The hosted clients' kept states: current, pending, and their store."""
         self.shards: dict[ClientId, pa.Table] = {}
         self._tensors: dict[ClientId, tuple[int, Any]] = {}
         self.public = None
@@ -140,22 +146,22 @@ class ClientActor:
             "loaded": bool(self.shards),
         }
 
-    def fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, *payloads: Any) -> ClientResult:
+    def fit(self, ins: FitInstructions, merges: tuple, *payloads: Any) -> ClientResult:
         """Train client `ins.client_id` from the broadcast `payloads` (named by
-        `ins.payloads`; `params` first, in its own layout) and its kept `state` (None:
-        a first round), after folding any new `merges` into the base. A client failure
-        (`CLIENT_FAILURES`) comes back as a result; anything else raises."""
+        `ins.payloads`; `params` first, in its own layout) and its kept state as of
+        `ins.state`, after folding any new `merges` into the base. A client failure
+        (`CLIENT_FAILURES`) comes back as a result; anything else raises (a lost state,
+        `StateLost`, too, unless `clients.state_lost: reset`)."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, state, merges, dict(zip(ins.payloads, payloads)), start)
+            return self._fit(ins, merges, dict(zip(ins.payloads, payloads)), start)
         except CLIENT_FAILURES as exc:
             detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
                 "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
                                 wall_s=time.perf_counter() - start, error=detail, failure=failure_kind(exc))
 
-    def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
-             start: float) -> ClientResult:
+    def _fit(self, ins: FitInstructions, merges: tuple, payloads: dict, start: float) -> ClientResult:
         cid = ins.client_id
         task = 0 if self.schedule is None else self.schedule.task_of(ins.server_round, cid)
         data = self._data(cid, task)
@@ -165,7 +171,7 @@ class ClientActor:
         set_flat(self.model, spec, params)
         ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads,
                       spec=spec, config=ins.config, task=task)
-        kept = state if state is not None else initial_client_state(self.algorithm, params)
+        kept, reset = self.states.get(cid, ins.state, lambda: initial_client_state(self.algorithm, params))
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public,
                            data=data)
         terms = self.algorithm.terms
@@ -192,20 +198,25 @@ class ClientActor:
         if self.cfg.train.dp is not None:
             privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
         new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
+        pending = self.states.stage(cid, ins.seed, None if new_state.is_empty() else new_state, kept)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
             num_examples=trained.num_examples,
             payloads={"delta": delta, **uplink},
-            state=None if new_state.is_empty() else new_state,
+            pending=pending,
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
-                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
+                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {}),
+                     **({"state_resets": 1.0} if reset else {})},
         )
 
-    def commit(self, server_round: int, committed) -> None:
-        """The server aggregated `committed`'s updates of `server_round`."""
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
+        """The round's commit ({client: fit token} each): `committed`'s pending states become
+        current, `spent`'s take their privacy account only, `keep`'s stay pending (async,
+        still in flight), every other pending state is dropped; the new states' refs."""
+        return self.states.commit(server_round, committed, spent, keep)
 
     def stage(self, client_id: ClientId, message: Any) -> Any:
         """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""

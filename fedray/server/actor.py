@@ -246,7 +246,7 @@ class Server:
         extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
         extra.append(self.records.client_columns(self.state))
         if self.cfg.train.dp is not None:
-            extra.append(epsilon_column(self.state.client_states, self.cfg.clients.num_clients))
+            extra.append(epsilon_column(self.state.client_refs, self.cfg.clients.num_clients))
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra, cache=self._text_columns))
     def finish(self, status: str = "completed") -> dict:
         """Write summary.json and stop the foundation model's ranks (the driver stops the

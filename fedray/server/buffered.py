@@ -44,6 +44,7 @@ from fedray.server.loop import (
     broadcast,
     collect,
     launch,
+    commit,
     validate_and_add,
     wait_for_clients,
 )
@@ -91,6 +92,8 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         state.in_flight.remove(item)
         state.sim_time_s = max(state.sim_time_s, item.finish_s)
         staleness = state.server_round - item.version
+        if item.result.ok and item.result.pending is not None:
+            tally.sent[item.client_id] = item.result.pending.token
         if not item.result.ok:
             failed += 1  # recorded (and noted) when its result came in
         elif item.late or (cfg.server.max_staleness is not None and staleness > cfg.server.max_staleness):
@@ -107,6 +110,7 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
             f"update {server_round} attempt {attempt}: {tally.succeeded} update(s) accepted, "
             f"fewer than server.min_clients={cfg.server.min_clients}"
         )
+        commit(state, clients, server_round, tally, aggregated=False, keep=_in_flight(state))
         return None, tally.notes
 
     # ---- apply sum n s(tau) u / sum n, evaluate -----------------------------
@@ -117,8 +121,13 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
                              selected=launched, failed=failed, late=late,
                              sim_round_s=state.sim_time_s - clock_at_start,
                              scale=tally.total_weight / examples)
-    clients.commit(server_round, sorted(row.clients))  # the applied clients' pending state becomes current
+    commit(state, clients, server_round, tally, aggregated=True, keep=_in_flight(state))
     return row, tally.notes
+
+
+def _in_flight(state: ServerState) -> dict[ClientId, int]:
+    """The fits still in flight whose pending states their clients must keep."""
+    return {f.client_id: f.result.pending.token for f in state.in_flight if f.result.pending is not None}
 
 
 def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
@@ -128,7 +137,8 @@ def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: 
     free = cfg.server.clients_per_round - len(state.in_flight)
     if free <= 0:
         return 0
-    busy = [f.client_id for f in state.in_flight]
+    # a client whose update this step took trains again only once that update is committed
+    busy = [f.client_id for f in state.in_flight] + list(tally.committed)
     available = wait_for_clients(ctx, state, clients, busy, need=0 if state.in_flight else 1)
     request = SelectionRequest(server_round, available, free, state.profiles, state.sim_time_s)
     chosen, state.selector_state = ctx.selector.select(request, state.selector_state, ctx.rng)

@@ -171,6 +171,10 @@ class RoundTally:
     not kept."""
     downlink: dict = dataclasses.field(default_factory=dict)
     """The objective terms' broadcast payloads of this round (the server chain sees them)."""
+    sent: dict = dataclasses.field(default_factory=dict)
+    """Client -> fit token of every update taken this round that left a pending state."""
+    committed: dict = dataclasses.field(default_factory=dict)
+    """Client -> fit token of the aggregated ones among them (committed if the round completes)."""
     metrics: dict = dataclasses.field(default_factory=dict)
     """Extra per-round metrics.parquet columns: the stages' figures (e.g. `secagg_dropped`)
     and per-round sums (codec seconds and counts)."""

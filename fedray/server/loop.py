@@ -37,7 +37,7 @@ from fedray.transport import Call, Transport
 from fedray.types import ClientId, ClientResult, FailureKind, FitInstructions, RoundResult, payload_bytes
 
 _MAX_CLOCK_JUMPS = 10_000
-SUMMED_CLIENT_METRICS = ("encode_s", "downlink_decode_s", "downlink_decodes")
+SUMMED_CLIENT_METRICS = ("encode_s", "downlink_decode_s", "downlink_decodes", "state_resets")
 """Client-measured figures summed over a round's results into metrics.parquet columns."""
 
 
@@ -106,10 +106,12 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
             f"round {server_round} attempt {attempt}: {tally.succeeded} of {len(selected)} "
             f"client(s) succeeded, fewer than server.min_clients={cfg.server.min_clients}"
         )
+        commit(state, clients, server_round, tally, aggregated=False)
         return None, tally.notes
     problem = ctx.stages.after_collect(server_round, tally)  # secure aggregation unmasks the sum
     if problem is not None:
         tally.notes.append(f"round {server_round} attempt {attempt}: {problem}")
+        commit(state, clients, server_round, tally, aggregated=False)
         return None, tally.notes
 
     # ---- aggregate, apply through the server chain, evaluate ----------------
@@ -118,8 +120,8 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
                              selected=len(selected), failed=len(selected) - tally.succeeded - tally.rejected - late,
                              late=late, sim_round_s=admission.round_s)
 
-    # ---- commit: the aggregated clients' pending state becomes current ---------
-    clients.commit(server_round, sorted(row.clients))
+    # ---- commit: the aggregated clients' pending states become current -------
+    commit(state, clients, server_round, tally, aggregated=True)
     return row, tally.notes
 
 
@@ -199,16 +201,16 @@ def launch(ctx: RoundContext, state: ServerState, sends: dict[ClientId, Send], c
     for cid in client_ids:
         nonce = int(state.profiles.times_selected[cid])
         seed = client_seed(ctx.cfg.seed, server_round, cid, nonce + 1 if seed_by_launch else 0)
-        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs), config=config.get(cid, {}))
-        calls[cid] = (nonce, Call(ins, sends[cid], state.client_states.get(cid)))
+        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs), config=config.get(cid, {}),
+                              state=state.client_refs.get(cid))
+        calls[cid] = (nonce, Call(ins, sends[cid]))
     return calls
 
 
 def collect(ctx: RoundContext, state: ServerState, clients: Transport, calls: dict[ClientId, tuple[int, Call]],
             started: float, tally: RoundTally):
     """Run the calls; yield (client, result, simulated timing) as results arrive,
-    recording each in the profiles (and a success's kept state in the server's copy);
-    results not in by `server.round_timeout_s` (wall clock) come last, as timeouts."""
+    recording each in the profiles; results not in by `server.round_timeout_s` (wall clock) come last, as timeouts."""
     timeout_s = ctx.cfg.server.round_timeout_s
     deadline = None if timeout_s is None else started + timeout_s
     for result in clients.fit([call for _, call in calls.values()], deadline):
@@ -229,13 +231,33 @@ def _record(ctx: RoundContext, state: ServerState, result: ClientResult, nonce: 
     for name in SUMMED_CLIENT_METRICS:
         if name in result.metrics:
             tally.add(name, result.metrics[name])
-    if result.ok:
-        if result.state is not None:
-            state.client_states[cid] = result.state
-    else:
+    if result.ok and result.pending is not None:
+        tally.sent[cid] = result.pending.token
+    if result.metrics.get("state_resets"):
+        tally.notes.append(f"client {cid}'s kept state was missing from its store or did not match its digest; "
+                           "it started afresh (clients.state_lost: reset)")
+    if not result.ok:
         state.profiles.record_outcome(cid, Outcome.failed)
         tally.notes.append(f"client {cid} {result.error} {note}" if note else f"client {cid} failed: {result.error}")
     return timing
+
+
+def commit(state: ServerState, clients: Transport, server_round: int, tally: RoundTally, aggregated: bool,
+           keep: dict[ClientId, int] | None = None) -> None:
+    """The second phase of the round's two-phase commit. The clients whose updates were
+    aggregated (if the round completed) make their pending state current; the others
+    that sent an update keep only its privacy spend; `keep` (async: in flight) stay
+    pending; every other pending state is dropped. The server records each new state's
+    round and digest, nothing more."""
+    committed = dict(tally.committed) if aggregated else {}
+    spent = {cid: token for cid, token in tally.sent.items() if cid not in committed}
+    if not (committed or spent or keep):
+        return  # nothing pending anywhere: the algorithm keeps no client state
+    refs = clients.commit(server_round, committed, spent, keep or {})
+    for cid in sorted(set(committed) - set(refs)):
+        tally.notes.append(f"client {cid}: its actor did not confirm its state of round {server_round} "
+                           "(gone?); the client goes on from its previous state")
+    state.client_refs.update(refs)
 
 
 def release(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,
@@ -276,6 +298,8 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     if not math.isnan(norm):  # a sealed (masked) update has no norm the server could know
         tally.norms.append(norm)
     tally.losses.append((result.train_loss, result.num_examples))
+    if result.pending is not None:
+        tally.committed[cid] = result.pending.token
     w = result.num_examples * weight
     tally.total_weight += w
     ctx.exchange.aggregator.add(cid, w, update)

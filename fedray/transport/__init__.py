@@ -14,7 +14,10 @@ from typing import Any, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from fedray.types import ClientId, ClientResult, FitInstructions
+from fedray.types import ClientId, ClientResult, FitInstructions, StateRef
+
+Tokens = Mapping[ClientId, int]
+"""Client -> the fit (`FitInstructions.seed`) whose pending state a commit names."""
 
 
 class Call(NamedTuple):
@@ -23,8 +26,6 @@ class Call(NamedTuple):
     instructions: FitInstructions
     send: Any
     """`fedray.strategy.exchange.Send`: payload name -> handle from `put`, bytes, merges."""
-    state: Any = None
-    """The client's kept state, where the server holds it."""
 
 
 class StageReplies(NamedTuple):
@@ -50,6 +51,8 @@ class Transport(Protocol):
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         """Send each client one message of a protocol stage and gather the replies."""
 
-    def commit(self, server_round: int, committed: Sequence[ClientId]) -> None:
-        """The round completed with `committed`'s updates aggregated: their pending kept
-        state becomes current; every other pending state is dropped."""
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+        """The second phase of a round's commit: `committed`'s pending states (their updates
+        were aggregated) become current; `spent`'s (sent, not aggregated) keep only their
+        privacy account; `keep`'s stay pending (async: still in flight); all others are
+        dropped. The refs of the clients' new current states."""

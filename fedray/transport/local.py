@@ -13,18 +13,18 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from fedray.transport import Call, StageReplies
-from fedray.types import ClientId, ClientResult, FailureKind
+from fedray.transport import Call, StageReplies, Tokens
+from fedray.types import ClientId, ClientResult, FailureKind, StateRef
 
 
 class ClientHost(Protocol):
     """What hosts clients: the client actor's members the round calls."""
 
-    def fit(self, ins, state, merges: tuple, *payloads: Any) -> ClientResult: ...
+    def fit(self, ins, merges: tuple, *payloads: Any) -> ClientResult: ...
 
     def stage(self, client_id: ClientId, message: Any) -> Any: ...
 
-    def commit(self, server_round: int, committed: Sequence[ClientId]) -> None: ...
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict: ...
 
 
 class LocalTransport:
@@ -51,12 +51,12 @@ class LocalTransport:
 
     def fit(self, calls: Sequence[Call], deadline: float | None) -> Iterator[ClientResult]:
         timed_out = []
-        for ins, send, state in calls:
+        for ins, send in calls:
             if ins.client_id in self.late or (deadline is not None and time.perf_counter() > deadline):
                 timed_out.append(ins)
                 continue
             host = self.hosts[self.host_of(ins.client_id)]
-            yield host.fit(ins, state, send.merges, *send.refs.values())
+            yield host.fit(ins, send.merges, *send.refs.values())
         for ins in timed_out:
             yield ClientResult(ins.client_id, ins.server_round, error="timed out", failure=FailureKind.timeout)
 
@@ -72,7 +72,10 @@ class LocalTransport:
                 dropped[cid] = str(err)
         return StageReplies(replies, dropped)
 
-    def commit(self, server_round: int, committed: Sequence[ClientId]) -> None:
-        for host in self.hosts:
-            host.commit(server_round, committed)
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+        refs: dict[ClientId, StateRef] = {}
+        for index, host in enumerate(self.hosts):
+            mine = [{c: t for c, t in part.items() if self.host_of(c) == index} for part in (committed, spent, keep)]
+            refs.update(host.commit(server_round, *mine))
+        return refs
 

@@ -27,8 +27,8 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
 from fedray.client.pool import ClientPool
-from fedray.transport import Call, StageReplies
-from fedray.types import ClientId, ClientResult, FailureKind, payload_bytes
+from fedray.transport import Call, StageReplies, Tokens
+from fedray.types import ClientId, ClientResult, FailureKind, StateRef, payload_bytes
 
 RESTART_WAIT_S = 120.0
 """How long a call waits for a restarting actor to answer before its client fails the round."""
@@ -75,7 +75,7 @@ class RayTransport:
                                error="timed out", failure=FailureKind.timeout)
 
     def _send(self, call: Call) -> ray.ObjectRef:
-        return self.pool.fit(call.instructions, call.state, call.send)
+        return self.pool.fit(call.instructions, call.send)
 
     def _fetch(self, ref: ray.ObjectRef, call: Call) -> ClientResult:
         """The client's result, or its failure as a typed result."""
@@ -123,8 +123,19 @@ class RayTransport:
             dropped[pending[ref]] = "timed out"
         return StageReplies(dict(sorted(replies.items())), dropped)
 
-    def commit(self, server_round: int, committed: Sequence[ClientId]) -> None:
-        self.pool.commit(server_round, committed)
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+        """Waits for every actor's answer, so the stores hold the round before the server
+        checkpoints it. An actor that died meanwhile lost its clients' pending states:
+        they are found missing (`clients.state_lost`) when those clients train next."""
+        refs: dict[ClientId, StateRef] = {}
+        for ref in self.pool.commit(server_round, committed, spent, keep):
+            try:
+                refs.update(ray.get(ref))
+            except RayTaskError:
+                raise
+            except RayError:
+                pass
+        return refs
 
 
 def _describe(exc: BaseException) -> str:
