@@ -49,6 +49,21 @@ its numerics, its machine. Such a failure is a result the server counts; any oth
 exception is a bug (in fedray or in user code) and stops the run with its traceback."""
 
 
+class ComponentError(RuntimeError):
+    """An exception raised inside a component on a client (an objective term, a client
+    transform or codec; fedray's or the user's): a bug, not the client's failure, so it
+    stops the run with its traceback, naming the component's config key."""
+
+
+def in_component(name: str, call, *args):
+    """`call(*args)`; an exception that would pass for a client failure, re-raised as the
+    bug of component `name`."""
+    try:
+        return call(*args)
+    except CLIENT_FAILURES as exc:
+        raise ComponentError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+
+
 def failure_kind(exc: BaseException) -> FailureKind:
     """The kind of a client failure (`CLIENT_FAILURES`)."""
     if isinstance(exc, NotLoaded):
@@ -175,21 +190,24 @@ class ClientActor:
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public,
                            data=data)
         terms = self.algorithm.terms
-        regularizers = [r for t, s in zip(terms, kept.terms) if (r := t.objective(local, s)) is not None]
+        names = [self.algorithm.term_name(i) for i in range(len(terms))]
+        regularizers = [_named(names[i], r) for i, (t, s) in enumerate(zip(terms, kept.terms))
+                        if (r := in_component(names[i], t.objective, local, s)) is not None]
         trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
                               optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
         delta = get_delta(self.model, spec, params, out=out)
         local = local._replace(delta=delta, steps=trained.steps)
         uplink, term_states = {}, []
-        for term, term_state in zip(terms, kept.terms):
-            sent, term_state = term.finish(local, term_state)
+        for name, term, term_state in zip(names, terms, kept.terms):
+            sent, term_state = in_component(name, term.finish, local, term_state)
             uplink.update(sent)
             term_states.append(term_state)
         if self._attacks(cid) and self._attack.update is not None:
             delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
         encoding = time.perf_counter()
-        delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        delta, chain_state = in_component(self.algorithm.client_chain_name, self.algorithm.client_transforms.apply,
+                                          delta, kept.transforms, params, ctx)
         if self.algorithm.client_transforms.decode is not None:
             figures["encode_s"] = time.perf_counter() - encoding
         if "secagg" in payloads:  # secure aggregation: only the masked update leaves the client
@@ -259,6 +277,11 @@ class ClientActor:
             return self.spec
         self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
         return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
+
+
+def _named(name: str, regularizer):
+    """The term's regularizer, its exceptions raised as that component's bug."""
+    return lambda model, generator: in_component(name, regularizer, model, generator)
 
 
 def _sum(regularizers: list):

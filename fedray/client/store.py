@@ -178,9 +178,10 @@ class ClientStates:
                 raise StateLost(f"client {client_id}'s state of round {ref.server_round} is not on its actor "
                                 "(restarted?) and there is no store to read it from")
             state = self.store.committed(client_id, ref)
-        except StateLost:
+        except StateLost as err:
             if not self.reset_lost:
-                raise
+                raise StateLost(f"{err} (a lost node or a deleted file?); with clients.state_lost: reset such a "
+                                "client starts afresh instead") from None
             return initial(), True
         self.current[client_id] = (ref, state)
         return state, False
