@@ -33,7 +33,7 @@ from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
 from fedray.strategy.algorithm import Algorithm
 from fedray.strategy.exchange import Send
-from fedray.transport import Call, Transport
+from fedray.transport import RESENT, Call, Transport
 from fedray.types import ClientId, ClientResult, FailureKind, FitInstructions, RoundResult, payload_bytes
 
 _MAX_CLOCK_JUMPS = 10_000
@@ -233,6 +233,8 @@ def _record(ctx: RoundContext, state: ServerState, result: ClientResult, nonce: 
             tally.add(name, result.metrics[name])
     if result.ok and result.pending is not None:
         tally.sent[cid] = result.pending.token
+    if result.metrics.get(RESENT):
+        tally.notes.append(f"client {cid}'s actor was restarted; its call was sent again")
     if result.metrics.get("state_resets"):
         tally.notes.append(f"client {cid}'s kept state was missing from its store or did not match its digest; "
                            "it started afresh (clients.state_lost: reset)")

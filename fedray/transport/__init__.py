@@ -16,6 +16,9 @@ import numpy as np
 
 from fedray.types import ClientId, ClientResult, FitInstructions, StateRef
 
+RESENT = "resent"
+"""A result's metric set (1.0) when its call was sent again to an actor Ray restarted."""
+
 Tokens = Mapping[ClientId, int]
 """Client -> the fit (`FitInstructions.seed`) whose pending state a commit names."""
 

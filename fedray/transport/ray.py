@@ -19,15 +19,16 @@ reference. A fit's result is fetched as it arrives (`ray.wait`) and turned into 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
 from fedray.client.pool import ClientPool
-from fedray.transport import Call, StageReplies, Tokens
+from fedray.transport import RESENT, Call, StageReplies, Tokens
 from fedray.types import ClientId, ClientResult, FailureKind, StateRef, payload_bytes
 
 RESTART_WAIT_S = 120.0
@@ -61,12 +62,14 @@ class RayTransport:
             result = self._fetch(ready[0], call)
             if result.failure is FailureKind.restarted and cid not in resent:
                 resent.add(cid)
-                if self._wait_until_up(cid):
+                if self.pool.wait_until_up(cid, RESTART_WAIT_S):
                     self.pool.reload(cid)  # runs on the actor before the call sent next
                     pending[self._send(call)] = call
                     continue
             if result.failure in (FailureKind.restarted, FailureKind.unavailable):
                 self.pool.mark_down(cid)
+            if cid in resent:  # the round's notes say so (`RESENT`)
+                result = dataclasses.replace(result, metrics={**result.metrics, RESENT: 1.0})
             yield result
         for ref, call in pending.items():  # past the deadline: dropped
             ray.cancel(ref)
@@ -90,19 +93,6 @@ class RayTransport:
                                 error=_describe(exc), failure=kind)
         assert result.client_id == ins.client_id and result.server_round == ins.server_round, "result routed wrongly"
         return result
-
-    def _wait_until_up(self, cid: ClientId) -> bool:
-        """Whether `cid`'s actor answers a call through this handle within `RESTART_WAIT_S`."""
-        deadline = time.monotonic() + RESTART_WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                ray.get(self.pool.ping(cid), timeout=max(0.0, deadline - time.monotonic()))
-                return True
-            except ActorUnavailableError:
-                time.sleep(0.05)
-            except (ActorDiedError, RayError, GetTimeoutError):
-                return False
-        return False
 
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         pending = {self.pool.stage(cid, message): cid for cid, message in messages.items()}
