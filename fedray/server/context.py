@@ -1,7 +1,7 @@
 """What the rounds of a run share: the fixed collaborators, and the per-round tally.
 
 A round is a function of explicit data (`fedray.server.loop.run_round`): this
-context, the algorithm, the server state and the client handles. Nothing here
+context, the algorithm, the server state and the transport to the clients. Nothing here
 changes between rounds except the generator (whose state the server checkpoints)
 and the reusable `InOrder` gate.
 """

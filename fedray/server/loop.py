@@ -62,8 +62,8 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     selected, state.selector_state = ctx.selector.select(request, state.selector_state, ctx.rng)
 
     # ---- broadcast: each distinct payload (parameters per layout, the terms'
-    # payloads such as SCAFFOLD's control or the teacher's logits) enters the
-    # object store once; then every selected client starts training ---------
+    # payloads such as SCAFFOLD's control or the teacher's logits) is broadcast
+    # once (`put`); then every selected client starts training ---------------
     tally = ctx.new_tally(server_round)
     sends = broadcast(ctx, algorithm, state, clients, selected, server_round, tally)
     # secure aggregation's key exchange (nothing without it): who drops out here does not train
