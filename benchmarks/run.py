@@ -52,6 +52,7 @@ CONFIGS = {
     "scale": HERE / "configs" / "scale.yaml",
     "model_size": HERE / "configs" / "model_size.yaml",
     "scale_100k": HERE / "configs" / "scale_100k.yaml",
+    "scale_100k_ef": HERE / "configs" / "scale_100k_ef.yaml",
     "quickstart": REPO / "configs" / "quickstart.yaml",
     "sweep": HERE / "configs" / "sweep.yaml",
     "sweep_fresh": HERE / "configs" / "sweep.yaml",

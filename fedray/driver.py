@@ -97,6 +97,14 @@ def run_key(run_dir) -> str:
     return f"{text.rstrip('/').rsplit('/', 1)[-1]}-{digest}"
 
 
+def with_state_dir(cfg: RunConfig, run_dir) -> RunConfig:
+    """`cfg` with `clients.state_dir` resolved for this run (`fedray.client.store`)."""
+    from fedray.client.store import resolve_state_dir
+
+    where = resolve_state_dir(cfg.clients.state_dir, str(run_dir))
+    return dataclasses.replace(cfg, clients=dataclasses.replace(cfg.clients, state_dir=where))
+
+
 class Driver:
     """One run as the driver sees it: the live server actor, its restarts, where things run."""
 
@@ -106,7 +114,8 @@ class Driver:
         command began (start-up counts from there). `warm`: idle client actors of this
         process's previous runs, taken over where they match; a completed run leaves its
         own there."""
-        self.prepared, self.cfg = prepared, prepared.cfg
+        cfg = with_state_dir(prepared.cfg, run_dir)
+        self.prepared, self.cfg = dataclasses.replace(prepared, cfg=cfg), cfg
         self.run_dir, self.console, self.started = run_dir, console, started
         self.began = started if began is None else began
         self.warm = warm
@@ -200,6 +209,8 @@ class Driver:
     def _client_pool(self, prefix: str, data=None):
         """The client actors (warm ones taken over where they match), building their shards."""
         from fedray.client.pool import ClientPool
+        from fedray.client.store import StateCodec
+        from fedray.server.serialize import decode, encode
         from fedray.lifecycle.continual.schedule import build_schedule
         from fedray.models.adapters import client_ranks
 
@@ -209,7 +220,8 @@ class Driver:
         # model (`ClientPool.share_public`): it may generate them.
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
         idle = len(self.warm) if self.warm is not None else 0
-        pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule)
+        pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule,
+                          codec=StateCodec(encode, decode))
         self.startup.num_warm = idle - (len(self.warm) if self.warm is not None else 0)
         return pool
 

@@ -35,6 +35,7 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError
 
 from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
+from fedray.client.store import StateCodec
 from fedray.data.plan import DataPlan
 from fedray.types import ClientId, FitInstructions
 
@@ -93,12 +94,15 @@ class ClientPool:
 
     def __init__(self, cfg: RunConfig, dataset: DataPlan, name_prefix: str,
                  public: "pa.Table | None" = None, ranks: np.ndarray | None = None,
-                 warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None):
+                 warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None,
+                 codec: StateCodec | None = None):
         """`dataset`: the run's data plan. `ranks`: the LoRA rank of every client (None
         without adapters). `warm`: actors to take over where their resources match.
         `data`: shard plans already in the object store (the pool of a restarted server
         reuses the first pool's). `schedule`: the data schedule
-        (`fedray.lifecycle.continual.Schedule`), sent with the shard plans."""
+        (`fedray.lifecycle.continual.Schedule`), sent with the shard plans. `codec`: how
+        the actors write their state stores (`fedray.client.store`; None: the states stay
+        in the actors' memory only)."""
         self.cfg = cfg
         self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule)
         remote_cls = remote_class("fedray.client.actor:ClientActor")  # the driver imports no torch
@@ -108,7 +112,7 @@ class ClientPool:
             hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
             # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
             # restart the actor, and must not depend on objects that may be gone (ray#53727).
-            setup = (cfg, dataset.info, hosted, hosted_ranks)
+            setup = (cfg, dataset.info, hosted, hosted_ranks, codec)
             options = actor_options(cfg, i)
             key = repr(sorted(options.items()))
             actor = warm.take(key) if warm is not None else None
@@ -147,16 +151,25 @@ class ClientPool:
         ray.get(self._shared)
         return ray.get(self._started)
 
-    def fit(self, ins: FitInstructions, state, send) -> ray.ObjectRef:
-        """Start `ins.client_id`'s round on its actor with its kept `state` and its
-        share of the broadcast (`fedray.strategy.exchange.Send`)."""
+    def fit(self, ins: FitInstructions, send) -> ray.ObjectRef:
+        """Start `ins.client_id`'s round on its actor with its share of the broadcast
+        (`fedray.strategy.exchange.Send`)."""
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
-        return actor.fit.remote(ins, state, send.merges, *send.refs.values())
+        return actor.fit.remote(ins, send.merges, *send.refs.values())
 
     def stage(self, client_id: ClientId, message) -> ray.ObjectRef:
         """Send `client_id` one stage of a protocol around the round (secure aggregation);
         the reference of its answer."""
         return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
+
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> list[ray.ObjectRef]:
+        """Send every actor the round's commit, each part cut to the clients it hosts
+        (`fedray.client.actor.ClientActor.commit`); the references of their answers."""
+        parts = [({}, {}, {}) for _ in self.actors]
+        for i, part in enumerate((committed, spent, keep)):
+            for cid, token in part.items():
+                parts[actor_index(cid, self.cfg)][i][cid] = token
+        return [actor.commit.remote(server_round, *part) for actor, part in zip(self.actors, parts)]
 
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after

@@ -27,6 +27,16 @@ class Placement(enum.Enum):
     """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
 
 
+class StateLostPolicy(enum.Enum):
+    """What a client whose kept state is gone from its store (a lost node, a deleted
+    file) does when it is next selected."""
+
+    error = "error"
+    """Stop the run with an error naming the client and its store."""
+    reset = "reset"
+    """Start that client afresh from the initial state (counted: `state_resets`, logged)."""
+
+
 class PlacementStrategy(enum.Enum):
     """How a placement group's bundles spread over nodes (Ray's strategies)."""
 
@@ -428,6 +438,16 @@ class ClientsConfig:
     """How each update travels: the last step of the client chain, decoded by the server
     before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
     `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
+    state_dir: Optional[str] = None
+    """Where the client actors keep their clients' state between rounds (optimizer
+    moments, error-feedback residuals, control variates, DP accountants, replay
+    buffers): one file per actor and round, never sent to the server. None:
+    `<run_dir>/clients/`. A filesystem path: node-local storage keeps a client's state
+    on its node; shared storage lets Ray restart an actor on another node. The run's
+    files go under `<state_dir>/<run directory name>/`."""
+    state_lost: StateLostPolicy = StateLostPolicy.error
+    """A client whose state is missing from its store or does not match the digest the
+    server recorded: `error` stops the run naming it, `reset` restarts it from scratch."""
 
     def errors(self) -> list[str]:
         out = []
@@ -435,6 +455,9 @@ class ClientsConfig:
             out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
         if self.pool_size < 1:
             out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        if self.state_dir is not None and "://" in self.state_dir and not self.state_dir.startswith("file://"):
+            out.append(f"clients.state_dir must be a filesystem path (local or mounted on the client nodes), "
+                       f"got {self.state_dir!r}")
         if self.max_restarts < -1:
             out.append(f"clients.max_restarts must be >= -1, got {self.max_restarts}")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
