@@ -12,6 +12,7 @@ from fedray.data.arrow import compact
 from fedray.data.datasets import DATASETS, ArrayDataset, DataInfo, PerClientData
 from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.partition import PARTITIONERS
+from fedray.data.instructions import Conversations, encode_conversations
 from fedray.data.text import TextCorpus, pack, select_owners
 from fedray.data.tokenize import ByteTokenizer, Tokenizer
 
@@ -36,6 +37,8 @@ class FederatedDataset:
     owner_names: tuple[str, ...] = ()
     """Names of the owners in a text table's `owner` column; with `natural`
     partitioning, client c is owner c."""
+    notes: tuple[str, ...] = ()
+    """What building the data cut or dropped (instruction rows), said once at start."""
 
     @property
     def num_clients(self) -> int:
@@ -58,11 +61,13 @@ def build_federated_dataset(
     data = DATASETS.build(cfg.dataset, cfg)
     if isinstance(data, PerClientData):
         data = data.for_clients(num_clients, seed)
-    if not isinstance(data, (ArrayDataset, TextCorpus)):
+    if not isinstance(data, (ArrayDataset, TextCorpus, Conversations)):
         raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
-                         "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
+                         "ArrayDataset, a TextCorpus or Conversations (fedray.data.datasets, .text, .instructions)")
     if isinstance(data, TextCorpus):
         data = pack(select_owners(data, cfg), tokenizer or ByteTokenizer(), cfg.seq_len)
+    elif isinstance(data, Conversations):
+        data = encode_conversations(data, tokenizer or ByteTokenizer(), cfg)
     rng = np.random.default_rng([seed, 0xDA7A])
     train_idx, test_idx = _split(data, cfg, rng)
     train_idx, public_idx = _take_public(train_idx, public_size, rng)
@@ -80,6 +85,7 @@ def build_federated_dataset(
         info=data.info if cfg.granular is None else granular_info(data.info, cfg.dataset),
         owner_names=data.owner_names,
         public=data.table(public_idx) if len(public_idx) else None,
+        notes=getattr(data, "notes", ()),
     )
 
 
