@@ -116,6 +116,8 @@ def _adapter_model(folder: Path):
     from transformers import AutoModelForCausalLM
 
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base and not Path(base).is_absolute() and (folder.parent / base).is_dir():
+        base = str(folder.parent / base)  # `fedray export` names it relative to the export folder
     if not base or not Path(base).is_dir():
         raise ValueError(f"{folder}/adapter_config.json names the base model {base!r}, which is not a local "
                          "folder; fedray downloads nothing")

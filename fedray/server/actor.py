@@ -196,6 +196,7 @@ class Server:
             "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
+            "round_bytes": [r["bytes_up"] + r["bytes_down"] for r in self.state.metrics],
             "last_round": self.ctx.final_round,
         }
 
