@@ -12,9 +12,10 @@ One local Ray, the example's config and seed for every variant:
   fedprox  the same with FedProx (mu 0.01).
 Accuracy is the mean verifier score of the greedily generated answers to the same
 held-out prompts (data.instruct.eval_examples per run; per family for `local`).
-Seconds per round (median), MB per round, tokens/s per client. Results go to
-benchmarks/results/instruction_tuning.json and a Markdown table to stdout; `uptime`
-is recorded, since wall-clock figures depend on the machine's load.
+Seconds per round (median), MB per round, tokens/s per client. Each variant's
+results are merged into benchmarks/results/instruction_tuning.json as it finishes
+(with the overrides it ran under), and a Markdown table goes to stdout; `uptime` is
+recorded, since wall-clock figures depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. server.rounds=3)")
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    out = REPO / "benchmarks" / "results" / "instruction_tuning.json"
+    saved = json.loads(out.read_text()) if out.is_file() else {"results": {}}  # earlier variants are kept
     results = {}
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
@@ -106,12 +109,12 @@ def main() -> None:
                 results[name] = local_only(args.overrides, args.output_dir)
             else:
                 results[name] = one_run(name, VARIANTS[name] + args.overrides, args.output_dir)
+            saved["results"][name] = {**results[name], "uptime": load, "overrides": args.overrides}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(saved, indent=2))
             print(table(results), flush=True)
     finally:
         ray.shutdown()
-    out = REPO / "benchmarks" / "results" / "instruction_tuning.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"uptime": load, "overrides": args.overrides, "results": results}, indent=2))
     print(table(results))
     print(f"uptime: {load}")
 

@@ -160,6 +160,8 @@ class Driver:
         began = time.perf_counter()
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
         if self.pool is None:
+            for note in self.prepared.dataset.notes:  # what building the data cut, said once
+                self.console(note)
             self.pool = self._client_pool(prefix)
             # the shards are in the object store now: keep no copy of them here
             self.prepared = dataclasses.replace(self.prepared, dataset=self._server_dataset())

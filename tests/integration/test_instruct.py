@@ -41,8 +41,11 @@ def config(tmp_path, *overrides):
 
 def test_instructions_train_evaluate_by_generation_and_export_to_a_copied_folder(ray_cluster, tmp_path):
     prepared = prepare(config(tmp_path))
-    summary = run(prepared, **QUIET)
+    lines = []
+    summary = run(prepared, console=lines.append)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    assert any(line.startswith("data: 0 of 22 responses cut to fit data.seq_len=64 (0 tokens); 0 conversations "
+                               "dropped") for line in lines)  # the truncation count, said once at start
     rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
     for row in rows:
         assert 0 <= row["acc/alice"] <= 1 and 0 <= row["acc/bob"] <= 1
