@@ -131,6 +131,8 @@ class Driver:
         """The last round to run: `server.rounds`, or earlier when a privacy budget runs out."""
         self.stopped_by: str | None = None
         """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
+        self.budget = None
+        """`server.budget_mb`'s `fedray.server.budget.CommBudget`, once the server is up."""
 
     def reserve(self, cleanup: contextlib.ExitStack) -> None:
         """Fail fast on resources the cluster never has; reserve the foundation model's ranks."""
@@ -165,6 +167,8 @@ class Driver:
         began = time.perf_counter()
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
         if self.pool is None:
+            for note in self.prepared.dataset.notes:  # what building the data cut, said once
+                self.console(note)
             self.pool = self._client_pool(prefix)
             # the actors have their shard plans: keep no row numbers here, nor send them to the server
             self.prepared = dataclasses.replace(self.prepared, dataset=self.prepared.dataset.without_rows())
@@ -180,6 +184,8 @@ class Driver:
         self.last_round = info["last_round"]
         if info["next_round"] > 1:
             self.console(f"resuming after round {info['next_round'] - 1}")
+        if cfg.server.budget_mb is not None:
+            self._start_budget(info)
         if self.last_round < cfg.server.rounds:
             self.console(f"fedray: the privacy budget (server.privacy.args.target_epsilon) allows {self.last_round} "
                          f"of server.rounds={cfg.server.rounds} rounds; the run stops after round {self.last_round}")
@@ -205,6 +211,27 @@ class Driver:
             self.server = None
             raise ClusterError(f"the run's actors were not ready within ray.start_timeout_s={timeout:g} s "
                                "(the cluster may lack free resources: see `ray status`)") from None
+
+    def _start_budget(self, info: dict) -> None:
+        """The communication budget, counting the rounds a resumed run already did."""
+        from fedray.server.budget import CommBudget
+
+        done = info["round_bytes"]
+        self.budget = CommBudget.start(self.cfg.server.budget_mb, self.cfg.server.clients_per_round,
+                                       info["num_params"], sum(done), max(done, default=0))
+        self.console(self.budget.describe_start(self.cfg.server.rounds, info["next_round"]))
+
+    def _stop_for_budget(self, result: RoundResult) -> None:
+        """The next round would overrun `server.budget_mb`: end here, this round checkpointed."""
+        import ray
+
+        self.budget.stopped = True
+        every = self.cfg.server.checkpoint_every
+        if every and result.server_round % every:
+            ray.get(self.server.checkpoint.remote())
+        self.console(f"fedray: stopping after round {result.server_round}: the next round (~"
+                     f"{self.budget.round_bytes / 1e6:.3f} MB) would overrun server.budget_mb="
+                     f"{self.cfg.server.budget_mb:g} ({self.budget.used_bytes / 1e6:.3f} MB used)")
 
     def _client_pool(self, prefix: str, data=None):
         """The client actors (warm ones taken over where they match), building their shards."""
@@ -266,6 +293,10 @@ class Driver:
                 return "failed"
             self.console(format_round(result, cfg.server.rounds))
             self.next_round += 1
+            if self.budget is not None and not self.budget.record(result.bytes_up, result.bytes_down) \
+                    and self.next_round <= self.last_round:
+                self._stop_for_budget(result)
+                break
         return "completed"
 
     def bug(self, err: BaseException) -> None:
@@ -302,6 +333,10 @@ class Driver:
         summary = summary_on_disk(self.run_dir, self.cfg, status, summary)
         summary.update(run_dir=str(self.run_dir), placement=self.placement,
                        wall_s=time.perf_counter() - self.started)
+        if self.budget is not None:
+            summary["communication"] = self.budget.summary()
+            self.console(f"communication: {self.budget.used_bytes / 1e6:.3f} MB of server.budget_mb="
+                         f"{self.cfg.server.budget_mb:g}")
         try:
             RunDirectory(self.run_dir).write_summary(summary)
         except OSError as err:

@@ -53,9 +53,24 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     if dataset is not None and not problems:
         num_params, found = model_problems(cfg, dataset)
         problems += found
+        problems += budget_problems(cfg, num_params)
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params, time.perf_counter() - began)
+
+
+def budget_problems(cfg: RunConfig, num_params: int) -> list[str]:
+    """`server.budget_mb` must fit at least one round (as estimated before any is measured)."""
+    from fedray.server.budget import MB, estimated_round_bytes
+
+    if cfg.server.budget_mb is None or not num_params:
+        return []
+    one = estimated_round_bytes(cfg.server.clients_per_round, num_params) / MB
+    if one > cfg.server.budget_mb:
+        return [f"server.budget_mb={cfg.server.budget_mb:g} does not fit one round: ~{one:.3f} MB "
+                f"(server.clients_per_round={cfg.server.clients_per_round} clients x 2 directions x "
+                f"{num_params:,} trainable parameters x 4 bytes)"]
+    return []
 
 
 def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:

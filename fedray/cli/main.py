@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-watermark | show-granules`: the command line.
+watermark | generate | show-granules`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from fedray.cli import jobs, unlearn, watermark
+from fedray.cli import generate, jobs, unlearn, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 from fedray.signals import EXIT_TERMINATED, Terminated, forget_signals, sigterm_as_interrupt, sigterm_received
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="accuracy to reach, in [0, 1] (default 0.85)")
     unlearn.add_parser(sub)
     watermark.add_parser(sub)
+    generate.add_parser(sub)
     return parser
 
 
@@ -289,6 +290,7 @@ COMMANDS = {
     "compare": _compare,
     "unlearn": unlearn.command,
     "watermark": watermark.main,
+    "generate": generate.main,
     "show-granules": _show_granules,
 }
 

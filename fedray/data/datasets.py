@@ -80,6 +80,8 @@ class DataIndex(NamedTuple):
     owner_names: tuple[str, ...] = ()
     columns: dict[str, np.ndarray] = {}
     """`y` (labels) or `owner` per row, for checking a data schedule's tasks."""
+    notes: tuple[str, ...] = ()
+    """What loading cut or dropped (instruction rows), said once at start."""
 
 
 @runtime_checkable

@@ -34,6 +34,8 @@ class FederatedDataset:
     owner_names: tuple[str, ...] = ()
     """Names of the owners in a text table's `owner` column; with `natural`
     partitioning, client c is owner c."""
+    notes: tuple[str, ...] = ()
+    """What building the data cut or dropped (instruction rows), said once at start."""
 
     @property
     def num_clients(self) -> int:
@@ -69,4 +71,5 @@ def materialise(plan: DataPlan) -> FederatedDataset:
         info=plan.info,
         owner_names=plan.owner_names,
         public=data.table(plan.public_rows) if len(plan.public_rows) else None,
+        notes=plan.notes,
     )

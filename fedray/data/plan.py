@@ -27,6 +27,7 @@ from fedray.data.datasets import DATASET_INDEXES, DATASETS, ArrayDataset, DataIn
 from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.shards import ClientShards
 from fedray.data.split import deal, split_rows, take_public
+from fedray.data.instructions import Conversations, encode_conversations
 from fedray.data.text import TextCorpus, pack, select_owners
 
 _SPLIT = 0xDA7A
@@ -55,11 +56,14 @@ class DataSource:
     def _whole(self, data, cfg: DataConfig):
         if isinstance(data, PerClientData):
             data = data.for_clients(self.num_clients, self.seed)
-        if not isinstance(data, (ArrayDataset, TextCorpus)):
+        if not isinstance(data, (ArrayDataset, TextCorpus, Conversations)):
             raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
-                             "ArrayDataset or a TextCorpus (fedray.data.datasets, fedray.data.text)")
+                             "ArrayDataset, a TextCorpus or Conversations (fedray.data.datasets, .text, "
+                             ".instructions)")
         if isinstance(data, TextCorpus):
             data = pack(select_owners(data, cfg), self._tokenizer(), cfg.seq_len)
+        elif isinstance(data, Conversations):
+            data = encode_conversations(data, self._tokenizer(), cfg)
         return data
 
     def tables(self, *row_sets: np.ndarray) -> list[pa.Table]:
@@ -109,6 +113,8 @@ class DataPlan:
     check_columns: dict = dataclasses.field(default_factory=dict)
     """Per column a schedule filters on (`y`, `owner`): (training values, test values);
     dropped from the copies that travel."""
+    notes: tuple[str, ...] = ()
+    """What building the data cut or dropped (instruction rows), said once at start."""
 
     @property
     def num_clients(self) -> int:
@@ -185,7 +191,7 @@ def plan_federated_dataset(cfg: DataConfig, model: ModelConfig | None, num_clien
         order, offsets = deal(index.groups[train_idx], num_clients, cfg, rng)
         rows = train_idx[order]
     checks = {name: (values[rows], values[test_idx]) for name, values in index.columns.items()}
-    return DataPlan(source, info, offsets, rows, test_idx, public_idx, index.owner_names, checks)
+    return DataPlan(source, info, offsets, rows, test_idx, public_idx, index.owner_names, checks, index.notes)
 
 
 def granular_info(info: DataInfo, dataset: str) -> DataInfo:

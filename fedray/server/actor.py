@@ -107,6 +107,8 @@ class Server:
                                 downlink=downlink, instruct=_upload_budgets(cfg, simulation))
         if schedule is not None:
             self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
+        elif hasattr(self.task, "columns"):  # generation scores per task (instruction data)
+            self.ctx.eval_columns = self.task.columns(self.test_data)
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
@@ -199,6 +201,7 @@ class Server:
             "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
+            "round_bytes": [r["bytes_up"] + r["bytes_down"] for r in self.state.metrics],
             "last_round": self.ctx.final_round,
         }
 
