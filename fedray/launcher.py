@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Callable
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
-from fedray.data.federated import FederatedDataset, build_federated_dataset
+from fedray.data.plan import DataPlan, plan_federated_dataset, schedule_check_tables
 from fedray.driver import Driver, PreparedRun, StartUp, format_round, resource_problems, run_key  # noqa: F401
 from fedray.session import RayLogs, RayStart, ray_session  # noqa: F401  (ray_session re-exported)
-from fedray.signals import Terminated, sigterm_as_interrupt
+from fedray.signals import Terminated, sigterm_as_interrupt, sigterm_received
 
 if TYPE_CHECKING:
     from fedray.client.pool import WarmActors
@@ -30,7 +30,6 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     for `fedray submit`, whose output_dir is a path on the cluster). `on_checked` is
     called once every component checks out, before the data is built: `fedray run`
     starts Ray there, so it comes up while the data is built."""
-    from fedray.data.tokenize import TOKENIZERS
     from fedray.lifecycle.continual import schedule_problems
     from fedray.models.quantize import quantization_problems
 
@@ -44,24 +43,40 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     dataset = None
     if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
-            tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
             held_out = cfg.server.foundation_model.model is not None and not cfg.server.distill.public.generated
             public = cfg.server.distill.public_size if held_out else 0
-            dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer, public)
+            # a plan from the rows' labels or owners: no client's rows are loaded here
+            dataset = plan_federated_dataset(cfg.data, cfg.model, cfg.clients.num_clients, cfg.seed, public)
         except (ValueError, OSError) as err:
             problems.append(f"data: {err}")
     if dataset is not None:
-        problems += schedule_problems(cfg.data.schedule, dataset.train, dataset.test, dataset.owner_names)
+        problems += schedule_problems(cfg.data.schedule, *schedule_check_tables(dataset, cfg.data.schedule.name),
+                                      dataset.owner_names)
     num_params = 0
     if dataset is not None and not problems:
         num_params, found = model_problems(cfg, dataset)
         problems += found
+        problems += budget_problems(cfg, num_params)
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params, time.perf_counter() - began)
 
 
-def model_problems(cfg: RunConfig, dataset: FederatedDataset) -> tuple[int, list[str]]:
+def budget_problems(cfg: RunConfig, num_params: int) -> list[str]:
+    """`server.budget_mb` must fit at least one round (as estimated before any is measured)."""
+    from fedray.server.budget import MB, estimated_round_bytes
+
+    if cfg.server.budget_mb is None or not num_params:
+        return []
+    one = estimated_round_bytes(cfg.server.clients_per_round, num_params) / MB
+    if one > cfg.server.budget_mb:
+        return [f"server.budget_mb={cfg.server.budget_mb:g} does not fit one round: ~{one:.3f} MB "
+                f"(server.clients_per_round={cfg.server.clients_per_round} clients x 2 directions x "
+                f"{num_params:,} trainable parameters x 4 bytes)"]
+    return []
+
+
+def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:
     """(trainable parameters, problems). A model whose size follows from its config (the
     MLP) is only counted where nothing needs its tensors' names, so the driver needs no
     torch; any other is built on torch's meta device, with its adapters, codec rules,
@@ -172,10 +187,8 @@ def _staleness_weight(weight) -> None:
         raise ValueError(f"must map staleness 0 to a weight in (0, 1], got {value!r}")
 
 
-def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
+def check_adapters(cfg: RunConfig, model, dataset: DataPlan) -> None:
     """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
-    import numpy as np
-
     from fedray.models.adapters import client_ranks, lora_layout
     from fedray.models.flat import param_spec
     from fedray.strategy.algorithm import build_algorithm
@@ -184,12 +197,12 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
     if cfg.model.peft is None:
         return
     spec = param_spec(model)
-    ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+    ranks = client_ranks(cfg.model.peft, dataset.sizes())
     build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
                    lambda cid: 0)
 
 
-def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
+def foundation_problems(cfg: RunConfig, dataset: DataPlan, client_model) -> list[str]:
     """Knowledge transfer needs one output space and a usable public set (see
     `fedray.foundation.checks`)."""
     from fedray.foundation.checks import foundation_problems as problems
@@ -231,7 +244,7 @@ def run(
     """
     from fedray.config.load import to_yaml
     from fedray.server.resume import open_for_resume, record_resume
-    from fedray.server.rundir import Location, RunDirectory
+    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
 
     cfg = prepared.cfg
     started = time.perf_counter()
@@ -240,8 +253,7 @@ def run(
         run_dir = Location.parse(resume)
         point = open_for_resume(run_dir, cfg, fresh, console)
     else:
-        run_dir = create_run_dir(cfg)
-    console(f"fedray: run '{cfg.name}' -> {run_dir}")
+        run_dir = unique_run_dir(cfg.output_dir, cfg.name)  # created once Ray is up and the run placeable
     startup = StartUp(data_s=prepared.prepare_s)
     driver = Driver(prepared, run_dir, console, started, warm, startup, began)
     del prepared  # the driver drops the training rows once the actors have them
@@ -251,36 +263,67 @@ def run(
         ray_start = cleanup.enter_context(ray_session(cfg, start))
         startup.ray_s, startup.waited_s = ray_start.seconds, time.perf_counter() - waiting
         startup.ray_alongside = start is not None and ray_start.owned
-        logs.attach(run_dir)
         cleanup.enter_context(sigterm_as_interrupt())
         driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
-        if point is not None:
-            record_resume(run_dir, cfg, point, console)
-        else:
-            RunDirectory(run_dir).write_config(to_yaml(cfg))
-        status = "failed"  # until the rounds say otherwise
+        status, begun = "failed", False  # until the rounds say otherwise
         try:
+            if point is None:
+                make_run_dir(run_dir)
+            begun = True  # from here on, however it stops, summary.json says so
+            console(f"fedray: run '{cfg.name}' -> {run_dir}")
+            logs.attach(run_dir)
+            if point is not None:
+                record_resume(run_dir, cfg, point, console)
+            else:
+                RunDirectory(run_dir).write_config(to_yaml(cfg))
             driver.start_server(resume=point is not None and point.after_round > 0)
             status = driver.run_rounds()
         except KeyboardInterrupt as err:
             status = "interrupted"
-            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) or sigterm_received() else "Ctrl-C"
             raise
         finally:
-            summary = driver.finish(status)
+            summary = driver.finish(status) if begun else None
     return summary
 
 
-def create_run_dir(cfg: RunConfig):
-    """A new, empty run directory; ConfigError naming it if it cannot be created."""
-    from fedray.server.rundir import unique_run_dir
-
-    run_dir = unique_run_dir(cfg.output_dir, cfg.name)
+def make_run_dir(run_dir):
+    """Create `run_dir`; ConfigError naming it if it cannot be created."""
     try:
         run_dir.mkdir()
     except OSError as err:
         raise ConfigError([f"output_dir: cannot create the run directory {run_dir}: {err}"], "output_dir") from None
     return run_dir
+
+
+URI_CHECK_S = 30.0
+"""Longest wait for an object store named by output_dir to answer, before Ray starts."""
+
+
+def uri_problems(uri: str) -> list[str]:
+    """An output_dir URI must name a filesystem pyarrow knows and answer a listing of its
+    folder within URI_CHECK_S (the run would otherwise fail only after Ray started)."""
+    import threading
+
+    from fedray.server.storage import Location
+
+    found: list[str] = []
+
+    def probe() -> None:
+        try:
+            where = Location.parse(uri)
+            where.fs.get_file_info(where.path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            found.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        else:
+            found.append("")
+
+    thread = threading.Thread(target=probe, name="fedray-output-dir", daemon=True)
+    thread.start()
+    thread.join(URI_CHECK_S)
+    if not found:
+        return [f"output_dir={uri}: no answer within {URI_CHECK_S:.0f} s"]
+    return [f"output_dir={uri}: cannot be used: {found[0]}"] if found[0] else []
 
 
 def output_dir_problems(cfg: RunConfig) -> list[str]:
@@ -289,7 +332,7 @@ def output_dir_problems(cfg: RunConfig) -> list[str]:
     from fedray.server.storage import is_uri
 
     if is_uri(cfg.output_dir):
-        return []  # object stores are checked by their first write
+        return uri_problems(cfg.output_dir)
     problem = unwritable_folder(cfg.output_dir)
     return [] if problem is None else [f"output_dir: {problem} (output_dir={cfg.output_dir})"]
 

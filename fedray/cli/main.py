@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-watermark | show-granules`: the command line.
+watermark | generate | show-granules`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -16,10 +16,10 @@ import sys
 import time
 from typing import Sequence
 
-from fedray.cli import jobs, unlearn, watermark
+from fedray.cli import generate, jobs, unlearn, watermark
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
-from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from fedray.signals import EXIT_TERMINATED, Terminated, forget_signals, sigterm_as_interrupt, sigterm_received
 from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     granules = sub.add_parser("show-granules", help="draw images of a few clients with their granular balls")
     granules.add_argument("config", metavar="CONFIG_OR_RUN_DIR", help="YAML config, or a run directory")
     granules.add_argument("overrides", nargs="*", help="key=value overrides")
-    granules.add_argument("--out", default="granules.png", help="PNG to write (default granules.png)")
+    granules.add_argument("--out", default="granules.png",
+                          help="PNG to write, or a folder to write granules.png into (default granules.png)")
 
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="accuracy to reach, in [0, 1] (default 0.85)")
     unlearn.add_parser(sub)
     watermark.add_parser(sub)
+    generate.add_parser(sub)
     return parser
 
 
@@ -111,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # directory, as under `python -m`; Ray passes the driver's path on to workers.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    forget_signals()
     try:
         with sigterm_as_interrupt():
             return COMMANDS[args.command](args)
@@ -118,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
-        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        terminated = isinstance(err, Terminated) or sigterm_received()
+        how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
         print(f"fedray: {how}; completed rounds and checkpoints are kept", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _accuracy(text: str) -> float:
@@ -137,7 +141,7 @@ def _accuracy(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from fedray.config.load import load_config
     from fedray.launcher import RayLogs, RayStart, prepare, run
-    from fedray.server.resume import current_config, resume_config
+    from fedray.server.resume import already_completed, current_config, resume_config
 
     config, overrides = args.config, list(args.overrides)
     if args.resume:
@@ -147,6 +151,11 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError([f"give either CONFIG ({config}) or --resume, not both"], "command line")
         cfg = resume_config(args.resume, overrides)  # refuses what a resume may not change
         config = str(current_config(args.resume)[0])
+        done = already_completed(args.resume, cfg)
+        if done is not None:  # nothing to run: no Ray, no actors
+            print(f"fedray: {args.resume} already completed its server.rounds={done} rounds; nothing to run "
+                  f"(`fedray run --resume {args.resume} server.rounds=N` with N > {done} goes on)")
+            return 0
     elif config is None:
         raise ConfigError(["fedray run needs a CONFIG file (or --resume RUN_DIR)"], "command line")
     elif args.fresh:
@@ -190,9 +199,10 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     prepared = prepare(cfg, args.config)
     print(to_yaml(cfg), end="")
+    plan = prepared.dataset
+    train = f"{len(plan.sites)} site(s)' training" if plan.sites else f"{len(plan.rows)} training"
     print(
-        f"# ok: {prepared.dataset.num_clients} clients, "
-        f"{prepared.dataset.train.num_rows} training / {prepared.dataset.test.num_rows} test "
+        f"# ok: {plan.num_clients} clients, {train} / {len(plan.test_rows)} test "
         f"examples, {prepared.num_params:,} parameters",
         file=sys.stderr,
     )
@@ -252,6 +262,9 @@ def _show_granules(args: argparse.Namespace) -> int:
 
     path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
     cfg = load_config(path, args.overrides)
+    if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):  # a folder: the default name inside it
+        os.makedirs(args.out, exist_ok=True)
+        args.out = os.path.join(args.out, "granules.png")
     try:
         dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
         figure = show_granules(dataset, cfg.data.granular, args.out, granular_cache_dir(cfg))
@@ -277,6 +290,7 @@ COMMANDS = {
     "compare": _compare,
     "unlearn": unlearn.command,
     "watermark": watermark.main,
+    "generate": generate.main,
     "show-granules": _show_granules,
 }
 

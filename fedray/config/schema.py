@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
 from fedray.config.finetune import Objective, objective_problems  # noqa: F401
+from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
@@ -116,6 +117,10 @@ class ServerConfig:
     selection) up to this many times; then the run stops, its checkpoints intact."""
     max_restarts: int = 3
     """Times the driver restarts a dead server actor from the last checkpoint."""
+    budget_mb: Optional[float] = None
+    """Communication budget in MB (10^6 bytes) of model traffic, up and down, over the
+    whole run (FlowerTune's rule): the run says at start how many rounds fit and stops
+    cleanly after the last one that does. null: no budget."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """Checks every update passes before it is aggregated."""
     foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
@@ -157,6 +162,8 @@ class ServerConfig:
             out.append(f"server.max_round_retries must be >= 0, got {self.max_round_retries}")
         if self.max_restarts < 0:
             out.append(f"server.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.budget_mb is not None and not self.budget_mb > 0:
+            out.append(f"server.budget_mb must be > 0 or null, got {self.budget_mb}")
         if self.buffer_size < 1:
             out.append(f"server.buffer_size must be >= 1, got {self.buffer_size}")
         elif self.mode is ServerMode["async"]:
@@ -208,7 +215,8 @@ class RunConfig:
     name: str = "fedray"
     """Run name; the run directory is `<output_dir>/<name>/`."""
     seed: int = 0
-    """Seeds the data split, model initialisation, selection and every client's training."""
+    """Seeds the data split, model initialisation, selection and every client's training;
+    in [0, 2**63) (torch's generators take at most 64 bits, and some seeds are offset)."""
     output_dir: str = "runs"
     """Where run directories go: a local folder every node can write, or a `pyarrow.fs` URI such as `s3://bucket/runs`."""
     ray: RayConfig = field(default_factory=RayConfig)
@@ -228,6 +236,8 @@ class RunConfig:
         out = []
         if not self.name or "/" in self.name or self.name in (".", ".."):
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
+        if not 0 <= self.seed < 2**63:
+            out.append(f"seed must be in [0, 2**63), got {self.seed}")
         for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
         out += self.server.watermark.errors(self.clients.num_clients, self.output_dir)
@@ -252,4 +262,6 @@ class RunConfig:
         out += objective_problems(self)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
+        out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,
+                             None if peft is None or peft.client_ranks else peft.rank_rule, self.data.schedule.name)
         return out

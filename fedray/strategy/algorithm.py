@@ -40,11 +40,45 @@ class Algorithm:
     aggregator: Callable[[int], Aggregator]
     """A fresh aggregator for updates of `num_params` floats."""
     server_transforms: UpdateTransform
+    term_names: tuple[str, ...] = ()
+    """Per term, the config key (and name) it came from: an error raised inside one names it."""
+    client_chain_name: str = "the client chain"
+    """The config keys of the client chain's components, for the same purpose."""
+
+    def term_name(self, index: int) -> str:
+        """The config key of term `index` (for errors raised inside it)."""
+        return self.term_names[index] if index < len(self.term_names) else f"objective term {index}"
 
     def decode(self, payload: Any, ctx: Context) -> Any:
         """What a client sent as `delta`, back in float32 (undoing the client chain's codecs)."""
         decode = self.client_transforms.decode
         return payload if decode is None else decode(payload, ctx)
+
+
+def plain_sgd_problem(cfg: RunConfig) -> str | None:
+    """A term that reads the local steps as SGD steps (SCAFFOLD) with a client optimizer
+    whose steps it cannot count: an adaptive one (Adam's steps are not lr x gradient), or
+    momentum carried over between rounds (`train.persist_optimizer_state`), where the
+    first steps of a round move by last round's gradients too. Plain SGD and SGD with
+    momentum from a zero buffer are counted exactly (`terms.sgd_step_sum`)."""
+    try:
+        terms = [*STRATEGIES.build(cfg.server.strategy.name, **dict(cfg.server.strategy.args)).terms,
+                 *(TERMS.build_component("clients.objective", c) for c in cfg.clients.objective)]
+    except ValueError:  # the components' own problems, reported where they are built
+        return None
+    if not any(t.plain_sgd for t in terms):
+        return None
+    optimizer = cfg.train.optimizer.value
+    if optimizer != "sgd":
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"counts the clients' SGD steps, but train.optimizer={optimizer!r} takes adaptive steps that "
+                "would skew every control variate; set train.optimizer: sgd (momentum is fine)")
+    if cfg.train.momentum and cfg.train.persist_optimizer_state:
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"counts the clients' SGD steps from a zero momentum buffer, but train.persist_optimizer_state="
+                f"true carries train.momentum={cfg.train.momentum:g}'s buffer between rounds; set "
+                "train.persist_optimizer_state: false")
+    return None
 
 
 def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
@@ -75,11 +109,18 @@ def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
     def aggregator(num_params: int) -> Aggregator:
         return AGGREGATORS.build(spec.name, num_params, **dict(spec.args))
 
+    names = ([f"server.strategy ({cfg.server.strategy.name})"] * len(strategy.terms)
+             + [f"clients.objective[{i}] ({c.name})" for i, c in enumerate(cfg.clients.objective)]
+             + ["a built-in term"] * len(extra_terms))
+    chain_names = [f"clients.transforms[{i}] ({c.name})" for i, c in enumerate(cfg.clients.transforms)]
+    chain_names += [f"clients.codec ({cfg.clients.codec.name})"] if codec is not None else []
     return Algorithm(
         terms=(*strategy.terms, *terms, *extra_terms),
         client_transforms=chain(*client, *([codec] if codec is not None else [])),
         aggregator=aggregator,
         server_transforms=chain(*server, strategy.server),
+        term_names=tuple(names),
+        client_chain_name=f"the client chain [{', '.join(chain_names)}]",
     )
 
 
