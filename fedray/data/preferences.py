@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import _rows, _rows_column, _values
-from fedray.data.datasets import DATASETS, DataInfo
+from fedray.data.datasets import DATASETS, DataIndex, DataInfo
 from fedray.data.text import PAD
 from fedray.data.tokenize import Tokenizer
 
@@ -54,6 +54,9 @@ class PreferencePairs:
     def info(self) -> DataInfo:
         seq_len = self.chosen.shape[1]
         return DataInfo("preference", seq_len, self.vocab_size, vocab_size=self.vocab_size, seq_len=seq_len)
+
+    def index(self) -> DataIndex:
+        return DataIndex(self.owner, self.info, None, self.owner_names, {"owner": self.owner})
 
     def table(self, rows: np.ndarray) -> pa.Table:
         return pa.table({
