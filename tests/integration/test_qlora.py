@@ -14,7 +14,6 @@ from fedray.models.flat import param_spec
 from fedray.server.export import global_model
 from tests.integration.test_lora import CLIENTS, lora_config, run_lora
 
-pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 QLORA = ("model.quantization.bits=4", "model.quantization.type=nf4", "model.quantization.double_quant=true",
          "server.rounds=2")

@@ -9,7 +9,6 @@ from fedray.data.federated import build_federated_dataset
 from fedray.data.tokenize import ByteTokenizer
 from fedray.models.instruct_task import score_answer
 
-pytest.importorskip("reasoning_gym")
 
 
 def config(seed: int = 0, tasks=("gcd", "spell_backward+lcm")) -> DataConfig:

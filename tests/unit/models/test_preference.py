@@ -62,7 +62,6 @@ def trl_loss_and_rewards(model, chosen, rejected, prompt_len, ref_chosen, ref_re
 
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_dpo_loss_and_reward_figures_match_trl(beta):
-    pytest.importorskip("trl")
     model = build_model(ModelConfig(name="hf_causal_lm", config=dict(LLAMA)), INFO, seed=0).train()
     data = batch()
     chosen, rejected, _ = Preference(Objective.dpo, beta).logps(model, data)

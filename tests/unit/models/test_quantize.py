@@ -13,7 +13,7 @@ from fedray.models.build import build_model
 from fedray.models.flat import param_spec
 from fedray.models.quantize import backend_problem, dequantized_weights, is_quantized
 
-bnb = pytest.importorskip("bitsandbytes")
+import bitsandbytes as bnb  # noqa: E402  (a declared dependency: its absence is a failure)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 LLAMA = {  # hidden_size 64: bitsandbytes' 4-bit blocks are 64 weights long
