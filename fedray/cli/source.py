@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config
+from fedray.config.load import load_run_config
 from fedray.config.schema import RunConfig
 
 if TYPE_CHECKING:
@@ -27,9 +27,11 @@ class SourceRun:
     cfg: RunConfig
     participation: dict[int, tuple[int, ...]]
     """Round -> the clients aggregated in it (metrics.parquet)."""
+    allow_code: tuple[str, ...] = ()
+    """`--allow-code`: the code its config may name (`fedray.config.trust`)."""
 
     @classmethod
-    def load(cls, where: str) -> "SourceRun":
+    def load(cls, where: str, allow_code: tuple[str, ...] = ()) -> "SourceRun":
         from fedray.server.rundir import read_parquet
 
         path = Path(where)
@@ -37,7 +39,7 @@ class SourceRun:
             raise ConfigError([f"{where} is not a fedray run directory (needs config.yaml and metrics.parquet)"], CLI)
         metrics = read_parquet(path / "metrics.parquet").to_pydict()
         rounds = dict(zip(metrics["round"], (tuple(c) for c in metrics["clients"])))
-        return cls(path, load_config(path / "config.yaml"), rounds)
+        return cls(path, load_run_config(path / "config.yaml", allow_code), rounds, tuple(allow_code))
 
     @property
     def config_path(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 from omegaconf import OmegaConf
 
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config_text, to_yaml
+from fedray.config.load import load_config_text, load_run_config, to_yaml
 from fedray.config.schema import RunConfig
 from fedray.server.checkpoint import CheckpointError, checkpoint_round, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
@@ -67,11 +67,12 @@ def current_config(run_dir: Location | str) -> tuple[Location, RunConfig]:
     return files[-1], load_config_text(files[-1].read_text(), str(files[-1]))
 
 
-def resume_config(run_dir: Location | str, overrides: Iterable[str] = ()) -> RunConfig:
+def resume_config(run_dir: Location | str, overrides: Iterable[str] = (), allow_code: Iterable[str] = ()) -> RunConfig:
     """The run's current configuration with `overrides` applied, refused (ConfigError) if
-    they change anything outside RESUMABLE. Reads only."""
+    they change anything outside RESUMABLE, or if it names code that `allow_code`
+    (`--allow-code`) does not cover (`fedray.config.trust`). Reads only."""
     path, base = current_config(run_dir)
-    cfg = load_config_text(path.read_text(), str(path), overrides)
+    cfg = load_run_config(path, allow_code, overrides, text=path.read_text())
     changed_keys(base, cfg, str(run_dir))
     return cfg
 
