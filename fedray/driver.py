@@ -296,6 +296,7 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
     from fedray.server.summary import summarize
     from fedray.server.checkpoint import checkpoint_round, latest_checkpoint, load_newest
     from fedray.server.rundir import RunDirectory
+    from fedray.server.state_checks import RunShape
 
     checkpoints = RunDirectory(run_dir).checkpoints
     if summary is not None and (status == "completed" or not cfg.server.checkpoint_every):
@@ -303,7 +304,7 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
     newest = latest_checkpoint(checkpoints)
     if summary is not None and newest is not None and checkpoint_round(newest) == summary["rounds_completed"]:
         return summary
-    loaded = load_newest(checkpoints)
+    loaded = load_newest(checkpoints, shape=RunShape.of(cfg))
     if loaded is None:
         return {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0, "sim_time_s": 0.0}
     return summarize(loaded.state, status)

@@ -235,7 +235,8 @@ def run(
     point = None
     if resume:
         run_dir = Location.parse(resume)
-        point = open_for_resume(run_dir, cfg, fresh, console)
+        exact = cfg.model.peft is None and prepared.num_params > 0  # without LoRA: every trainable parameter travels
+        point = open_for_resume(run_dir, cfg, fresh, console, prepared.num_params if exact else None)
     else:
         run_dir = create_run_dir(cfg)
     console(f"fedray: run '{cfg.name}' -> {run_dir}")

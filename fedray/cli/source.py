@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from fedray.lifecycle.ledger import LedgerRound
     from fedray.server.rundir import Location
+    from fedray.server.state_checks import RunShape
 
 CLI = "command line"
 
@@ -42,6 +43,13 @@ class SourceRun:
         return cls(path, load_run_config(path / "config.yaml", allow_code), rounds, tuple(allow_code))
 
     @property
+    def shape(self) -> "RunShape":
+        """What its checkpoints must fit (its plug-ins' state types included)."""
+        from fedray.server.state_checks import RunShape
+
+        return RunShape.of(self.cfg)
+
+    @property
     def config_path(self) -> str:
         return str(self.where / "config.yaml")
 
@@ -66,7 +74,7 @@ class SourceRun:
 
         first = self.first_round(clients)
         for server_round, where in sorted(self.checkpoints().items(), reverse=True):
-            if server_round < first and not clients & {f.client_id for f in load_checkpoint(where).in_flight}:
+            if server_round < first and not clients & {f.client_id for f in load_checkpoint(where, self.shape).in_flight}:
                 return server_round, where
         return 0, None
 

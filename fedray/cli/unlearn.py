@@ -79,6 +79,7 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
     from fedray.lifecycle.ledger import LEDGER_DIR, ledger_file_round
     from fedray.server.checkpoint import list_checkpoints, load_checkpoint
     from fedray.server.rundir import Location, unique_run_dir
+    from fedray.server.state_checks import RunShape
 
     cfg = prepared.cfg
     start, checkpoint = source.start_before(forget)
@@ -100,7 +101,7 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
         summary = run(prepared, resume=str(target))
     assert summary["run_dir"] == str(target), (summary["run_dir"], str(target))
     newest = list_checkpoints(target / "checkpoints")
-    params = load_checkpoint(newest[-1]).params if newest else np.zeros(0, np.float32)
+    params = load_checkpoint(newest[-1], RunShape.of(cfg)).params if newest else np.zeros(0, np.float32)
     return Unlearned(target, start, cfg.server.rounds - start, params, summary["status"])
 
 
@@ -135,7 +136,7 @@ def command(args: argparse.Namespace) -> int:
 
     probe = Probe(cfg, prepared.dataset.info, prepared.dataset.test)
     newest = list_checkpoints(source.where / "checkpoints")
-    before = probe.metrics(load_checkpoint(newest[-1]).params) if newest else {}
+    before = probe.metrics(load_checkpoint(newest[-1], source.shape).params) if newest else {}
     after = probe.metrics(result.params) if result.params.size else {}
     section = {"method": args.method, "clients": sorted(forget), "source": str(source.where),
                "start_round": result.start_round, "rounds_run": result.rounds_run, "wall_s": wall_s,

@@ -94,13 +94,14 @@ def load_model(where: str | Path, allow_code: Sequence[str] = ()):
 def _run_model(run_dir: Path, allow_code: Sequence[str]):
     from fedray.config.load import load_run_config
     from fedray.server.checkpoint import list_checkpoints, load_checkpoint
+    from fedray.server.state_checks import RunShape
     from fedray.server.export import global_model
 
     cfg = load_run_config(run_dir / "config.yaml", allow_code)
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
-    state = load_checkpoint(found[-1])
+    state = load_checkpoint(found[-1], RunShape.of(cfg))
     return global_model(cfg, state, _data_info(cfg)), f"{run_dir}, global model after round {state.server_round}"
 
 

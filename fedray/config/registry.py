@@ -71,7 +71,7 @@ class Registry(Generic[T]):
                 entry = self._entries[name] = _import_dotted(entry.path, self.kind)
             return entry
         if code and _looks_dotted(name):
-            return _import_user_code(name, self.kind)
+            return import_user_code(name, self.kind)
         if not code:
             raise ValueError(f"Unknown {self.kind} '{name}'; choose one of {self.names()}")
         raise ValueError(
@@ -223,7 +223,7 @@ def _missing_members(built: Any, protocols: tuple[type, ...]) -> str | None:
     return None
 
 
-def _import_user_code(path: str, kind: str) -> Any:
+def import_user_code(path: str, kind: str) -> Any:
     """The object at a user's dotted path, refused (ValueError naming it) before import if
     its module may not provide code, and after if it is not a function or class of such a
     module."""

@@ -27,6 +27,7 @@ from fedray.models.flat import param_spec, set_flat
 from fedray.models.hf import resolve_checkpoint
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 from fedray.server.state import ServerState
+from fedray.server.state_checks import RunShape
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +45,7 @@ def load_lora_run(run_dir: str | Path, allow_code: Sequence[str] = ()) -> tuple[
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
-    return cfg, load_checkpoint(found[-1])
+    return cfg, load_checkpoint(found[-1], RunShape.of(cfg))
 
 
 def global_model(cfg: RunConfig, state: ServerState, info: DataInfo) -> "torch.nn.Module":

@@ -19,6 +19,7 @@ from fedray.config.load import load_config_text, load_run_config, to_yaml
 from fedray.config.schema import RunConfig
 from fedray.server.checkpoint import CheckpointError, checkpoint_round, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
+from fedray.server.state_checks import RunShape
 from fedray.server.storage import Location
 
 RESUMABLE: tuple[str, ...] = (
@@ -98,7 +99,7 @@ def resumable(key: str) -> bool:
 
 
 def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
-                    console: Callable[[str], None]) -> ResumePoint:
+                    console: Callable[[str], None], num_params: int | None = None) -> ResumePoint:
     """Check a resume of `run_dir` with `cfg` and find the newest checkpoint that loads,
     setting corrupt ones aside (said on the console and in log.txt).
 
@@ -108,7 +109,11 @@ def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
     changed = changed_keys(base, cfg, str(run_dir))
     directory = RunDirectory(run_dir)
     corrupt: list[CheckpointError] = []
-    loaded = load_newest(directory.checkpoints, corrupt.append)
+    try:
+        shape = RunShape.of(cfg, num_params)
+    except ValueError as err:
+        raise ConfigError([str(err)], "command line") from None
+    loaded = load_newest(directory.checkpoints, corrupt.append, shape)
     if loaded is None and not fresh:
         found = ("only checkpoints that cannot be loaded (" + "; ".join(str(e) for e in corrupt) + ")"
                  if corrupt else f"no checkpoint in {directory.checkpoints}")
