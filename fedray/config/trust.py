@@ -46,7 +46,7 @@ def is_dotted(text: Any) -> bool:
 def module_refusal(module_name: str) -> str | None:
     """Why a module may not provide a builder (None: it may)."""
     top = module_name.split(".", 1)[0]
-    if top in sys.stdlib_module_names or top.startswith("_"):
+    if top in sys.stdlib_module_names:
         return f"module '{module_name}' is part of Python's standard library"
     for denied in DENIED_MODULES:
         if module_name == denied or module_name.startswith(denied + "."):
