@@ -119,7 +119,11 @@ class StateTypes:
         tree = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
         found: list[type] = []
         for key, path in code_paths(tree).items():
-            declared = getattr(import_user_code(path, key), "state_types", ())
+            try:
+                factory = import_user_code(path, key)
+            except ValueError:  # not code after all (a value in some args): building reports real misses
+                continue
+            declared = getattr(factory, "state_types", ())
             if not isinstance(declared, tuple) or not all(is_record_type(c) for c in declared):
                 raise ValueError(f"{key}: {path}.state_types must be a tuple of NamedTuple, dataclass or "
                                  f"enum classes, got {declared!r}")
