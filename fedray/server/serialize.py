@@ -77,7 +77,10 @@ def content_digest(document: str, tensors: dict) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode("utf-8"))
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        flat = tensor.reshape(-1)
+        if flat.numel():  # (an empty or 1-element tensor may carry any stride: view needs 1)
+            flat = flat.as_strided((flat.numel(),), (1,)) if flat.stride(0) != 1 else flat
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
