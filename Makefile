@@ -1,4 +1,5 @@
 # Two commands: `make run` and `make test`. Both create .venv and install into it.
+# `make docs` builds the documentation site into site/ (strict; `make test` builds it too).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: install run test bench clean
+.PHONY: install run test docs bench clean
 
 install: $(STAMP)
 
@@ -29,8 +30,11 @@ run: install
 test: install
 	$(VENV)/bin/python -m pytest -q tests
 
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench: install
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

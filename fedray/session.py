@@ -11,7 +11,7 @@ importing torch). Three things hide most of that:
   workers Ray starts with the node do that while the driver is still preparing, and
   the first actors created on them skip it;
 - `ray.address: auto` joins a Ray started once with `ray start --head` and pays no
-  start at all (README: the fast development loop).
+  start at all (docs/guides/startup-and-scale.md: the fast development loop).
 
 `RayLogs` sends what Ray itself prints (its INFO and WARNING lines, the workers'
 output) to the run's log.txt, and to the console only with `--verbose`.

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. server.rounds=5")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue RUN_DIR from its newest checkpoint, with its config; overrides "
-                          "may change only what a resume allows (README: Reliability)")
+                          "may change only what a resume allows (docs/guides/reliability.md)")
     run.add_argument("--fresh", action="store_true",
                      help="with --resume: if RUN_DIR has no checkpoint to continue from, start it "
                           "again from round 1 (its metrics are replaced)")

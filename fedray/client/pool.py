@@ -23,12 +23,13 @@ instead of paying for new processes and their imports.
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError
 
 from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
@@ -148,6 +149,22 @@ class ClientPool:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after
         this one run after it, on the actor."""
         self._load(actor_index(client_id, self.cfg))
+
+    def wait_until_up(self, client_id: ClientId, limit_s: float = 120.0) -> bool:
+        """Block until `client_id`'s actor answers a call made through this process's own
+        handle (at most `limit_s`): after Ray restarts an actor, a caller's handle may hear
+        of it later than the process that saw it come back. False if it did not answer."""
+        actor = self.actors[actor_index(client_id, self.cfg)]
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.describe.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                return True
+            except ActorUnavailableError:
+                time.sleep(0.05)
+            except (RayError, GetTimeoutError):
+                return False
+        return False
 
     def mark_down(self, client_id: ClientId) -> None:
         """The actor of `client_id` died or restarted: take its clients out until it has

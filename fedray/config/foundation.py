@@ -17,6 +17,7 @@ class FoundationConfig:
     model: Optional[ModelConfig] = None
     """Model spec as in `model`; null: no server-side foundation model."""
     zero_stage: int = 3
+    """DeepSpeed ZeRO stage 1, 2 or 3 (3 partitions the parameters too)."""
     num_workers: int = 2
     """Ranks of the ZeRO group: one per GPU, or one per CPU process without GPUs."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -32,6 +33,7 @@ class FoundationConfig:
     """`float32`, `bfloat16` or `float16`; null: bfloat16 on GPUs that support it,
     float32 on CPUs."""
     lr: float = 1e-3
+    """AdamW learning rate of the ZeRO group."""
     micro_batch_size: int = 8
     """Examples per rank per step."""
     timeout_s: float = 120.0
@@ -130,6 +132,7 @@ class DistillConfig:
     """Clients return top-k logits on the public set; the server distils their
     weighted mean into the foundation model with `server_steps` ZeRO steps."""
     temperature: float = 2.0
+    """Knowledge-distillation temperature T."""
     rest_mass: bool = False
     """Also match the probability mass the teacher's top-k leaves over, as one more
     outcome (the student moves its total mass onto the teacher's likely tokens); false:
@@ -140,6 +143,7 @@ class DistillConfig:
     top_k: int = 10
     """Logits kept per position (payload size against fidelity)."""
     server_steps: int = 5
+    """ZeRO distillation steps the server takes per round (`client_to_server`)."""
     pretrain_steps: int = 0
     """Supervised ZeRO steps on the labelled public set before round 1: the
     transfer-learning phase of FedMD, so the foundation model starts as a useful teacher

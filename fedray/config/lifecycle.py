@@ -56,7 +56,9 @@ class ContributionConfig:
     """`gtg_shapley`, `leave_one_out`, `exact_shapley` (all coalitions: 2^n evaluations),
     `none`, or a dotted path."""
     args: Dict[str, Any] = field(default_factory=dict)
-    """The method's arguments, e.g. `{epsilon: 0.001, max_permutations: 50}` for `gtg_shapley`."""
+    """The method's arguments, e.g. `{epsilon: 0.001, min_permutations: 30, max_permutations: 100,
+    tolerance: 0.05}` for `gtg_shapley`; every method takes `normalize`: `subset` (a coalition's
+    model is its own weighted mean) or `total` (divided by the whole round's weight)."""
     utility: Utility = Utility.accuracy
     """Value of a sub-model on the server's held-out split: `accuracy`, or `loss` (minus the loss)."""
     budget: float = 0.0

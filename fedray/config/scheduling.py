@@ -37,7 +37,8 @@ class ProfilesConfig:
     seed: Optional[int] = None
     """Seed for assigning trace rows and drawing bandwidths (null: the run's `seed`)."""
     compute: ComputeTime = ComputeTime.modeled
-    """`modeled` (reproducible) or `measured` (wall time on this machine)."""
+    """Simulated compute time: `modeled` (examples x `seconds_per_example` x the device's speed
+    factor: reproducible bit for bit) or `measured` (wall time on this machine x speed factor)."""
     seconds_per_example: float = 0.01
     """`modeled`: seconds the reference device (speed factor 1) needs per training example."""
     speed_sigma: float = 0.6
@@ -157,7 +158,7 @@ class ParetoConfig:
     weight: float = 0.5
     """Where on the front: 1 minimises the expected round latency, 0 the cost."""
     cost: Cost = Cost.gpu_seconds
-    """`gpu_seconds` or `price`."""
+    """`gpu_seconds` (simulated compute seconds) or `price` (per `client_type`, from `prices`)."""
     prices: Dict[str, float] = field(default_factory=lambda: {"high": 3.0, "mid": 1.5, "low": 1.0})
     """`price`: price per simulated compute second of each client type (the trace's
     `client_type` column); types not listed cost 1."""

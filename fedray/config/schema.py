@@ -86,11 +86,13 @@ class ServerConfig:
     `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""
     transforms: List[ComponentConfig] = field(default_factory=list)
     """Server transforms applied, in order, to the aggregate before the strategy's own
-    step (e.g. central noise, clipping)."""
+    step, `[{name, args}, ...]` (`clip_by_global_norm`, `scale`, `momentum`, `adam`, `yogi`,
+    `adagrad`, `task_anchor`, or dotted paths)."""
     codec: ComponentConfig = component("none")
     """How the broadcast parameters travel: encoded once per round, decoded once per
     client actor (`none`, `fp16`, `bf16`, `int8`, `gain` with a fixed rate)."""
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    """Which clients train each round, and each selector's settings."""
     privacy: Optional[ComponentConfig] = None
     """Client-level differential privacy: `fixed_clip` or `adaptive_clip` (DP-FedAvg)
     with their `args`; null: off."""
@@ -106,14 +108,18 @@ class ServerConfig:
     checkpoint_every: int = 1
     """Checkpoint every N rounds (and always after the last); 0 disables."""
     keep_checkpoints: int = 3
+    """Newest checkpoints kept; older ones are deleted."""
     max_round_retries: int = 2
     """A round with fewer than `min_clients` successes is run again (with a new
     selection) up to this many times; then the run stops, its checkpoints intact."""
     max_restarts: int = 3
     """Times the driver restarts a dead server actor from the last checkpoint."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Checks every update passes before it is aggregated."""
     foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
+    """The server's own model, sharded with DeepSpeed ZeRO; off unless `model` is set."""
     distill: DistillConfig = field(default_factory=DistillConfig)
+    """Knowledge transfer between the foundation model and the clients on a public set."""
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
     """Owners' watermark embedded while the model trains; off by default."""
     resources: ResourcesConfig = field(default_factory=lambda: ResourcesConfig(num_cpus=0.0))
@@ -200,7 +206,9 @@ class RunConfig:
     name: str = "fedray"
     """Run name; the run directory is `<output_dir>/<name>/`."""
     seed: int = 0
+    """Seeds the data split, model initialisation, selection and every client's training."""
     output_dir: str = "runs"
+    """Where run directories go: a local folder every node can write, or a `pyarrow.fs` URI such as `s3://bucket/runs`."""
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

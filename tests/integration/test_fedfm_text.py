@@ -23,8 +23,9 @@ def test_the_foundation_model_teaching_lowers_the_clients_held_out_loss(ray_clus
     without = run(prepare(text_config(tmp_path / "off", "server.distill.server_to_client=false",
                                       "server.distill.client_to_server=false")), **QUIET)
     assert with_kd["status"] == without["status"] == "completed"
-    # measured: 2.907 against 2.961 nats per byte
-    assert with_kd["final_metrics"]["loss"] < without["final_metrics"]["loss"] - 0.02
+    # measured on the suite's pinned AVX2 path (tests/conftest.py): 2.895 against 2.961
+    # nats per byte; the same run took 2.944 with a teacher warmed up half as long
+    assert with_kd["final_metrics"]["loss"] < without["final_metrics"]["loss"] - 0.04
     rows = pq.read_table(f"{with_kd['run_dir']}/metrics.parquet").to_pylist()
     adapter = 4 * 8 * ((32 + 32) + (32 + 16) + (64 + 32) + (32 + 257))  # r=8 on q, v, down, lm_head
     top10 = 256 * 32 * 10 * (4 + 8)  # values and indices at every position of 256 public rows

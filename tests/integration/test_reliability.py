@@ -197,5 +197,9 @@ def test_chaos_killing_client_actors_in_most_rounds(ray_cluster, tmp_path):
     rows = metrics(chaos["run_dir"])
     assert chaos["status"] == "completed" and len(rows) == 20
     assert len(kills) >= 12
-    assert sum(r["clients_failed"] for r in rows) >= 3
+    # a call lost to a restart is sent again once the server's own handle sees the actor
+    # back (a second loss is a failure): every kill shows up as one or the other
+    log = (tmp_path / "chaos" / "test" / "log.txt").read_text()
+    resent = log.count("actor was restarted; its call was sent again")
+    assert resent + sum(r["clients_failed"] for r in rows) >= 3, log
     assert chaos["final_metrics"]["accuracy"] >= calm["final_metrics"]["accuracy"] - 0.05

@@ -213,11 +213,11 @@ def test_a_run_that_failed_before_any_evaluation_says_so():
     assert line == "fedray: failed 0 round(s) in 30.6 s; no evaluated round; results in runs/x"
 
 
-def test_the_readme_says_what_may_change_on_resume():
+def test_the_docs_say_what_may_change_on_resume():
     from fedray.server.resume import RESUMABLE, resumable_keys
 
-    readme = (pathlib.Path(REPO) / "README.md").read_text()
-    section = readme[readme.index("**What may change on resume**"):readme.index("**The record**")]
+    guide = (pathlib.Path(REPO) / "docs" / "guides" / "reliability.md").read_text()
+    section = guide[guide.index("**What may change on resume**"):guide.index("**The record**")]
     assert len(resumable_keys()) == len(RESUMABLE)
     missing = [key for key in resumable_keys() if f"`{key}`" not in section]
-    assert not missing, f"README.md's resume section lacks {missing}"
+    assert not missing, f"docs/guides/reliability.md's resume section lacks {missing}"
