@@ -164,7 +164,7 @@ class Driver:
         self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
         ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
-        info = ray.get(self.server.start.remote())
+        info = self._wait_ready()
         self.startup.actors_s = time.perf_counter() - began
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
         self.last_round = info["last_round"]
@@ -178,6 +178,23 @@ class Driver:
             f"{info['num_nodes']} node(s) {info['devices']}; {info['num_params']:,} parameters; "
             + self.startup.describe(time.perf_counter() - self.began)
         )
+
+    def _wait_ready(self) -> dict:
+        """The server's start-up report, once it and every client actor are ready: at most
+        `ray.start_timeout_s` (actors the cluster cannot place yet would wait forever)."""
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        from fedray.cluster.errors import ClusterError
+
+        timeout = self.cfg.ray.start_timeout_s
+        try:
+            return ray.get(self.server.start.remote(), timeout=timeout)
+        except GetTimeoutError:
+            ray.kill(self.server)
+            self.server = None
+            raise ClusterError(f"the run's actors were not ready within ray.start_timeout_s={timeout:g} s "
+                               "(the cluster may lack free resources: see `ray status`)") from None
 
     def _client_pool(self, prefix: str, data=None):
         """The client actors (warm ones taken over where they match), loading their shards."""
@@ -306,8 +323,36 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
         return summary
     loaded = load_newest(checkpoints, shape=RunShape.of(cfg))
     if loaded is None:
-        return {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0, "sim_time_s": 0.0}
-    return summarize(loaded.state, status)
+        summary = {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0,
+                   "sim_time_s": 0.0}
+    else:
+        summary = summarize(loaded.state, status)
+    trim_metrics(run_dir, summary["rounds_completed"])
+    return summary
+
+
+def trim_metrics(run_dir, rounds_completed: int) -> None:
+    """metrics.parquet keeps only the rounds summary.json claims: rows of rounds no checkpoint
+    holds (a failed write, an interrupt between checkpoints) run again on --resume, so they
+    move to log.txt instead of standing beside a summary that does not count them."""
+    import pyarrow.compute as pc
+
+    from fedray.server.rundir import RunDirectory, read_parquet, write_parquet
+
+    directory = RunDirectory(run_dir)
+    try:
+        table = read_parquet(directory.metrics_path)
+    except (OSError, ValueError):
+        return  # none written yet (or unreadable: nothing to keep consistent with)
+    if "round" not in table.column_names or table.num_rows == 0:
+        return
+    beyond = pc.greater(table["round"], rounds_completed)
+    if not pc.any(beyond).as_py():
+        return
+    dropped = table.filter(beyond).to_pylist()
+    directory.log(f"metrics of round(s) {[row['round'] for row in dropped]} moved here from metrics.parquet: "
+                  f"no checkpoint holds them (they run again on --resume): {dropped}")
+    write_parquet(directory.metrics_path, table.filter(pc.invert(beyond)))
 
 
 def _server_summary(server, status: str) -> dict | None:

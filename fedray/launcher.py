@@ -17,7 +17,7 @@ from fedray.config.schema import RunConfig
 from fedray.data.federated import FederatedDataset, build_federated_dataset
 from fedray.driver import Driver, PreparedRun, StartUp, format_round, resource_problems, run_key  # noqa: F401
 from fedray.session import RayLogs, RayStart, ray_session  # noqa: F401  (ray_session re-exported)
-from fedray.signals import Terminated, sigterm_as_interrupt
+from fedray.signals import Terminated, sigterm_as_interrupt, sigterm_received
 
 if TYPE_CHECKING:
     from fedray.client.pool import WarmActors
@@ -228,7 +228,7 @@ def run(
     """
     from fedray.config.load import to_yaml
     from fedray.server.resume import open_for_resume, record_resume
-    from fedray.server.rundir import Location, RunDirectory
+    from fedray.server.rundir import Location, RunDirectory, unique_run_dir
 
     cfg = prepared.cfg
     started = time.perf_counter()
@@ -238,8 +238,7 @@ def run(
         exact = cfg.model.peft is None and prepared.num_params > 0  # without LoRA: every trainable parameter travels
         point = open_for_resume(run_dir, cfg, fresh, console, prepared.num_params if exact else None)
     else:
-        run_dir = create_run_dir(cfg)
-    console(f"fedray: run '{cfg.name}' -> {run_dir}")
+        run_dir = unique_run_dir(cfg.output_dir, cfg.name)  # created once Ray is up and the run placeable
     startup = StartUp(data_s=prepared.prepare_s)
     driver = Driver(prepared, run_dir, console, started, warm, startup, began)
     del prepared  # the driver drops the training rows once the actors have them
@@ -249,36 +248,67 @@ def run(
         ray_start = cleanup.enter_context(ray_session(cfg, start))
         startup.ray_s, startup.waited_s = ray_start.seconds, time.perf_counter() - waiting
         startup.ray_alongside = start is not None and ray_start.owned
-        logs.attach(run_dir)
         cleanup.enter_context(sigterm_as_interrupt())
         driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
-        if point is not None:
-            record_resume(run_dir, cfg, point, console)
-        else:
-            RunDirectory(run_dir).write_config(to_yaml(cfg))
-        status = "failed"  # until the rounds say otherwise
+        status, begun = "failed", False  # until the rounds say otherwise
         try:
+            if point is None:
+                make_run_dir(run_dir)
+            begun = True  # from here on, however it stops, summary.json says so
+            console(f"fedray: run '{cfg.name}' -> {run_dir}")
+            logs.attach(run_dir)
+            if point is not None:
+                record_resume(run_dir, cfg, point, console)
+            else:
+                RunDirectory(run_dir).write_config(to_yaml(cfg))
             driver.start_server(resume=point is not None and point.after_round > 0)
             status = driver.run_rounds()
         except KeyboardInterrupt as err:
             status = "interrupted"
-            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+            driver.stopped_by = "SIGTERM" if isinstance(err, Terminated) or sigterm_received() else "Ctrl-C"
             raise
         finally:
-            summary = driver.finish(status)
+            summary = driver.finish(status) if begun else None
     return summary
 
 
-def create_run_dir(cfg: RunConfig):
-    """A new, empty run directory; ConfigError naming it if it cannot be created."""
-    from fedray.server.rundir import unique_run_dir
-
-    run_dir = unique_run_dir(cfg.output_dir, cfg.name)
+def make_run_dir(run_dir):
+    """Create `run_dir`; ConfigError naming it if it cannot be created."""
     try:
         run_dir.mkdir()
     except OSError as err:
         raise ConfigError([f"output_dir: cannot create the run directory {run_dir}: {err}"], "output_dir") from None
     return run_dir
+
+
+URI_CHECK_S = 30.0
+"""Longest wait for an object store named by output_dir to answer, before Ray starts."""
+
+
+def uri_problems(uri: str) -> list[str]:
+    """An output_dir URI must name a filesystem pyarrow knows and answer a listing of its
+    folder within URI_CHECK_S (the run would otherwise fail only after Ray started)."""
+    import threading
+
+    from fedray.server.storage import Location
+
+    found: list[str] = []
+
+    def probe() -> None:
+        try:
+            where = Location.parse(uri)
+            where.fs.get_file_info(where.path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            found.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        else:
+            found.append("")
+
+    thread = threading.Thread(target=probe, name="fedray-output-dir", daemon=True)
+    thread.start()
+    thread.join(URI_CHECK_S)
+    if not found:
+        return [f"output_dir={uri}: no answer within {URI_CHECK_S:.0f} s"]
+    return [f"output_dir={uri}: cannot be used: {found[0]}"] if found[0] else []
 
 
 def output_dir_problems(cfg: RunConfig) -> list[str]:
@@ -287,7 +317,7 @@ def output_dir_problems(cfg: RunConfig) -> list[str]:
     from fedray.server.storage import is_uri
 
     if is_uri(cfg.output_dir):
-        return []  # object stores are checked by their first write
+        return uri_problems(cfg.output_dir)
     problem = unwritable_folder(cfg.output_dir)
     return [] if problem is None else [f"output_dir: {problem} (output_dir={cfg.output_dir})"]
 

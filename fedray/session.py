@@ -27,6 +27,7 @@ import time
 from typing import Iterator
 
 from fedray.config.schema import RunConfig
+from fedray.cluster.reaper import start_reaper, stop_reaper
 
 PRELOAD = ("fedray.client.actor",)
 """Modules every worker of a Ray started here imports when it starts."""
@@ -56,12 +57,17 @@ class RayStart:
         import ray
 
         self.began = time.perf_counter()
+        self.address = init_options(cfg)["address"]
+        local = self.address == "local"
+        self.timeout_s = cfg.ray.start_timeout_s if local else cfg.ray.connect_timeout_s
+        self._key = "ray.start_timeout_s" if local else "ray.connect_timeout_s"
         self.seconds = 0.0
         """How long `ray.init` took (0 when joining one already initialised here)."""
         self.owned = not ray.is_initialized()
         """Started here, so stopped here at the end of the run."""
         self._error: BaseException | None = None
         self._thread = None
+        self._reaper = None
         self._ready, self._release = threading.Event(), threading.Event()
         self._ready.set()
         if self.owned:
@@ -75,8 +81,12 @@ class RayStart:
 
         try:
             ray.init(**options)
+            if options["address"] == "local":  # its own node: ended with the driver, however it ends
+                self._reaper = start_reaper()
         except ConnectionError as err:  # an address that is not (or no longer) a Ray cluster
             self._error = _unreachable(options["address"], err)
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception when its node does not start
+            self._error = _not_started(options["address"], err)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
             self._error = err
         finally:
@@ -85,8 +95,17 @@ class RayStart:
         self._release.wait()
 
     def wait(self) -> float:
-        """Block until Ray is up; the seconds it took to start. Raises what `ray.init` raised."""
-        self._ready.wait()
+        """Block until Ray is up, at most `ray.start_timeout_s` (local) or
+        `ray.connect_timeout_s` (an address) from the start; the seconds it took. Raises
+        what `ray.init` raised, or a ClusterError naming the address and the key when it did
+        not finish in time (`ray.init` waits for an address that never answers for minutes)."""
+        from fedray.cluster.errors import ClusterError
+
+        left = self.timeout_s - (time.perf_counter() - self.began)
+        if not self._ready.wait(max(0.0, left)):
+            where = "a local Ray did not start" if self.address == "local" else "no Ray answered there"
+            raise ClusterError(f"ray.address={self.address}: {where} within {self._key}="
+                               f"{self.timeout_s:g} s (is the address right, and the cluster up?)")
         if self._error is not None:
             raise self._error
         return self.seconds
@@ -97,11 +116,25 @@ class RayStart:
 
         if self._thread is None:
             return
-        self._ready.wait()
+        if not self._ready.wait(max(0.0, self.timeout_s - (time.perf_counter() - self.began))):
+            return  # still in `ray.init` past its bound: the daemon thread ends with the process
         if ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            stop_reaper(self._reaper)
+            self._reaper = None
         self._release.set()
         self._thread.join()
+
+
+def _not_started(address: str, err: Exception) -> Exception:
+    """A ClusterError (exit status 2) for a Ray that failed to start or be joined: Ray's
+    own reason, and where its logs are."""
+    from fedray.cluster.errors import ClusterError
+
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return ClusterError(f"ray.address={address}: Ray did not start: {reason} (Ray's logs: "
+                        "/tmp/ray/session_latest/logs)")
 
 
 def _unreachable(address: str, err: ConnectionError) -> Exception:

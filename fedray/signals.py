@@ -23,6 +23,22 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM."""
 
 
+_RECEIVED: list[int] = []
+"""Signals this process received while a handler here was installed. Ray's `ray.get`
+turns an exception raised by a signal handler during its wait into a plain
+KeyboardInterrupt, so the type alone cannot tell SIGTERM from Ctrl-C."""
+
+
+def forget_signals() -> None:
+    """Start a command with no signal remembered (a process may run several)."""
+    _RECEIVED.clear()
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM arrived while `sigterm_as_interrupt` was active (this process)."""
+    return signal.SIGTERM in _RECEIVED
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While inside, the first SIGTERM raises `Terminated`; later ones are ignored, so the
@@ -36,6 +52,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):
         if not received:
             received.append(signum)
+            _RECEIVED.append(signum)
             raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -62,3 +62,63 @@ def wait_for(condition, what, limit_s=120.0):
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what}"
         time.sleep(0.1)
+
+
+def encodes_its_update():
+    """A client transform that encodes (it has a decoder): what secure aggregation refuses."""
+    from fedray.transforms import TRANSFORMS
+
+    return TRANSFORMS.get("scale")(1.0)._replace(decode=lambda payload, ctx: payload)
+
+
+def pause_when_marked(folder: str):
+    """A client transform that holds a client mid-round so a test can kill its actor on a
+    state instead of a timer: when `folder/go_r<round>_c<client>` exists, the client writes
+    `folder/busy_r<round>_c<client>` and waits there (its actor is about to be killed). Only
+    the first marked client of a round waits: after the restart, calls sent again go on."""
+    import pathlib
+
+    from fedray.transforms import UpdateTransform
+
+    where = pathlib.Path(folder)
+
+    def apply(update, state, params, ctx):
+        tag = f"r{ctx.server_round}_c{ctx.client_id}"
+        busy = where / f"busy_{tag}"
+        if (where / f"go_{tag}").exists() and not any(where.glob(f"busy_r{ctx.server_round}_*")):
+            busy.touch()
+            deadline = time.monotonic() + 600  # only a hang guard: the test kills this actor
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+        return update, state
+
+    return UpdateTransform(lambda params: (), apply)
+
+
+def kill_when_busy(folder, server_round: int, client_ids, actor, stop=None):
+    """Mark (round, client) for `pause_when_marked` for each of `client_ids` (the clients
+    `actor` hosts), and from a thread kill `actor` (Ray restarts it) once one of them is
+    held mid-round, or give up when `stop` is set. Returns the thread; its `killed` says
+    whether the kill happened (the clients may never have run: the actor was restarting)."""
+    import threading
+
+    import ray
+
+    tags = [f"r{server_round}_c{c}" for c in client_ids]
+    for tag in tags:
+        (folder / f"go_{tag}").touch()
+    stop = stop or threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + 600  # a hang guard, not a timing
+        while not stop.is_set() and time.monotonic() < deadline:
+            if any((folder / f"busy_{tag}").exists() for tag in tags):
+                ray.kill(actor, no_restart=False)
+                thread.killed = True
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.killed = False
+    thread.start()
+    return thread

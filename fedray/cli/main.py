@@ -20,7 +20,7 @@ from fedray.cli import jobs, unlearn, watermark
 from fedray.cli.trust import add_allow_code
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
-from fedray.signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from fedray.signals import EXIT_TERMINATED, Terminated, forget_signals, sigterm_as_interrupt, sigterm_received
 from fedray.server.serialize import CheckpointError
 
 EXIT_USAGE = 2
@@ -91,8 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     granules = sub.add_parser("show-granules", help="draw images of a few clients with their granular balls")
     granules.add_argument("config", metavar="CONFIG_OR_RUN_DIR", help="YAML config, or a run directory")
     granules.add_argument("overrides", nargs="*", help="key=value overrides")
+<<<<<<< HEAD
     granules.add_argument("--out", default="granules.png", help="PNG to write (default granules.png)")
     add_allow_code(granules)
+=======
+    granules.add_argument("--out", default="granules.png",
+                          help="PNG to write, or a folder to write granules.png into (default granules.png)")
+>>>>>>> main
 
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -115,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # directory, as under `python -m`; Ray passes the driver's path on to workers.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    forget_signals()
     try:
         with sigterm_as_interrupt():
             return COMMANDS[args.command](args)
@@ -122,9 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedray {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
-        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        terminated = isinstance(err, Terminated) or sigterm_received()
+        how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
         print(f"fedray: {how}; completed rounds and checkpoints are kept", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _accuracy(text: str) -> float:
@@ -141,7 +148,7 @@ def _accuracy(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from fedray.config.load import load_config
     from fedray.launcher import RayLogs, RayStart, prepare, run
-    from fedray.server.resume import current_config, resume_config
+    from fedray.server.resume import already_completed, current_config, resume_config
 
     config, overrides = args.config, list(args.overrides)
     if args.resume:
@@ -151,6 +158,11 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError([f"give either CONFIG ({config}) or --resume, not both"], "command line")
         cfg = resume_config(args.resume, overrides, args.allow_code)  # refuses what a resume may not change
         config = str(current_config(args.resume)[0])
+        done = already_completed(args.resume, cfg)
+        if done is not None:  # nothing to run: no Ray, no actors
+            print(f"fedray: {args.resume} already completed its server.rounds={done} rounds; nothing to run "
+                  f"(`fedray run --resume {args.resume} server.rounds=N` with N > {done} goes on)")
+            return 0
     elif config is None:
         raise ConfigError(["fedray run needs a CONFIG file (or --resume RUN_DIR)"], "command line")
     elif args.fresh or args.allow_code:
@@ -255,11 +267,19 @@ def _show_granules(args: argparse.Namespace) -> int:
     from fedray.data.granular.figure import show_granules
     from fedray.models.graph_task import granular_cache_dir
 
+<<<<<<< HEAD
     if os.path.isdir(args.config):  # a run directory's config: code in it only if allowed
         path = os.path.join(args.config, "config.yaml")
         cfg = load_run_config(path, args.allow_code, args.overrides)
     else:
         path, cfg = args.config, load_config(args.config, args.overrides)
+=======
+    path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
+    cfg = load_config(path, args.overrides)
+    if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):  # a folder: the default name inside it
+        os.makedirs(args.out, exist_ok=True)
+        args.out = os.path.join(args.out, "granules.png")
+>>>>>>> main
     try:
         dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
         figure = show_granules(dataset, cfg.data.granular, args.out, granular_cache_dir(cfg))

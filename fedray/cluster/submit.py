@@ -65,7 +65,24 @@ def dashboard_address(address: str | None) -> str:
     if not address and os.environ.get("RAY_ADDRESS", "").startswith(("http://", "https://")):
         address = os.environ["RAY_ADDRESS"]
     address = address or DEFAULT_ADDRESS
-    return address if "://" in address else f"http://{address}"
+    address = address if "://" in address else f"http://{address}"
+    return _checked_url(address)
+
+
+def _checked_url(address: str) -> str:
+    """`address` if it is an http(s) URL with a host and a numeric port (if any); else a
+    ClusterError naming it (requests would raise InvalidURL from deep inside Ray)."""
+    from urllib.parse import urlsplit
+
+    try:
+        split = urlsplit(address)
+        ok = split.scheme in ("http", "https") and bool(split.hostname) and (split.port is None or split.port > 0)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ClusterError(f"--address {address}: not a Ray dashboard address; give http://HOST:PORT "
+                           f"(e.g. {DEFAULT_ADDRESS})")
+    return address
 
 
 def auth_token() -> str | None:
@@ -119,6 +136,8 @@ def _dashboard(address: str) -> Iterator[None]:
         raise ClusterError(f"the Ray dashboard at {address} refused the request; {_TOKEN_HINT}") from None
     except ConnectionError as err:
         raise ClusterError(f"cannot reach the Ray dashboard at {address}: {err}") from None
+    except ValueError as err:  # requests' InvalidURL and friends
+        raise ClusterError(f"--address {address}: {err}") from None
 
 
 def check_placeable(cfg: RunConfig, nodes: Sequence[Node], address: str) -> None:
@@ -173,13 +192,29 @@ def submit_run(
 ) -> str:
     """Submit one run as a Ray job; returns its submission id (`fedray-<name>-<hex>`)."""
     job_id = f"fedray-{cfg.name}-{secrets.token_hex(3)}"
-    client.submit_job(
-        entrypoint=entrypoint(config, overrides, options),
-        submission_id=job_id,
-        runtime_env=runtime_env(cfg, options),
-        metadata={"fedray_name": cfg.name, "fedray_config": str(config), "fedray_output_dir": cfg.output_dir},
-    )
+    try:
+        client.submit_job(
+            entrypoint=entrypoint(config, overrides, options),
+            submission_id=job_id,
+            runtime_env=runtime_env(cfg, options),
+            metadata={"fedray_name": cfg.name, "fedray_config": str(config), "fedray_output_dir": cfg.output_dir},
+        )
+    except RuntimeError as err:  # the Job SDK's answer for an HTTP error from the dashboard
+        raise submit_refused(str(err), options.address) from None
     return job_id
+
+
+def submit_refused(reason: str, address: str) -> ClusterError:
+    """The dashboard refused a submission: one paragraph, with where to look when its job
+    agent is not up (Ray says only "No available agent to submit job")."""
+    first = (reason.strip().splitlines() or ["refused"])[-1].strip()
+    if "No available agent" in reason:
+        return ClusterError(
+            f"the Ray dashboard at {address} has no job agent to run the job (\"{first}\"): the dashboard "
+            "agent of the head node is not up; its reason is in the head node's "
+            "/tmp/ray/session_latest/logs/dashboard_agent.log (wait a few seconds after `ray start`, or "
+            "restart the cluster if the log shows it failed)")
+    return ClusterError(f"the Ray dashboard at {address} refused the job: {first}")
 
 
 def parse_env(items: Iterable[str]) -> dict[str, str]:

@@ -18,6 +18,13 @@ from fedray.config.trust import AllowCode, code_paths
 _PASSTHROUGH = ("server.foundation_model.deepspeed",)
 """Sections handed on untouched (DeepSpeed checks its own config); not value-checked here."""
 
+MAX_VALUES = 100_000
+"""Most values (mappings, lists and scalars, counting every alias as the copy it makes) a
+config may expand to: YAML aliases (`&a` ... `*a`) share one object in PyYAML, but merging
+copies each, so a few hundred bytes of nested aliases would otherwise take hours."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a config may have (fedray's own is under 10)."""
+
 
 def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> RunConfig:
     """Merge and check a config; raise ConfigError naming every bad key and the file."""
@@ -120,10 +127,14 @@ def _merge_text(base: DictConfig, text: str, source: str, problems: list[str]) -
     try:
         raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        reason = getattr(err, "problem", None) or str(err)
-        problems.append(f"not valid YAML: {where}{reason}")
+        problems.append(f"not valid YAML: {_yaml_reason(err)}")
+        return base
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        problems.append(f"not valid YAML: nested deeper than {MAX_DEPTH} levels")
+        return base
+    oversized = _oversized(raw)
+    if oversized:
+        problems.append(oversized)
         return base
     if raw is None:
         problems.append(f"{source} is empty (no settings); write `{{}}` in it to run on the defaults")
@@ -132,6 +143,45 @@ def _merge_text(base: DictConfig, text: str, source: str, problems: list[str]) -
         problems.append(f"the top level must be a mapping of sections, got {type(raw).__name__}")
         return base
     return _merge_tree(base, (), raw, problems)
+
+
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    """`line N: problem` from PyYAML's multi-line message."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return where + (getattr(err, "problem", None) or str(err).splitlines()[0])
+
+
+def _oversized(raw: Any) -> str | None:
+    """Why `raw` is too deep or expands to too many values, or None. Aliased objects are
+    counted once per reference (that is what merging costs), memoised by identity so the
+    count itself stays linear in the text."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            children = node.values() if isinstance(node, dict) else node
+            total = 1
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_VALUES:
+                    raise _TooBig(f"expands to more than {MAX_VALUES:,} values (nested YAML aliases?)")
+            sizes[id(node)] = total
+        return sizes[id(node)]
+
+    try:
+        size(raw, 0)
+    except _TooBig as err:
+        return f"not a usable config: {err}"
+    return None
+
+
+class _TooBig(Exception):
+    """A config past MAX_DEPTH or MAX_VALUES (internal to `_oversized`)."""
 
 
 def _merge_tree(base: DictConfig, path: tuple, tree: dict, problems: list[str]) -> DictConfig:
@@ -154,6 +204,21 @@ def _merge_tree(base: DictConfig, path: tuple, tree: dict, problems: list[str]) 
 def _merge_override(base: DictConfig, item: str, problems: list[str]) -> DictConfig:
     if "=" not in item:
         problems.append(f"override {item!r} must look like key=value")
+        return base
+    key, value = item.split("=", 1)
+    shown = item if len(item) <= 80 else item[:60] + f"... ({len(item)} characters)"
+    try:
+        parsed = yaml.load(value, Loader=_StrictLoader) if value.strip() else None  # noqa: S506
+    except yaml.YAMLError as err:
+        problems.append(f"override {shown!r}: the value of {key.strip()} is not valid YAML "
+                        f"({_yaml_reason(err)}); quote it, e.g. {key.strip()}='\"{value[:40]}\"'")
+        return base
+    except RecursionError:
+        problems.append(f"override {shown!r}: nested deeper than {MAX_DEPTH} levels")
+        return base
+    oversized = _oversized(parsed)
+    if oversized:
+        problems.append(f"override {shown!r}: {oversized}")
         return base
     try:
         return OmegaConf.merge(base, OmegaConf.from_dotlist([item]))

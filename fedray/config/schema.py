@@ -206,7 +206,8 @@ class RunConfig:
     name: str = "fedray"
     """Run name; the run directory is `<output_dir>/<name>/`."""
     seed: int = 0
-    """Seeds the data split, model initialisation, selection and every client's training."""
+    """Seeds the data split, model initialisation, selection and every client's training;
+    in [0, 2**63) (torch's generators take at most 64 bits, and some seeds are offset)."""
     output_dir: str = "runs"
     """Where run directories go: a local folder every node can write, or a `pyarrow.fs` URI such as `s3://bucket/runs`."""
     ray: RayConfig = field(default_factory=RayConfig)
@@ -226,6 +227,8 @@ class RunConfig:
         out = []
         if not self.name or "/" in self.name or self.name in (".", ".."):
             out.append(f"name must be a non-empty directory name without '/', got {self.name!r}")
+        if not 0 <= self.seed < 2**63:
+            out.append(f"seed must be in [0, 2**63), got {self.seed}")
         for section in (self.ray, self.data, self.model, self.clients, self.train, self.server, self.sweep):
             out += section.errors()
         out += self.server.watermark.errors(self.clients.num_clients, self.output_dir)

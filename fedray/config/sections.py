@@ -103,9 +103,19 @@ class RayConfig:
     """Before starting actors (and before `fedray submit`), check that the cluster's
     nodes can ever place them and fail naming what is missing. Turn off on an
     autoscaling cluster whose nodes are not up yet: Ray then adds nodes for the demand."""
+    connect_timeout_s: float = 60.0
+    """Longest wait for the Ray at `address` to answer (a cluster that is up answers in
+    seconds); past it the run stops with an error naming `address` and this key."""
+    start_timeout_s: float = 600.0
+    """Longest wait for a local Ray to start, and then for the run's actors to be created
+    and ready (each worker imports torch: on a busy laptop, minutes); past it the run
+    stops with an error naming this key (on an autoscaling cluster, allow for new nodes)."""
 
     def errors(self) -> list[str]:
         out = []
+        for key in ("connect_timeout_s", "start_timeout_s"):
+            if not getattr(self, key) > 0:
+                out.append(f"ray.{key} must be > 0, got {getattr(self, key)}")
         if self.num_cpus is not None and self.num_cpus < 1:
             out.append(f"ray.num_cpus must be >= 1 or null, got {self.num_cpus}")
         if self.num_gpus is not None and self.num_gpus < 0:

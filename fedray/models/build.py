@@ -1,5 +1,6 @@
 """Model builders, looked up by `model.name` (`hf_causal_lm` lives in `fedray.models.hf`,
-`cnn` in `fedray.models.cnn`, `grb_gnn` in `fedray.models.gnn`)."""
+`cnn` in `fedray.models.cnn`, `grb_gnn` in `fedray.models.gnn`, `grb_gat` in
+`fedray.models.gat`)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def mlp(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
 def _check_rows(info: DataInfo) -> None:
     if info.task == "graph_classification":
         raise ValueError("model.name=mlp reads pixel rows, but data.granular turns images into "
-                         "granular-ball graphs: use model.name=grb_gnn, or drop data.granular")
+                         "granular-ball graphs: use model.name=grb_gnn or grb_gat, or drop data.granular")
 
 
 def _mlp_params(cfg: ModelConfig, info: DataInfo) -> int:
@@ -56,6 +57,7 @@ PARAM_COUNTS["mlp"] = _mlp_params
 # Builders whose modules import torch at the top, imported when a run builds them.
 MODELS.register_lazy("cnn", "fedray.models.cnn:cnn")
 MODELS.register_lazy("grb_gnn", "fedray.models.gnn:grb_gnn")
+MODELS.register_lazy("grb_gat", "fedray.models.gat:grb_gat")
 
 
 def build_model(cfg: ModelConfig, info: DataInfo, seed: int) -> "torch.nn.Module":

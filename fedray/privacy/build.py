@@ -11,6 +11,7 @@ reports them before Ray starts).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from fedray.config.registry import Registry
 from fedray.config.schema import RunConfig
@@ -68,10 +69,30 @@ def build_mechanism(cfg: RunConfig, on_client: bool = False) -> Mechanism | None
     return PRIVACY.build_component("server.privacy", cfg.server.privacy, run)
 
 
+def secagg_plus_defaults(clients_per_round: int) -> dict[str, int]:
+    """SecAgg+'s `num_neighbours` and `threshold` when the config leaves them out, from
+    the round's size, as Flower's SecAgg+ derives its shares and threshold from the
+    clients sampled: Bell et al. (2020) need a neighbourhood of O(log n), so 2⌈log2 n⌉
+    ring neighbours (at most n - 1, even, at least 2), and a majority of them, k/2 + 1,
+    to reconstruct a client's secrets (fewer than half of a client's neighbours may drop)."""
+    n = max(2, clients_per_round)
+    most = max(2, (n - 1) // 2 * 2)
+    neighbours = min(most, max(2, 2 * math.ceil(math.log2(n))))
+    return {"num_neighbours": neighbours, "threshold": min(neighbours, neighbours // 2 + 1)}
+
+
 def build_secure_params(cfg: RunConfig) -> Params | None:
-    if cfg.server.secure_aggregation is None:
+    """`server.secure_aggregation`'s parameters (None when off), `secagg_plus`'s unset
+    `num_neighbours`/`threshold` filled in by `secagg_plus_defaults`."""
+    section = cfg.server.secure_aggregation
+    if section is None:
         return None
-    return SECURE_AGGREGATION.build_component("server.secure_aggregation", cfg.server.secure_aggregation)
+    if section.name == "secagg_plus":
+        args = {**secagg_plus_defaults(cfg.server.clients_per_round), **dict(section.args)}
+        if "threshold" not in section.args and isinstance(args["num_neighbours"], int):
+            args["threshold"] = max(2, min(args["num_neighbours"], args["num_neighbours"] // 2 + 1))
+        section = dataclasses.replace(section, args=args)
+    return SECURE_AGGREGATION.build_component("server.secure_aggregation", section)
 
 
 def with_privacy(algorithm: Algorithm, cfg: RunConfig, on_client: bool = False) -> Algorithm:

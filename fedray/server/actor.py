@@ -33,8 +33,13 @@ from fedray.privacy.dpsgd import epsilon_column
 from fedray.privacy.secagg.stages import SecureStages
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
+<<<<<<< HEAD
 from fedray.server.checkpoint import CheckpointError, load_newest, prune_tags, save_checkpoint
 from fedray.server.state_checks import RunShape
+=======
+from fedray.server.checkpoint import (CheckpointError, checkpoint_round, latest_checkpoint, load_newest, prune_tags,
+                                      save_checkpoint)
+>>>>>>> main
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
 from fedray.server.records import RunRecords
@@ -217,11 +222,10 @@ class Server:
                     break
             else:
                 notes.append(f"round {server_round} fell short of server.min_clients="
-                             f"{self.cfg.server.min_clients} in {attempt} attempt(s); "
-                             "the newest checkpoint is intact")
+                             f"{self.cfg.server.min_clients} in {attempt} attempt(s); {self._what_is_kept()}")
         except FoundationError as err:
             self.distiller = None  # its ranks are gone; nothing more to ask of them
-            notes.append(f"round {server_round}: {err}; the newest checkpoint is intact")
+            notes.append(f"round {server_round}: {err}; {self._what_is_kept()}")
         for note in notes:
             logger.warning(note)
             self.run_dir.log(note)
@@ -237,6 +241,16 @@ class Server:
         if every and (server_round % every == 0 or server_round == self.ctx.final_round):
             self.checkpoint()
         return result, notes
+
+    def _what_is_kept(self) -> str:
+        """What a stopped run leaves to resume from: its newest checkpoint, if it has one."""
+        try:
+            newest = latest_checkpoint(self.run_dir.checkpoints)
+        except CheckpointError:  # only old pickle files: nothing this run can resume from
+            newest = None
+        if newest is None:
+            return "no checkpoint has been written yet (a resume starts again from round 1 with --fresh)"
+        return f"the newest checkpoint (after round {checkpoint_round(newest)}) is intact"
 
     def checkpoint(self) -> Location:
         """The server state; with a foundation model, first its DeepSpeed shards under

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from fedray.config.errors import ConfigError
 from fedray.config.load import load_config_text, load_run_config, to_yaml
 from fedray.config.schema import RunConfig
-from fedray.server.checkpoint import CheckpointError, checkpoint_round, load_newest, set_aside
+from fedray.server.checkpoint import CheckpointError, checkpoint_round, latest_checkpoint, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
 from fedray.server.state_checks import RunShape
 from fedray.server.storage import Location
@@ -73,9 +73,73 @@ def resume_config(run_dir: Location | str, overrides: Iterable[str] = (), allow_
     they change anything outside RESUMABLE, or if it names code that `allow_code`
     (`--allow-code`) does not cover (`fedray.config.trust`). Reads only."""
     path, base = current_config(run_dir)
+<<<<<<< HEAD
     cfg = load_run_config(path, allow_code, overrides, text=path.read_text())
+=======
+    overrides = list(overrides)
+    _refuse_overrides(base, overrides, str(run_dir))  # before cross-field checks blame another key
+    cfg = load_config_text(path.read_text(), str(path), overrides)
+>>>>>>> main
     changed_keys(base, cfg, str(run_dir))
     return cfg
+
+
+def _refuse_overrides(base: RunConfig, overrides: list[str], run_dir: str) -> None:
+    """Refuse an override of a key a resume may not change, naming it and its new value
+    (checked on the text, so `clients.num_clients=5` is not first reported as breaking
+    `server.clients_per_round`)."""
+    old = _flatten(base)
+    refused = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        known = _lookup(old, key.split(".", 1)[0]) is not _ABSENT  # an unknown key is reported as one
+        if sep and known and not resumable(key) and _lookup(old, key) != (new := _parsed(value)):
+            refused.append(f"{key} ({_show(_lookup(old, key))} -> {_show(new)})")
+    if refused:
+        raise ConfigError([_refusal(", ".join(refused), run_dir)], "command line")
+
+
+def _parsed(value: str) -> Any:
+    """An override's value as YAML reads it (its text if it is not valid YAML)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return value
+
+
+def _lookup(flat: dict[str, Any], key: str) -> Any:
+    """A key's value in a flattened config: a leaf, a section rebuilt from its leaves, or _ABSENT."""
+    if key in flat:
+        return flat[key]
+    inside = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + ".")}
+    return inside if inside else _ABSENT
+
+
+def _refusal(shown: str, run_dir: str) -> str:
+    return (f"--resume {run_dir}: {shown} cannot change on resume: the checkpoint and the rest "
+            "of the run depend on it. Start a new run for a different experiment; a resume may "
+            "change only " + ", ".join(resumable_keys()))
+
+
+def already_completed(run_dir: Location | str, cfg: RunConfig) -> int | None:
+    """The rounds a run directory completed, if its summary.json says it completed and a
+    checkpoint holds its last round with nothing left to run under `cfg` (then a resume
+    has nothing to do and needs no Ray); else None."""
+    import json
+
+    directory = RunDirectory(run_dir)
+    try:
+        summary = json.loads((directory.location / "summary.json").read_text())
+        newest = checkpoint_round(latest_checkpoint(directory.checkpoints))
+    except (OSError, ValueError, TypeError, AttributeError, CheckpointError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return None
+    done = summary.get("rounds_completed")
+    return done if done == newest and isinstance(done, int) and done >= cfg.server.rounds else None
 
 
 def changed_keys(base: RunConfig, cfg: RunConfig, run_dir: str) -> tuple[str, ...]:
@@ -85,11 +149,8 @@ def changed_keys(base: RunConfig, cfg: RunConfig, run_dir: str) -> tuple[str, ..
     differ = [k for k in differ if not any(k.startswith(d + ".") for d in differ)]  # a whole section once
     refused = [k for k in differ if not resumable(k)]
     if refused:
-        shown = ", ".join(f"{k} ({_show(old.get(k, _ABSENT))} -> {_show(new.get(k, _ABSENT))})" for k in refused)
-        raise ConfigError([
-            f"--resume {run_dir}: {shown} cannot change on resume: the checkpoint and the rest "
-            "of the run depend on it. Start a new run for a different experiment; a resume may "
-            "change only " + ", ".join(resumable_keys())], "command line")
+        shown = ", ".join(f"{k} ({_show(_lookup(old, k))} -> {_show(_lookup(new, k))})" for k in refused)
+        raise ConfigError([_refusal(shown, run_dir)], "command line")
     return tuple(differ)
 
 

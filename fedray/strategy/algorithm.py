@@ -47,6 +47,32 @@ class Algorithm:
         return payload if decode is None else decode(payload, ctx)
 
 
+def plain_sgd_problem(cfg: RunConfig) -> str | None:
+    """A term that reads the local steps as SGD steps (SCAFFOLD) with a client optimizer
+    whose steps it cannot count: an adaptive one (Adam's steps are not lr x gradient), or
+    momentum carried over between rounds (`train.persist_optimizer_state`), where the
+    first steps of a round move by last round's gradients too. Plain SGD and SGD with
+    momentum from a zero buffer are counted exactly (`terms.sgd_step_sum`)."""
+    try:
+        terms = [*STRATEGIES.build(cfg.server.strategy.name, **dict(cfg.server.strategy.args)).terms,
+                 *(TERMS.build_component("clients.objective", c) for c in cfg.clients.objective)]
+    except ValueError:  # the components' own problems, reported where they are built
+        return None
+    if not any(t.plain_sgd for t in terms):
+        return None
+    optimizer = cfg.train.optimizer.value
+    if optimizer != "sgd":
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"counts the clients' SGD steps, but train.optimizer={optimizer!r} takes adaptive steps that "
+                "would skew every control variate; set train.optimizer: sgd (momentum is fine)")
+    if cfg.train.momentum and cfg.train.persist_optimizer_state:
+        return (f"server.strategy={cfg.server.strategy.name!r} / clients.objective: SCAFFOLD's control update "
+                f"counts the clients' SGD steps from a zero momentum buffer, but train.persist_optimizer_state="
+                f"true carries train.momentum={cfg.train.momentum:g}'s buffer between rounds; set "
+                "train.persist_optimizer_state: false")
+    return None
+
+
 def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
                     codec: UpdateTransform | None = None) -> Algorithm:
     """The run's algorithm; ConfigError naming every bad component (key and reason).

@@ -85,6 +85,9 @@ class Term(NamedTuple):
     layout_bound: bool = False
     """Its payloads have the travelling parameters' shape, so every client must train
     the same layout (no mixed LoRA ranks, no stacking)."""
+    plain_sgd: bool = False
+    """Its client half reads the local steps as plain SGD steps of `train.lr` (SCAFFOLD's
+    control update), so the clients' optimizer must be SGD without momentum."""
 
 
 TERMS: Registry[Callable[..., Term]] = Registry("objective term", returns=Term)
@@ -92,12 +95,14 @@ TERMS: Registry[Callable[..., Term]] = Registry("objective term", returns=Term)
 
 
 def _as_tensors(local: LocalRound, flat: np.ndarray) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
-    """(model parameter, the matching slice of `flat` as a tensor on its device) pairs."""
+    """(model parameter, the matching slice of `flat` as a tensor on its device) pairs,
+    for the travelling tensors that are parameters."""
     import torch
 
-    named = dict(local.model.named_parameters())
+    named = dict(local.model.named_parameters())  # batch-norm statistics travel too, but take no gradient
     views = local.spec.unflatten(flat)
-    return [(named[n], torch.as_tensor(np.array(views[n]), device=named[n].device)) for n in local.spec.names]
+    return [(named[n], torch.as_tensor(np.array(views[n]), device=named[n].device))
+            for n in local.spec.names if n in named]
 
 
 @TERMS.register("proximal")
@@ -143,6 +148,15 @@ class UniformMean:
         return self.mean.result()
 
 
+def sgd_step_sum(steps: int, momentum: float) -> float:
+    """How many gradients' worth of lr heavy-ball SGD moves in `steps` steps from a zero
+    buffer (PyTorch's SGD: b_k = β b_(k-1) + g_k, w -= lr b_k), for a constant gradient:
+    Σ_(i=1..K) (1 - β^i) / (1 - β). `steps` itself without momentum."""
+    if momentum == 0:
+        return float(steps)
+    return float(sum((1 - momentum ** i) / (1 - momentum) for i in range(1, steps + 1)))
+
+
 @TERMS.register("scaffold")
 def scaffold() -> Term:
     """SCAFFOLD's control variates (Karimireddy et al., ICML 2020), option II.
@@ -152,6 +166,12 @@ def scaffold() -> Term:
     <w, c - c_i>), then sets c_i+ = c_i - c + (x - y_i) / (K lr) with K its optimizer
     steps, and returns `control_delta` = c_i+ - c_i. The server adds
     (|S| / N) x the mean of the control deltas to c.
+
+    (x - y_i) / lr is the sum of the steps the client took; with SGD momentum β each
+    gradient moves the weights by more than lr, so K becomes `sgd_step_sum(K, β)`: the
+    step the clients really took, exact for a constant gradient (plain SGD: K itself).
+    Adaptive client optimizers, and momentum carried over between rounds, have no such
+    form and are refused (`fedray.strategy.algorithm.plain_sgd_problem`).
     """
 
     def init(params: np.ndarray) -> np.ndarray:
@@ -167,7 +187,7 @@ def scaffold() -> Term:
 
     def finish(local: LocalRound, c_i: np.ndarray):
         c = np.asarray(local.payloads["control"], dtype=np.float32)
-        steps = max(1, local.steps)
+        steps = sgd_step_sum(max(1, local.steps), local.train.momentum)
         new = c_i - c - local.delta / np.float32(steps * local.train.lr)
         return {"control_delta": (new - c_i).astype(np.float32)}, new.astype(np.float32)
 
@@ -178,4 +198,4 @@ def scaffold() -> Term:
     return Term(init_client=init, objective=objective, finish=finish, init_server=init,
                 downlink=lambda c, ctx: {"control": c},
                 reducers=lambda num_params: {"control_delta": UniformMean(num_params)},
-                absorb=absorb, layout_bound=True)
+                absorb=absorb, layout_bound=True, plain_sgd=True)

@@ -117,9 +117,6 @@ def test_a_byte_tokenizer_has_no_files_to_export():
     assert "a `byte` run's tokenizer" in (ROOT / "docs" / "guides" / "lora.md").read_text()
 
 
-@pytest.mark.xfail(reason="fixed on branch trust-ops: clients.codec with secure aggregation is "
-                          "a config error (the privacy guide states it); drop this marker at merge",
-                   strict=False)
 def test_a_codec_on_the_updates_is_refused_with_secure_aggregation():
     cfg = load_config(ROOT / "configs" / "secagg.yaml", ["clients.codec.name=int8"])
     with pytest.raises(ConfigError, match=r"clients\.codec"):

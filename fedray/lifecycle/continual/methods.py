@@ -96,7 +96,7 @@ def fisher_diagonal(local: LocalRound, num_batches: int) -> np.ndarray:
     import torch
 
     named = dict(local.model.named_parameters())
-    params = [named[n] for n in local.spec.names]
+    params = [named[n] for n in local.spec.names if n in named]  # batch-norm statistics: no gradient
     total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     generator = _torch_generator(local.ctx, _FISHER_TAG)
     seen = 0
@@ -109,6 +109,8 @@ def fisher_diagonal(local: LocalRound, num_batches: int) -> np.ndarray:
             seen += 1
             if seen >= num_batches:
                 break
+    by_name = dict(zip([n for n in local.spec.names if n in named], total))
+    total = [by_name[n] if n in by_name else torch.zeros(shape) for n, shape in zip(local.spec.names, local.spec.shapes)]
     flat = np.concatenate([t.reshape(-1).cpu().numpy() for t in total]) if total else _EMPTY
     return (flat / max(1, seen)).astype(np.float32)
 
@@ -141,6 +143,8 @@ def ewc(lam: float = 1e6, fisher_batches: int = 8, decay: float = 1.0) -> Term:
         pairs = []
         for name, a, k in zip(local.spec.names, local.spec.unflatten(anchor).values(),
                               local.spec.unflatten(stiffness).values()):
+            if name not in named:  # a batch-norm statistic: no gradient to hold it back
+                continue
             device = named[name].device
             pairs.append((named[name], torch.as_tensor(a, device=device), torch.as_tensor(k, device=device)))
 

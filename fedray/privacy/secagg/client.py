@@ -16,6 +16,8 @@ keys and self-mask seed are what the masks are made of. Stages:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fedray.privacy.secagg import crypto, shamir
@@ -43,11 +45,14 @@ def pairwise_mask(private: bytes, public: bytes, server_round: int, length: int,
 class ClientSession:
     """One client's secrets and progress in one round of the protocol."""
 
-    def __init__(self, client_id: ClientId, server_round: int):
+    def __init__(self, client_id: ClientId, server_round: int, random_bytes: crypto.RandomBytes = os.urandom):
+        """`random_bytes`: the source of every secret of the session (keys, the self-mask
+        seed, share polynomials, nonces); the OS's CSPRNG unless a test seeds one."""
         self.client_id, self.server_round = client_id, server_round
-        self.cipher_private, self.cipher_public = crypto.keypair()
-        self.mask_private, self.mask_public = crypto.keypair()
-        self.seed = crypto.random_seed()
+        self.random_bytes = random_bytes
+        self.cipher_private, self.cipher_public = crypto.keypair(random_bytes)
+        self.mask_private, self.mask_public = crypto.keypair(random_bytes)
+        self.seed = crypto.random_seed(random_bytes)
         self.neighbour_keys: dict[ClientId, PublicKeys] = {}
         self.received: dict[ClientId, bytes] = {}
         self.params = None
@@ -66,13 +71,14 @@ class ClientSession:
                              f"too few for the threshold t={t}")
         order = sorted(self.neighbour_keys)  # itself included: a survivor holds a share of its own seed
         points = [message.points[v] for v in order]
-        seed_shares = shamir.split(self.seed, t, points)
-        key_shares = shamir.split(self.mask_private, t, points)
+        seed_shares = shamir.split(self.seed, t, points, self.random_bytes)
+        key_shares = shamir.split(self.mask_private, t, points, self.random_bytes)
         out = {}
         for v, seed_share, key_share in zip(order, seed_shares, key_shares):
             key = crypto.agree(self.cipher_private, self.neighbour_keys[v].cipher, SHARE_PURPOSE)
             plaintext = shamir.encode(seed_share) + shamir.encode(key_share)
-            out[v] = crypto.encrypt(key, plaintext, associated_data(self.server_round, self.client_id, v))
+            out[v] = crypto.encrypt(key, plaintext, associated_data(self.server_round, self.client_id, v),
+                                    self.random_bytes)
         return EncryptedShares(self.client_id, out)
 
     def mask(self, encoded: np.ndarray, message: MaskInstructions) -> MaskedInput:

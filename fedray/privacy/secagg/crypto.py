@@ -14,6 +14,7 @@ generator and authenticated encryption of the secret shares.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -28,11 +29,15 @@ _NONCE_BYTES = 12
 _ZERO_NONCE = bytes(16)  # ChaCha20's 16-byte counter||nonce; every mask key is used once
 
 
-def keypair() -> tuple[bytes, bytes]:
-    """A fresh X25519 key pair as raw bytes (private, public)."""
-    private = X25519PrivateKey.generate()
-    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
+RandomBytes = Callable[[int], bytes]
+"""Where a session's secrets come from: `os.urandom` (the OS's CSPRNG) in a run; tests
+pass a seeded source so that a test claiming a fixed seed is deterministic."""
+
+
+def keypair(random_bytes: RandomBytes = os.urandom) -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair as raw bytes (private, public): any 32 bytes are a valid
+    X25519 private key (RFC 7748 clamps them)."""
+    raw = random_bytes(KEY_BYTES)
     return raw, public_of(raw)
 
 
@@ -49,9 +54,9 @@ def agree(private: bytes, public: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose).derive(shared)
 
 
-def random_seed() -> bytes:
-    """32 bytes from the operating system's CSPRNG (a self-mask seed)."""
-    return os.urandom(KEY_BYTES)
+def random_seed(random_bytes: RandomBytes = os.urandom) -> bytes:
+    """32 random bytes (a self-mask seed)."""
+    return random_bytes(KEY_BYTES)
 
 
 def mask(seed: bytes, length: int, bits: int) -> np.ndarray:
@@ -66,9 +71,9 @@ def ring_mask(bits: int) -> np.uint64:
     return np.uint64((1 << bits) - 1)
 
 
-def encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+def encrypt(key: bytes, plaintext: bytes, associated: bytes, random_bytes: RandomBytes = os.urandom) -> bytes:
     """nonce || ChaCha20-Poly1305(plaintext), authenticated together with `associated`."""
-    nonce = os.urandom(_NONCE_BYTES)
+    nonce = random_bytes(_NONCE_BYTES)
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated)
 
 

@@ -10,8 +10,8 @@ never from a seeded generator: they are what keeps a secret secret.
 
 from __future__ import annotations
 
-import secrets
-from typing import NamedTuple, Sequence
+import os
+from typing import Callable, NamedTuple, Sequence
 
 PRIME = 2**521 - 1
 """A Mersenne prime; every 32-byte (256-bit) secret is below it."""
@@ -25,17 +25,28 @@ class Share(NamedTuple):
     y: int
 
 
-def split(secret: bytes, threshold: int, points: Sequence[int]) -> list[Share]:
+def split(secret: bytes, threshold: int, points: Sequence[int],
+          random_bytes: Callable[[int], bytes] = os.urandom) -> list[Share]:
     """Shares of `secret` at the evaluation points `points` (distinct, >= 1); any
-    `threshold` of them reconstruct it."""
+    `threshold` of them reconstruct it. The polynomial's coefficients come from
+    `random_bytes` (the OS's CSPRNG unless a test injects a seeded source)."""
     if not 2 <= threshold <= len(points):
         raise ValueError(f"threshold must be in [2, {len(points)}] for {len(points)} shares, got {threshold}")
     if len(set(points)) != len(points) or min(points) < 1:
         raise ValueError(f"evaluation points must be distinct and >= 1, got {list(points)}")
     value = int.from_bytes(secret, "big")
     assert value < PRIME, "secret too long for the field"
-    coefficients = [value] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
+    coefficients = [value] + [_below_prime(random_bytes) for _ in range(threshold - 1)]
     return [Share(x, _evaluate(coefficients, x)) for x in points]
+
+
+def _below_prime(random_bytes: Callable[[int], bytes]) -> int:
+    """A uniform element of GF(PRIME): 521 random bits, drawn again in the rare case they
+    reach PRIME (rejection keeps it uniform)."""
+    while True:
+        value = int.from_bytes(random_bytes(66), "big") & ((1 << 521) - 1)
+        if value < PRIME:
+            return value
 
 
 def combine(shares: Sequence[Share], threshold: int, size: int = 32) -> bytes:

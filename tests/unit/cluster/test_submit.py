@@ -96,3 +96,26 @@ def test_parse_env(monkeypatch):
 def test_an_unreachable_dashboard_is_named():
     with pytest.raises(ClusterError, match="cannot reach the Ray dashboard at http://127.0.0.1:9"):
         connect("http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("address", ["notaurl:xx", "http://[::1", "ftp://head:8265", "http://:8265"])
+def test_an_address_that_is_not_a_dashboard_url_is_one_error(clean_env, address):
+    with pytest.raises(ClusterError, match="not a Ray dashboard address; give http://HOST:PORT"):
+        dashboard_address(address)
+
+
+class _DashboardWithoutAgent:
+    """Answers `submit_job` as the Job SDK does when the head's dashboard agent is not up."""
+
+    def submit_job(self, **job):
+        raise RuntimeError("Request failed with status code 500: No available agent to submit job, "
+                           "please try again later.")
+
+
+def test_a_dashboard_without_its_job_agent_points_to_the_agent_log(tmp_path):
+    from fedray.cluster.submit import submit_run
+
+    config = tmp_path / "exp.yaml"
+    config.write_text("{}\n")
+    with pytest.raises(ClusterError, match=r"no job agent to run the job .*dashboard_agent\.log"):
+        submit_run(_DashboardWithoutAgent(), load_config(None, []), str(config), [], options(tmp_path))

@@ -14,11 +14,17 @@ from fedray.privacy.secagg.sessions import encode
 D = 50
 
 
+def seeded(seed, client_id):
+    """A deterministic source of a session's secret bytes (a run uses os.urandom)."""
+    rng = np.random.default_rng([seed, client_id])
+    return rng.bytes
+
+
 def run_protocol(n, params, drop_before_input=(), drop_before_unmask=(), seed=0):
     """Every stage for n clients; returns (unmasked sum, plain sum of the survivors'
     encodings, survivors, aggregator)."""
     rng = np.random.default_rng(seed)
-    sessions = {c: ClientSession(c, 1) for c in range(n)}
+    sessions = {c: ClientSession(c, 1, seeded(seed, c)) for c in range(n)}
     server = ServerRound.start(1, params, range(n))
     keys = {c: s.advertise(AdvertiseKeys(1)) for c, s in sessions.items()}
     shared = {c: sessions[c].share(m) for c, m in server.share_requests(keys).items()}
@@ -72,7 +78,7 @@ def test_fewer_than_t_shares_fail_with_a_clear_message():
 
 def test_too_few_clients_to_share_fail_at_setup():
     server = ServerRound.start(1, PARAMS, range(2))
-    keys = {c: ClientSession(c, 1).advertise(AdvertiseKeys(1)) for c in range(2)}
+    keys = {c: ClientSession(c, 1, seeded(0, c)).advertise(AdvertiseKeys(1)) for c in range(2)}
     with pytest.raises(SecAggError, match="2 client.* advertised keys.*t=3 needs at least t"):
         server.share_requests(keys)
 
@@ -81,7 +87,7 @@ def test_decoded_mean_matches_the_updates_to_quantisation_precision():
     rng = np.random.default_rng(1)
     params = Params(threshold=2, num_neighbours=2, bits=48, clip_range=1.0, max_weight=100.0)
     n = 4
-    sessions = {c: ClientSession(c, 1) for c in range(n)}
+    sessions = {c: ClientSession(c, 1, seeded(0, c)) for c in range(n)}
     server = ServerRound.start(1, params, range(n))
     shared = {c: sessions[c].share(m) for c, m in server.share_requests(
         {c: s.advertise(AdvertiseKeys(1)) for c, s in sessions.items()}).items()}
@@ -106,7 +112,7 @@ def test_a_single_masked_input_is_statistically_uniform():
     from scipy.stats import chisquare
 
     params = Params(threshold=2, num_neighbours=2, bits=32, clip_range=1.0)
-    sessions = {c: ClientSession(c, 1) for c in range(3)}
+    sessions = {c: ClientSession(c, 1, seeded(0, c)) for c in range(3)}
     server = ServerRound.start(1, params, range(3))
     shared = {c: sessions[c].share(m) for c, m in server.share_requests(
         {c: s.advertise(AdvertiseKeys(1)) for c, s in sessions.items()}).items()}
@@ -121,15 +127,23 @@ def test_a_single_masked_input_is_statistically_uniform():
 def test_a_client_refuses_to_reveal_both_secrets_of_one_neighbour():
     from fedray.privacy.secagg.messages import Unmask
 
-    session = ClientSession(0, 1)
+    session = ClientSession(0, 1, seeded(0, 0))
     session.params = PARAMS
     with pytest.raises(ValueError, match="both in the sum and dropped"):
         session.unmask(Unmask(1, (1, 2, 3), (3,)))
 
 
+def test_a_seeded_session_is_deterministic_and_seeds_differ():
+    """What the seeded tests rely on: the same seed gives the same secrets, another seed others."""
+    one, again = ClientSession(0, 1, seeded(0, 0)), ClientSession(0, 1, seeded(0, 0))
+    other = ClientSession(0, 1, seeded(1, 0))
+    assert (one.seed, one.mask_private, one.cipher_private) == (again.seed, again.mask_private, again.cipher_private)
+    assert one.seed != other.seed and one.mask_private != other.mask_private
+
+
 def test_shamir_needs_t_shares_and_any_t_will_do():
     secret = bytes(range(32))
-    shares = shamir.split(secret, 3, [1, 2, 3, 4, 5])
+    shares = shamir.split(secret, 3, [1, 2, 3, 4, 5], seeded(0, 0))
     assert shamir.combine(shares[2:], 3) == secret
     assert shamir.combine([shares[0], shares[4], shares[2]], 3) == secret
     with pytest.raises(ValueError, match="do not reconstruct"):

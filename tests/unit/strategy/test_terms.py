@@ -90,6 +90,28 @@ def test_scaffold_control_is_the_mean_raw_gradient_with_plain_sgd(model):
     set_flat(model, spec, params)
 
 
+@pytest.mark.parametrize("momentum", [0.5, 0.9])
+def test_scaffold_counts_the_step_momentum_sgd_really_took(model, momentum):
+    """With momentum the weights move by more than lr per gradient; for a constant gradient
+    (a linear objective) c_i+ must still be exactly that gradient, as with plain SGD."""
+    spec = param_spec(model)
+    params = get_flat(model, spec)
+    rng = np.random.default_rng(3)
+    c, c_i = (rng.standard_normal(spec.num_params).astype(np.float32) for _ in range(2))
+    slope = [torch.tensor(rng.standard_normal(tuple(p.shape)), dtype=torch.float32) for p in model.parameters()]
+    term = scaffold()
+    local = local_round(model, params, {"control": c})._replace(train=TrainConfig(lr=0.1, momentum=momentum))
+    correction = term.objective(local, c_i)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+    for _ in range(5):
+        optimizer.zero_grad()
+        (sum((p * a).sum() for p, a in zip(model.parameters(), slope)) + correction(model, None)).backward()
+        optimizer.step()
+    _, new = term.finish(local._replace(delta=get_flat(model, spec) - params, steps=5), c_i)
+    np.testing.assert_allclose(new, torch.cat([a.reshape(-1) for a in slope]).numpy(), rtol=1e-4, atol=1e-4)
+    set_flat(model, spec, params)
+
+
 def test_fedprox_and_scaffold_presets_carry_their_terms():
     assert len(STRATEGIES.build("fedprox", mu=0.1).terms) == 1
     assert STRATEGIES.build("scaffold").terms[0].layout_bound
