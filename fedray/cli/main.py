@@ -91,13 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     granules = sub.add_parser("show-granules", help="draw images of a few clients with their granular balls")
     granules.add_argument("config", metavar="CONFIG_OR_RUN_DIR", help="YAML config, or a run directory")
     granules.add_argument("overrides", nargs="*", help="key=value overrides")
-<<<<<<< HEAD
-    granules.add_argument("--out", default="granules.png", help="PNG to write (default granules.png)")
-    add_allow_code(granules)
-=======
     granules.add_argument("--out", default="granules.png",
                           help="PNG to write, or a folder to write granules.png into (default granules.png)")
->>>>>>> main
+    add_allow_code(granules)
 
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -267,19 +263,14 @@ def _show_granules(args: argparse.Namespace) -> int:
     from fedray.data.granular.figure import show_granules
     from fedray.models.graph_task import granular_cache_dir
 
-<<<<<<< HEAD
     if os.path.isdir(args.config):  # a run directory's config: code in it only if allowed
         path = os.path.join(args.config, "config.yaml")
         cfg = load_run_config(path, args.allow_code, args.overrides)
     else:
         path, cfg = args.config, load_config(args.config, args.overrides)
-=======
-    path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
-    cfg = load_config(path, args.overrides)
     if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):  # a folder: the default name inside it
         os.makedirs(args.out, exist_ok=True)
         args.out = os.path.join(args.out, "granules.png")
->>>>>>> main
     try:
         dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed)
         figure = show_granules(dataset, cfg.data.granular, args.out, granular_cache_dir(cfg))

@@ -33,13 +33,9 @@ from fedray.privacy.dpsgd import epsilon_column
 from fedray.privacy.secagg.stages import SecureStages
 from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
-<<<<<<< HEAD
-from fedray.server.checkpoint import CheckpointError, load_newest, prune_tags, save_checkpoint
-from fedray.server.state_checks import RunShape
-=======
 from fedray.server.checkpoint import (CheckpointError, checkpoint_round, latest_checkpoint, load_newest, prune_tags,
                                       save_checkpoint)
->>>>>>> main
+from fedray.server.state_checks import RunShape
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_round
 from fedray.server.records import RunRecords

@@ -73,13 +73,9 @@ def resume_config(run_dir: Location | str, overrides: Iterable[str] = (), allow_
     they change anything outside RESUMABLE, or if it names code that `allow_code`
     (`--allow-code`) does not cover (`fedray.config.trust`). Reads only."""
     path, base = current_config(run_dir)
-<<<<<<< HEAD
-    cfg = load_run_config(path, allow_code, overrides, text=path.read_text())
-=======
     overrides = list(overrides)
     _refuse_overrides(base, overrides, str(run_dir))  # before cross-field checks blame another key
-    cfg = load_config_text(path.read_text(), str(path), overrides)
->>>>>>> main
+    cfg = load_run_config(path, allow_code, overrides, text=path.read_text())
     changed_keys(base, cfg, str(run_dir))
     return cfg
 
