@@ -52,6 +52,7 @@ CONFIGS = {
     "scale": HERE / "configs" / "scale.yaml",
     "model_size": HERE / "configs" / "model_size.yaml",
     "scale_100k": HERE / "configs" / "scale_100k.yaml",
+    "scale_100k_ef": HERE / "configs" / "scale_100k_ef.yaml",
     "quickstart": REPO / "configs" / "quickstart.yaml",
     "sweep": HERE / "configs" / "sweep.yaml",
     "sweep_fresh": HERE / "configs" / "sweep.yaml",
@@ -72,11 +73,12 @@ def tree_pss_bytes(root: psutil.Process) -> int:
     return total
 
 
-def timed_process(cmd: list[str], env: dict) -> tuple[list[tuple[float, str]], float, int, int]:
-    """Run `cmd`; (its output lines with the seconds at which each arrived, the wall
-    seconds until it exited, its peak tree PSS in bytes, its exit status)."""
+def timed_process(cmd: list[str], env: dict, cwd: Path = REPO) -> tuple[list[tuple[float, str]], float, int, int]:
+    """Run `cmd` in `cwd`; (its output lines with the seconds at which each arrived, the wall
+    seconds until it exited, its peak tree PSS in bytes, its exit status). `python -m`
+    puts `cwd` first on the path (before PYTHONPATH): another revision runs from its own."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     peak, done = [0], threading.Event()
 
     def sample():

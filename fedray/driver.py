@@ -16,10 +16,8 @@ from pathlib import Path
 import dataclasses
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
 from fedray.config.schema import RunConfig
-from fedray.data.federated import FederatedDataset
+from fedray.data.plan import DataPlan
 from fedray.types import RoundResult
 
 if TYPE_CHECKING:
@@ -31,7 +29,8 @@ class PreparedRun:
     """A config checked and built by `fedray.launcher.prepare`: ready to run."""
 
     cfg: RunConfig
-    dataset: FederatedDataset
+    dataset: DataPlan
+    """The data description: who holds which rows, not the rows (`fedray.data.plan`)."""
     num_params: int
     prepare_s: float = 0.0
     """Seconds spent building the data and checking the config."""
@@ -98,6 +97,14 @@ def run_key(run_dir) -> str:
     return f"{text.rstrip('/').rsplit('/', 1)[-1]}-{digest}"
 
 
+def with_state_dir(cfg: RunConfig, run_dir) -> RunConfig:
+    """`cfg` with `clients.state_dir` resolved for this run (`fedray.client.store`)."""
+    from fedray.client.store import resolve_state_dir
+
+    where = resolve_state_dir(cfg.clients.state_dir, str(run_dir))
+    return dataclasses.replace(cfg, clients=dataclasses.replace(cfg.clients, state_dir=where))
+
+
 class Driver:
     """One run as the driver sees it: the live server actor, its restarts, where things run."""
 
@@ -107,7 +114,8 @@ class Driver:
         command began (start-up counts from there). `warm`: idle client actors of this
         process's previous runs, taken over where they match; a completed run leaves its
         own there."""
-        self.prepared, self.cfg = prepared, prepared.cfg
+        cfg = with_state_dir(prepared.cfg, run_dir)
+        self.prepared, self.cfg = dataclasses.replace(prepared, cfg=cfg), cfg
         self.run_dir, self.console, self.started = run_dir, console, started
         self.began = started if began is None else began
         self.warm = warm
@@ -117,13 +125,14 @@ class Driver:
         """The foundation model's reserved placement group, if any."""
         self.pool = None
         """The client actors (`fedray.client.pool.ClientPool`): created here, handed to the server."""
-        self._server_data: FederatedDataset | None = None
         self.server = None
         self.next_round, self.restarts = 1, 0
         self.last_round = self.cfg.server.rounds
         """The last round to run: `server.rounds`, or earlier when a privacy budget runs out."""
         self.stopped_by: str | None = None
         """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
+        self.budget = None
+        """`server.budget_mb`'s `fedray.server.budget.CommBudget`, once the server is up."""
 
     def reserve(self, cleanup: contextlib.ExitStack) -> None:
         """Fail fast on resources the cluster never has; reserve the foundation model's ranks."""
@@ -158,18 +167,25 @@ class Driver:
         began = time.perf_counter()
         prefix = f"fedray/{run_key(self.run_dir)}/{self.restarts}"
         if self.pool is None:
+            for note in self.prepared.dataset.notes:  # what building the data cut, said once
+                self.console(note)
             self.pool = self._client_pool(prefix)
-            # the shards are in the object store now: keep no copy of them here
-            self.prepared = dataclasses.replace(self.prepared, dataset=self._server_dataset())
+            # the actors have their shard plans: keep no row numbers here, nor send them to the server
+            self.prepared = dataclasses.replace(self.prepared, dataset=self.prepared.dataset.without_rows())
+        if self.prepared.dataset.offsets is None:  # sites: only their actors know how many rows they hold
+            dataset = self.prepared.dataset.with_sizes(self.pool.num_examples())
+            self.prepared = dataclasses.replace(self.prepared, dataset=dataset)
         self.server = remote_class("fedray.server.actor:Server").options(
             name=f"{prefix}/server", **cfg.server.resources.as_ray_options(), **server_options(),
-        ).remote(cfg, self._server_dataset(), str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
+        ).remote(cfg, self.prepared.dataset, str(self.run_dir), prefix, resume, self.ranks, clients=self.pool)
         info = self._wait_ready()
         self.startup.actors_s = time.perf_counter() - began
         self.next_round, self.placement["server_node"] = info["next_round"], info["server_node"]
         self.last_round = info["last_round"]
         if info["next_round"] > 1:
             self.console(f"resuming after round {info['next_round'] - 1}")
+        if cfg.server.budget_mb is not None:
+            self._start_budget(info)
         if self.last_round < cfg.server.rounds:
             self.console(f"fedray: the privacy budget (server.privacy.args.target_epsilon) allows {self.last_round} "
                          f"of server.rounds={cfg.server.rounds} rounds; the run stops after round {self.last_round}")
@@ -196,34 +212,55 @@ class Driver:
             raise ClusterError(f"the run's actors were not ready within ray.start_timeout_s={timeout:g} s "
                                "(the cluster may lack free resources: see `ray status`)") from None
 
+    def _start_budget(self, info: dict) -> None:
+        """The communication budget, counting the rounds a resumed run already did."""
+        from fedray.server.budget import CommBudget
+
+        done = info["round_bytes"]
+        self.budget = CommBudget.start(self.cfg.server.budget_mb, self.cfg.server.clients_per_round,
+                                       info["num_params"], sum(done), max(done, default=0))
+        self.console(self.budget.describe_start(self.cfg.server.rounds, info["next_round"]))
+
+    def _stop_for_budget(self, result: RoundResult) -> None:
+        """The next round would overrun `server.budget_mb`: end here, this round checkpointed."""
+        import ray
+
+        self.budget.stopped = True
+        every = self.cfg.server.checkpoint_every
+        if every and result.server_round % every:
+            ray.get(self.server.checkpoint.remote())
+        self.console(f"fedray: stopping after round {result.server_round}: the next round (~"
+                     f"{self.budget.round_bytes / 1e6:.3f} MB) would overrun server.budget_mb="
+                     f"{self.cfg.server.budget_mb:g} ({self.budget.used_bytes / 1e6:.3f} MB used)")
+
     def _client_pool(self, prefix: str, data=None):
-        """The client actors (warm ones taken over where they match), loading their shards."""
+        """The client actors (warm ones taken over where they match), building their shards."""
         from fedray.client.pool import ClientPool
+        from fedray.client.store import StateCodec
+        import functools
+
+        from fedray.server.serialize import decode, encode
+        from fedray.server.state_types import StateTypes
         from fedray.lifecycle.continual.schedule import build_schedule
         from fedray.models.adapters import client_ranks
 
         cfg, dataset = self.cfg, self.prepared.dataset
-        ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+        ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, dataset.sizes())
         # The public inputs of knowledge transfer come later, from the server's foundation
         # model (`ClientPool.share_public`): it may generate them.
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
         idle = len(self.warm) if self.warm is not None else 0
-        pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule)
+        types = StateTypes.of(cfg)  # the client stores hold plug-ins' declared state classes too
+        pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule,
+                          codec=StateCodec(functools.partial(encode, types=types),
+                                           functools.partial(decode, types=types)))
         self.startup.num_warm = idle - (len(self.warm) if self.warm is not None else 0)
         return pool
 
-    def _server_dataset(self) -> FederatedDataset:
-        """The dataset without its training rows: the server needs the offsets, the test
-        split and the public set, not a copy of every client's shard (nor, once the
-        actors have them, does the driver)."""
-        if self._server_data is None:
-            dataset = self.prepared.dataset
-            self._server_data = dataclasses.replace(dataset, train=dataset.train.schema.empty_table())
-        return self._server_data
-
     def restart_server(self) -> None:
-        """A new server from the newest checkpoint, with new client actors loaded from the
-        shards already in the object store (a LoRA client's base must match the checkpoint's)."""
+        """A new server from the newest checkpoint, with new client actors building their
+        shards from the plans already in the object store (a LoRA client's base must match
+        the checkpoint's)."""
         self.restarts += 1
         data = self.pool.data
         self.pool.shutdown()
@@ -261,6 +298,10 @@ class Driver:
                 return "failed"
             self.console(format_round(result, cfg.server.rounds))
             self.next_round += 1
+            if self.budget is not None and not self.budget.record(result.bytes_up, result.bytes_down) \
+                    and self.next_round <= self.last_round:
+                self._stop_for_budget(result)
+                break
         return "completed"
 
     def bug(self, err: BaseException) -> None:
@@ -297,6 +338,10 @@ class Driver:
         summary = summary_on_disk(self.run_dir, self.cfg, status, summary)
         summary.update(run_dir=str(self.run_dir), placement=self.placement,
                        wall_s=time.perf_counter() - self.started)
+        if self.budget is not None:
+            summary["communication"] = self.budget.summary()
+            self.console(f"communication: {self.budget.used_bytes / 1e6:.3f} MB of server.budget_mb="
+                         f"{self.cfg.server.budget_mb:g}")
         try:
             RunDirectory(self.run_dir).write_summary(summary)
         except OSError as err:

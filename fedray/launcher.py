@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
-from fedray.data.federated import FederatedDataset, build_federated_dataset
+from fedray.data.plan import DataPlan, plan_federated_dataset, schedule_check_tables
 from fedray.driver import Driver, PreparedRun, StartUp, format_round, resource_problems, run_key  # noqa: F401
 from fedray.session import RayLogs, RayStart, ray_session  # noqa: F401  (ray_session re-exported)
 from fedray.signals import Terminated, sigterm_as_interrupt, sigterm_received
@@ -30,7 +30,6 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     for `fedray submit`, whose output_dir is a path on the cluster). `on_checked` is
     called once every component checks out, before the data is built: `fedray run`
     starts Ray there, so it comes up while the data is built."""
-    from fedray.data.tokenize import TOKENIZERS
     from fedray.lifecycle.continual import schedule_problems
 
     began = time.perf_counter()
@@ -41,24 +40,40 @@ def prepare(cfg: RunConfig, source: str | None = None, local: bool = True,
     dataset = None
     if not any(p.startswith(("data.", "model.")) for p in problems):
         try:
-            tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
             held_out = cfg.server.foundation_model.model is not None and not cfg.server.distill.public.generated
             public = cfg.server.distill.public_size if held_out else 0
-            dataset = build_federated_dataset(cfg.data, cfg.clients.num_clients, cfg.seed, tokenizer, public)
+            # a plan from the rows' labels or owners: no client's rows are loaded here
+            dataset = plan_federated_dataset(cfg.data, cfg.model, cfg.clients.num_clients, cfg.seed, public)
         except (ValueError, OSError) as err:
             problems.append(f"data: {err}")
     if dataset is not None:
-        problems += schedule_problems(cfg.data.schedule, dataset.train, dataset.test, dataset.owner_names)
+        problems += schedule_problems(cfg.data.schedule, *schedule_check_tables(dataset, cfg.data.schedule.name),
+                                      dataset.owner_names)
     num_params = 0
     if dataset is not None and not problems:
         num_params, found = model_problems(cfg, dataset)
         problems += found
+        problems += budget_problems(cfg, num_params)
     if problems:
         raise ConfigError(problems, source)
     return PreparedRun(cfg, dataset, num_params, time.perf_counter() - began)
 
 
-def model_problems(cfg: RunConfig, dataset: FederatedDataset) -> tuple[int, list[str]]:
+def budget_problems(cfg: RunConfig, num_params: int) -> list[str]:
+    """`server.budget_mb` must fit at least one round (as estimated before any is measured)."""
+    from fedray.server.budget import MB, estimated_round_bytes
+
+    if cfg.server.budget_mb is None or not num_params:
+        return []
+    one = estimated_round_bytes(cfg.server.clients_per_round, num_params) / MB
+    if one > cfg.server.budget_mb:
+        return [f"server.budget_mb={cfg.server.budget_mb:g} does not fit one round: ~{one:.3f} MB "
+                f"(server.clients_per_round={cfg.server.clients_per_round} clients x 2 directions x "
+                f"{num_params:,} trainable parameters x 4 bytes)"]
+    return []
+
+
+def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:
     """(trainable parameters, problems). A model whose size follows from its config (the
     MLP) is only counted where nothing needs its tensors' names, so the driver needs no
     torch; any other is built on torch's meta device, with its adapters, codec rules,
@@ -169,10 +184,8 @@ def _staleness_weight(weight) -> None:
         raise ValueError(f"must map staleness 0 to a weight in (0, 1], got {value!r}")
 
 
-def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
+def check_adapters(cfg: RunConfig, model, dataset: DataPlan) -> None:
     """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
-    import numpy as np
-
     from fedray.models.adapters import client_ranks, lora_layout
     from fedray.models.flat import param_spec
     from fedray.strategy.algorithm import build_algorithm
@@ -181,12 +194,12 @@ def check_adapters(cfg: RunConfig, model, dataset: FederatedDataset) -> None:
     if cfg.model.peft is None:
         return
     spec = param_spec(model)
-    ranks = client_ranks(cfg.model.peft, np.diff(dataset.offsets))
+    ranks = client_ranks(cfg.model.peft, dataset.sizes())
     build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
                    lambda cid: 0)
 
 
-def foundation_problems(cfg: RunConfig, dataset: FederatedDataset, client_model) -> list[str]:
+def foundation_problems(cfg: RunConfig, dataset: DataPlan, client_model) -> list[str]:
     """Knowledge transfer needs one output space and a usable public set (see
     `fedray.foundation.checks`)."""
     from fedray.foundation.checks import foundation_problems as problems

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, runtime_checkable
+import enum
+from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -113,6 +114,26 @@ class Sealed(Protocol):
         """Why this cannot be a well-formed update of `num_params` values, or None."""
 
 
+class StateRef(NamedTuple):
+    """What the server knows of a client's current kept state, which lives in the client's
+    store (`fedray.client.store`): the round that committed it and a digest of it. It is
+    all a server checkpoint holds of a client's state."""
+
+    server_round: int
+    digest: str
+    dp_epsilon: float | None = None
+    """The client's cumulative DP-SGD epsilon as of this state (None without `train.dp`),
+    as the client reports it in its results."""
+
+
+class PendingRef(NamedTuple):
+    """A fit's new kept state, pending on its client until the round's commit."""
+
+    token: int
+    """Which fit made it (`FitInstructions.seed`)."""
+    digest: str
+
+
 @dataclasses.dataclass(frozen=True)
 class FitInstructions:
     """What the server asks of one client in one round."""
@@ -127,6 +148,25 @@ class FitInstructions:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Per-round, per-client instructions, handed to the client's transforms as `Context.config`
     (e.g. `upload_bytes`, the budget of `rate: auto`); usually empty."""
+    state: StateRef | None = None
+    """The client's current kept state as the server recorded it (None: it has none yet):
+    the client trains from exactly that state, read from its store if need be."""
+
+
+class FailureKind(enum.Enum):
+    """Why a client's round failed, as the transport and the client classify it (never
+    parsed from a message): the loop decides on the kind, the note shows the detail."""
+
+    data = "data"
+    """Its data or its machine (a ValueError, OSError, MemoryError in training)."""
+    numeric = "numeric"
+    """Its numerics (an ArithmeticError: overflow, division by zero)."""
+    timeout = "timeout"
+    """Not in by `server.round_timeout_s`."""
+    restarted = "restarted"
+    """Its actor was restarted (by Ray) and had not been given its data again."""
+    unavailable = "unavailable"
+    """Its actor died, or cannot be reached; it leaves selection until it is back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,16 +181,18 @@ class ClientResult:
     broadcast ones, after the client's transform chain, possibly encoded) and whatever
     the algorithm's objective terms return (e.g. SCAFFOLD's `control_delta`, top-k
     `public_logits` for knowledge transfer)."""
-    state: Any = None
-    """The client's kept state after this round (optimizer moments, control variates,
-    transform state such as error-feedback residuals). It stays on the client in a real
-    deployment, so it is not counted in the bytes sent; the server keeps a copy so that
-    it survives checkpoints and actor restarts."""
+    pending: PendingRef | None = None
+    """The client's new kept state (optimizer moments, control variates, error-feedback
+    residuals, ...) stays on the client, pending: this names it. It becomes the client's
+    state only if the round commits this update (None: the algorithm keeps no state)."""
     train_loss: float = float("nan")
     wall_s: float = 0.0
     """Seconds the client spent on this round, measured on the client."""
     error: str | None = None
+    """What went wrong, for the notes (None: the round succeeded)."""
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    failure: FailureKind | None = None
+    """The kind of failure (set whenever `error` is)."""
 
     @property
     def ok(self) -> bool:

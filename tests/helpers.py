@@ -45,6 +45,17 @@ def breaks_in_round_2():
     return UpdateTransform(lambda params: (), apply)
 
 
+def draws_with_a_string_tag():
+    """A client transform whose author passed a string tag to `ctx.rng` (tags are ints):
+    the ValueError it raises is a bug in user code, not the client's failure."""
+    from fedray.transforms import UpdateTransform
+
+    def apply(update, state, params, ctx):
+        return update + ctx.rng("noise").normal(size=update.shape).astype(update.dtype), state
+
+    return UpdateTransform(lambda params: (), apply)
+
+
 def alive():
     """(live actors, placement groups holding resources), by id, from Ray's control store
     (the GCS): what the cluster itself says is still there."""
@@ -122,3 +133,48 @@ def kill_when_busy(folder, server_round: int, client_ids, actor, stop=None):
     thread.killed = False
     thread.start()
     return thread
+
+
+def kept_states(run_dir, cfg):
+    """Every client's current kept state, read from the run's client state store as its
+    newest checkpoint names it (round and digest, checked)."""
+    from fedray.client.pool import actor_index
+    from fedray.client.store import StateCodec, StateStore, resolve_state_dir
+    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
+    from fedray.server.serialize import decode, encode
+
+    state = load_checkpoint(latest_checkpoint(f"{run_dir}/checkpoints"))
+    where = resolve_state_dir(cfg.clients.state_dir, str(run_dir))
+    return {cid: StateStore(where, actor_index(cid, cfg), StateCodec(encode, decode)).committed(cid, ref)
+            for cid, ref in sorted(state.client_refs.items())}
+
+
+def private_arrays_in_checkpoint(run_dir, states) -> list[str]:
+    """Names of the tensors in the run's newest server checkpoint equal to an array of a
+    client's kept state (`states`: `kept_states`); arrays of fewer than 2 values or all
+    zeros are left out (they match by coincidence)."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load
+
+    from fedray.server.checkpoint import latest_checkpoint
+
+    def arrays(value):
+        if isinstance(value, torch.Tensor):
+            value = value.numpy()
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            if value.size >= 2 and np.any(value):
+                yield hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from arrays(item)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from arrays(item)
+
+    private = {h for kept in states.values() for h in arrays(kept)}
+    assert private, "the clients keep no arrays: nothing to look for"
+    path = latest_checkpoint(f"{run_dir}/checkpoints")
+    tensors = load(open(path, "rb").read())
+    return [name for name, t in tensors.items() if next(arrays(t), None) in private]

@@ -85,7 +85,7 @@ def write_result(run_dir: RunDirectory, final, params: np.ndarray, rebuild: "Reb
 
     state = dataclasses.replace(
         final, params=params, transform_state=rebuild.transform_state, metrics=rebuild.rows, in_flight=[],
-        client_states={c: s for c, s in final.client_states.items() if c not in forget},
+        client_refs={c: s for c, s in final.client_refs.items() if c not in forget},
         contributions=[row for row in final.contributions if row["client_id"] not in forget])
     save_checkpoint(run_dir.checkpoints, state, keep, types)
     run_dir.write_summary(summarize(state, "completed"))

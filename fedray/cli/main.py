@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-watermark | show-granules`: the command line.
+watermark | generate | show-granules`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from fedray.cli import jobs, unlearn, watermark
+from fedray.cli import generate, jobs, unlearn, watermark
 from fedray.cli.trust import add_allow_code
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="accuracy to reach, in [0, 1] (default 0.85)")
     unlearn.add_parser(sub)
     watermark.add_parser(sub)
+    generate.add_parser(sub)
     return parser
 
 
@@ -203,9 +204,10 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     prepared = prepare(cfg, args.config)
     print(to_yaml(cfg), end="")
+    plan = prepared.dataset
+    train = f"{len(plan.sites)} site(s)' training" if plan.sites else f"{len(plan.rows)} training"
     print(
-        f"# ok: {prepared.dataset.num_clients} clients, "
-        f"{prepared.dataset.train.num_rows} training / {prepared.dataset.test.num_rows} test "
+        f"# ok: {plan.num_clients} clients, {train} / {len(plan.test_rows)} test "
         f"examples, {prepared.num_params:,} parameters",
         file=sys.stderr,
     )
@@ -296,6 +298,7 @@ COMMANDS = {
     "compare": _compare,
     "unlearn": unlearn.command,
     "watermark": watermark.main,
+    "generate": generate.main,
     "show-granules": _show_granules,
 }
 

@@ -108,6 +108,7 @@ def _run_model(run_dir: Path, allow_code: Sequence[str]):
 def _data_info(cfg):
     """What the model builder needs to know of the run's data (without splitting it)."""
     from fedray.data.datasets import DATASETS
+    from fedray.data.instructions import Conversations
     from fedray.data.text import TextCorpus, text_info
     from fedray.data.tokenize import TOKENIZERS
 
@@ -117,7 +118,7 @@ def _data_info(cfg):
     if cfg.model.name == "hf_causal_lm":
         return for_text()
     data = DATASETS.build(cfg.data.dataset, cfg.data)
-    return for_text() if isinstance(data, TextCorpus) else data.info
+    return for_text() if isinstance(data, (TextCorpus, Conversations)) else data.info
 
 
 def _adapter_model(folder: Path):
@@ -127,6 +128,8 @@ def _adapter_model(folder: Path):
     from transformers import AutoModelForCausalLM
 
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base and not Path(base).is_absolute() and (folder.parent / base).is_dir():
+        base = str(folder.parent / base)  # `fedray export` names it relative to the export folder
     if not base or not Path(base).is_dir():
         raise ValueError(f"{folder}/adapter_config.json names the base model {base!r}, which is not a local "
                          "folder; fedray downloads nothing")

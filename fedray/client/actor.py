@@ -13,11 +13,13 @@ import ray
 import torch
 
 from fedray.client.attacks import ATTACKS
+from fedray.client.store import ClientStates, StateCodec, StateStore
 from fedray.client.train import build_optimizer, train_local
 from fedray.compress import build_codecs
 from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
+from fedray.data.plan import ShardPlan
 from fedray.foundation.distill import public_tensor
 from fedray.foundation.term import client_terms
 from fedray.lifecycle.continual import Schedule
@@ -32,7 +34,7 @@ from fedray.privacy.dpsgd import account
 from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
-from fedray.types import ClientId, ClientResult, Context, FitInstructions
+from fedray.types import ClientId, ClientResult, Context, FailureKind, FitInstructions
 
 NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
 
@@ -48,22 +50,45 @@ its numerics, its machine. Such a failure is a result the server counts; any oth
 exception is a bug (in fedray or in user code) and stops the run with its traceback."""
 
 
+class ComponentError(RuntimeError):
+    """An exception raised inside a component on a client (an objective term, a client
+    transform or codec; fedray's or the user's): a bug, not the client's failure, so it
+    stops the run with its traceback, naming the component's config key."""
+
+
+def in_component(name: str, call, *args):
+    """`call(*args)`; an exception that would pass for a client failure, re-raised as the
+    bug of component `name`."""
+    try:
+        return call(*args)
+    except CLIENT_FAILURES as exc:
+        raise ComponentError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """The kind of a client failure (`CLIENT_FAILURES`)."""
+    if isinstance(exc, NotLoaded):
+        return FailureKind.restarted
+    return FailureKind.numeric if isinstance(exc, ArithmeticError) else FailureKind.data
+
+
 class ClientActor:
     """Hosts one client (`actor_per_client`) or many simulated ones (`pool`).
 
     Constructor arguments are small (config, data description, client ids), so Ray can
     restart the actor without objects that may be gone; the shards arrive with `load`,
-    and the server calls it again after a restart. The actor keeps no per-client state
-    between rounds: each `fit` brings the client's kept state from the server's copy
-    and returns the new one, so it survives checkpoints and restarts.
+    and the server calls it again after a restart. Each client's kept state stays here
+    and in the actor's state store (`fedray.client.store`): a fit trains from the state
+    the server names (`FitInstructions.state`) and leaves the new one pending until the
+    round's `commit`.
 
     With LoRA (`model.peft`), the base weights load once and stay here; only the
     adapter of each hosted client's rank (`ranks`) is loaded and returned.
     """
 
     def __init__(self, cfg: RunConfig, info: DataInfo, hosted: Sequence[ClientId],
-                 ranks: dict[ClientId, int] | None = None):
-        self.setup = (cfg, info, hosted, ranks)
+                 ranks: dict[ClientId, int] | None = None, codec: StateCodec | None = None):
+        self.setup = (cfg, info, hosted, ranks, codec)
         """What this actor was built for; `load` rebuilds it for another."""
         limit_threads(cfg.clients.resources.num_cpus)
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
@@ -83,7 +108,13 @@ class ClientActor:
         self.downlink = None if codecs.downlink is None else BroadcastDecoder(codecs.downlink, cfg.seed)
         self.secagg = Sessions()
         """Open secure-aggregation sessions of the hosted clients (secrets: never returned)."""
-        self.shards: dict[ClientId, pa.Table] = {}
+        where = cfg.clients.state_dir
+        store = None if where is None or codec is None else StateStore(where, min(hosted), codec)
+        self.states = ClientStates(store, hosted, reset_lost=cfg.clients.state_lost.value == "reset")
+        """The hosted clients' kept states: current, pending, and their store."""
+        self.shards: Mapping[ClientId, pa.Table] = {}
+        self.sources: dict[ClientId, str] = {}
+        """Where a site client's rows were read: its path and the digest of its content."""
         self._tensors: dict[ClientId, tuple[int, Any]] = {}
         self.public = None
         self.schedule: Schedule | None = None
@@ -96,16 +127,21 @@ class ClientActor:
         # in parallel with the other actors, rather than inside round 1.
         build_optimizer(self.model, cfg.train)
 
-    def load(self, shards: Mapping[ClientId, pa.Table], public: np.ndarray | None = None,
+    def load(self, shards: ShardPlan | Mapping[ClientId, pa.Table], public: np.ndarray | None = None,
              schedule: Schedule | None = None, setup: tuple | None = None) -> dict:
-        """Take the hosted clients' shards (and the public inputs of knowledge transfer, as
-        `fedray.foundation.public` arrays them, and the data schedule whose current task's
-        view of a shard each round trains on); where this actor runs. With a `setup` (the
+        """Build the hosted clients' shards here, on this actor's node, from their plan (the
+        dataset loaded here and their rows taken, or their sites' files read here; tests
+        may hand shards themselves), and take the public inputs of knowledge transfer (as
+        `fedray.foundation.public` arrays them) and the data schedule whose current task's
+        view of a shard each round trains on; where this actor runs. With a `setup` (the
         constructor's arguments) other than its own, the actor first rebuilds itself as a
         new one would be: a warm actor taken over by the next run, or one Ray restarted
         with the arguments it was first created with."""
         if setup is not None and setup != self.setup:
             self.__init__(*setup)
+        self.sources = {}
+        if isinstance(shards, ShardPlan):
+            shards, self.sources = shards.build()
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
         self.shards, self._tensors, self.schedule = shards, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
@@ -131,24 +167,26 @@ class ClientActor:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "clients": self.hosted,
             "loaded": bool(self.shards),
+            "num_examples": {cid: self.shards[cid].num_rows for cid in self.shards},
+            "sources": dict(self.sources),
         }
 
-    def fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, *payloads: Any) -> ClientResult:
+    def fit(self, ins: FitInstructions, merges: tuple, *payloads: Any) -> ClientResult:
         """Train client `ins.client_id` from the broadcast `payloads` (named by
-        `ins.payloads`; `params` first, in its own layout) and its kept `state` (None:
-        a first round), after folding any new `merges` into the base. A client failure
-        (`CLIENT_FAILURES`) comes back as a result; anything else raises."""
+        `ins.payloads`; `params` first, in its own layout) and its kept state as of
+        `ins.state`, after folding any new `merges` into the base. A client failure
+        (`CLIENT_FAILURES`) comes back as a result; anything else raises (a lost state,
+        `StateLost`, too, unless `clients.state_lost: reset`)."""
         start = time.perf_counter()
         try:
-            return self._fit(ins, state, merges, dict(zip(ins.payloads, payloads)), start)
+            return self._fit(ins, merges, dict(zip(ins.payloads, payloads)), start)
         except CLIENT_FAILURES as exc:
             detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
                 "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
-                                wall_s=time.perf_counter() - start, error=detail)
+                                wall_s=time.perf_counter() - start, error=detail, failure=failure_kind(exc))
 
-    def _fit(self, ins: FitInstructions, state: KeptState | None, merges: tuple, payloads: dict,
-             start: float) -> ClientResult:
+    def _fit(self, ins: FitInstructions, merges: tuple, payloads: dict, start: float) -> ClientResult:
         cid = ins.client_id
         task = 0 if self.schedule is None else self.schedule.task_of(ins.server_round, cid)
         data = self._data(cid, task)
@@ -158,25 +196,28 @@ class ClientActor:
         set_flat(self.model, spec, params)
         ctx = Context(ins.server_round, cid, self.cfg.seed, self.cfg.clients.num_clients, downlink=payloads,
                       spec=spec, config=ins.config, task=task)
-        kept = state if state is not None else initial_client_state(self.algorithm, params)
+        kept, reset = self.states.get(cid, ins.state, lambda: initial_client_state(self.algorithm, params))
         local = LocalRound(self.model, spec, params, payloads, ctx, self.cfg.train, self.task, self.public,
                            data=data)
         terms = self.algorithm.terms
-        regularizers = [r for t, s in zip(terms, kept.terms) if (r := t.objective(local, s)) is not None]
+        names = [self.algorithm.term_name(i) for i in range(len(terms))]
+        regularizers = [_named(names[i], r) for i, (t, s) in enumerate(zip(terms, kept.terms))
+                        if (r := in_component(names[i], t.objective, local, s)) is not None]
         trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
                               optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
         delta = get_delta(self.model, spec, params, out=out)
         local = local._replace(delta=delta, steps=trained.steps)
         uplink, term_states = {}, []
-        for term, term_state in zip(terms, kept.terms):
-            sent, term_state = term.finish(local, term_state)
+        for name, term, term_state in zip(names, terms, kept.terms):
+            sent, term_state = in_component(name, term.finish, local, term_state)
             uplink.update(sent)
             term_states.append(term_state)
         if self._attacks(cid) and self._attack.update is not None:
             delta = self._attack.update(delta, self.cfg.clients.attack, ctx)
         encoding = time.perf_counter()
-        delta, chain_state = self.algorithm.client_transforms.apply(delta, kept.transforms, params, ctx)
+        delta, chain_state = in_component(self.algorithm.client_chain_name, self.algorithm.client_transforms.apply,
+                                          delta, kept.transforms, params, ctx)
         if self.algorithm.client_transforms.decode is not None:
             figures["encode_s"] = time.perf_counter() - encoding
         if "secagg" in payloads:  # secure aggregation: only the masked update leaves the client
@@ -185,17 +226,25 @@ class ClientActor:
         if self.cfg.train.dp is not None:
             privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
         new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
+        pending = self.states.stage(cid, ins.seed, None if new_state.is_empty() else new_state, kept)
         return ClientResult(
             client_id=cid,
             server_round=ins.server_round,
             num_examples=trained.num_examples,
             payloads={"delta": delta, **uplink},
-            state=None if new_state.is_empty() else new_state,
+            pending=pending,
             train_loss=trained.loss,
             wall_s=time.perf_counter() - start,
             metrics={"steps": float(trained.steps), "loss_sq": trained.loss_sq, **figures,
-                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {})},
+                     **({"dp_epsilon": privacy.epsilon} if privacy is not None else {}),
+                     **({"state_resets": 1.0} if reset else {})},
         )
+
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
+        """The round's commit ({client: fit token} each): `committed`'s pending states become
+        current, `spent`'s take their privacy account only, `keep`'s stay pending (async,
+        still in flight), every other pending state is dropped; the new states' refs."""
+        return self.states.commit(server_round, committed, spent, keep)
 
     def stage(self, client_id: ClientId, message: Any) -> Any:
         """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""
@@ -238,6 +287,11 @@ class ClientActor:
             return self.spec
         self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
         return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
+
+
+def _named(name: str, regularizer):
+    """The term's regularizer, its exceptions raised as that component's bug."""
+    return lambda model, generator: in_component(name, regularizer, model, generator)
 
 
 def _sum(regularizers: list):

@@ -7,9 +7,11 @@ kept state), and an actor runs its calls in turn.
 
 The driver creates the pool, so the client actors start while the server actor
 starts (not after it), and hands it to the server, which routes the rounds' calls.
-Each actor's shards go into the object store once, as one table (`ClientShards`);
-the pool keeps those references, so a restarted actor (or the new pool of a
-restarted server) is loaded again without the driver's copy of the data.
+No training row passes through the driver: each actor gets its share of the data
+plan (`fedray.data.plan.ShardPlan`: its clients' row numbers and how to load the
+dataset, or their sites' paths) and builds its clients' shards on its own node. The
+pool keeps those small references, so a restarted actor (or the new pool of a
+restarted server) builds its shards again the same way.
 
 Actors are created with Ray's restart option. When one dies, its clients fail
 for that round and leave selection; a cheap probe call tells when Ray has
@@ -33,8 +35,8 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError
 
 from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
-from fedray.data.federated import FederatedDataset
-from fedray.data.shards import ClientShards
+from fedray.client.store import StateCodec
+from fedray.data.plan import DataPlan
 from fedray.types import ClientId, FitInstructions
 
 
@@ -59,8 +61,11 @@ def placement_columns(actors: list[dict], num_clients: int) -> dict[str, np.ndar
                ("node_id", "node_ip", "actor_device", "gpu_ids")}
     columns["actor"] = np.zeros(num_clients, dtype=np.int64)
     columns["pid"] = np.zeros(num_clients, dtype=np.int64)
+    columns["data_source"] = np.full(num_clients, "", dtype=object)
     for index, actor in enumerate(actors):
         hosted = np.asarray(actor["clients"], dtype=np.int64)
+        for cid, source in actor.get("sources", {}).items():
+            columns["data_source"][cid] = source  # a site's path and the digest of what was read
         columns["actor"][hosted], columns["pid"][hosted] = index, actor["pid"]
         columns["node_id"][hosted], columns["node_ip"][hosted] = actor["node_id"], actor["node_ip"]
         columns["actor_device"][hosted], columns["gpu_ids"][hosted] = actor["device"], ",".join(actor["gpu_ids"])
@@ -71,29 +76,33 @@ class PoolData(NamedTuple):
     """What the actors are loaded with, as object-store references held for the run."""
 
     shards: list[ray.ObjectRef]
-    """Per actor, its clients' `ClientShards`."""
+    """Per actor, its clients' `ShardPlan` (row numbers or site paths, never rows)."""
     public: ray.ObjectRef | None
     """The public inputs of knowledge transfer (`fedray.foundation.public` arrays them)."""
     schedule: Any = None
     """The data schedule (`fedray.lifecycle.continual.Schedule`, small), or None."""
 
     @classmethod
-    def put(cls, cfg: RunConfig, dataset: FederatedDataset, public: np.ndarray | None = None,
+    def put(cls, cfg: RunConfig, dataset: DataPlan, public: np.ndarray | None = None,
             schedule: Any = None) -> "PoolData":
-        shards = [ray.put(ClientShards.gather(dataset, hosted_clients(cfg, i))) for i in range(cfg.clients.num_actors)]
+        shards = [ray.put(dataset.shard_plan(hosted_clients(cfg, i))) for i in range(cfg.clients.num_actors)]
         return cls(shards, None if public is None else ray.put(public), schedule)
 
 
 class ClientPool:
     """Creates (or takes over) the client actors, loads their shards, routes each client's work."""
 
-    def __init__(self, cfg: RunConfig, dataset: FederatedDataset, name_prefix: str,
+    def __init__(self, cfg: RunConfig, dataset: DataPlan, name_prefix: str,
                  public: "pa.Table | None" = None, ranks: np.ndarray | None = None,
-                 warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None):
-        """`ranks`: the LoRA rank of every client (None without adapters). `warm`: actors
-        to take over where their resources match. `data`: shards already in the object
-        store (the pool of a restarted server reuses the first pool's). `schedule`: the
-        data schedule (`fedray.lifecycle.continual.Schedule`), sent with the shards."""
+                 warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None,
+                 codec: StateCodec | None = None):
+        """`dataset`: the run's data plan. `ranks`: the LoRA rank of every client (None
+        without adapters). `warm`: actors to take over where their resources match.
+        `data`: shard plans already in the object store (the pool of a restarted server
+        reuses the first pool's). `schedule`: the data schedule
+        (`fedray.lifecycle.continual.Schedule`), sent with the shard plans. `codec`: how
+        the actors write their state stores (`fedray.client.store`; None: the states stay
+        in the actors' memory only)."""
         self.cfg = cfg
         self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule)
         remote_cls = remote_class("fedray.client.actor:ClientActor")  # the driver imports no torch
@@ -103,7 +112,7 @@ class ClientPool:
             hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
             # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
             # restart the actor, and must not depend on objects that may be gone (ray#53727).
-            setup = (cfg, dataset.info, hosted, hosted_ranks)
+            setup = (cfg, dataset.info, hosted, hosted_ranks, codec)
             options = actor_options(cfg, i)
             key = repr(sorted(options.items()))
             actor = warm.take(key) if warm is not None else None
@@ -117,8 +126,8 @@ class ClientPool:
         self._shared: list[ray.ObjectRef] = []
 
     def _load(self, index: int) -> ray.ObjectRef:
-        """Hand actor `index` its shards (and its run's setup, which a warm or restarted
-        actor may not have yet)."""
+        """Hand actor `index` its shard plan, from which it builds its clients' shards (and
+        its run's setup, which a warm or restarted actor may not have yet)."""
         return self.actors[index].load.remote(self.data.shards[index], self.data.public, self.data.schedule,
                                               self._setups[index])
 
@@ -129,21 +138,38 @@ class ClientPool:
         self.data = self.data._replace(public=ray.put(inputs))
         self._shared = [actor.share_public.remote(self.data.public) for actor in self.actors]
 
+    def num_examples(self) -> np.ndarray:
+        """Examples per client, as the actors built them (blocks until they have): the
+        sizes of site clients, which nobody else can count."""
+        sizes = np.zeros(self.cfg.clients.num_clients, dtype=np.int64)
+        for actor in ray.get(self._started):
+            sizes[list(actor["num_examples"])] = list(actor["num_examples"].values())
+        return sizes
+
     def describe(self) -> list[dict]:
         """Blocks until every actor is up and holds its shards; where each one runs."""
         ray.get(self._shared)
         return ray.get(self._started)
 
-    def fit(self, ins: FitInstructions, state, send) -> ray.ObjectRef:
-        """Start `ins.client_id`'s round on its actor with its kept `state` and its
-        share of the broadcast (`fedray.strategy.exchange.Send`)."""
+    def fit(self, ins: FitInstructions, send) -> ray.ObjectRef:
+        """Start `ins.client_id`'s round on its actor with its share of the broadcast
+        (`fedray.strategy.exchange.Send`)."""
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
-        return actor.fit.remote(ins, state, send.merges, *send.refs.values())
+        return actor.fit.remote(ins, send.merges, *send.refs.values())
 
     def stage(self, client_id: ClientId, message) -> ray.ObjectRef:
         """Send `client_id` one stage of a protocol around the round (secure aggregation);
         the reference of its answer."""
         return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
+
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> list[ray.ObjectRef]:
+        """Send every actor the round's commit, each part cut to the clients it hosts
+        (`fedray.client.actor.ClientActor.commit`); the references of their answers."""
+        parts = [({}, {}, {}) for _ in self.actors]
+        for i, part in enumerate((committed, spent, keep)):
+            for cid, token in part.items():
+                parts[actor_index(cid, self.cfg)][i][cid] = token
+        return [actor.commit.remote(server_round, *part) for actor, part in zip(self.actors, parts)]
 
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after

@@ -43,14 +43,14 @@ class Broadcast:
 
 
 class BroadcastEncoder:
-    """The server side: `put_for(round)` encodes and puts; `take_seconds()` reports the time."""
+    """The server side: `put_for(round, send)` encodes and sends; `take_seconds()` reports the time."""
 
     def __init__(self, codec: UpdateTransform, seed: int):
         self.codec, self.seed = codec, seed
         self._id, self._count, self._seconds = uuid.uuid4().hex, 0, 0.0
 
-    def put_for(self, server_round: int) -> Put:
-        import ray
+    def put_for(self, server_round: int, send: Put) -> Put:
+        """The round's put: encode, then broadcast the encoded payload through `send`."""
 
         def put(value: np.ndarray) -> tuple[Any, int]:
             started = time.perf_counter()
@@ -59,7 +59,7 @@ class BroadcastEncoder:
             self._count += 1
             wrapped = Broadcast(payload, (self._id, self._count), server_round)
             self._seconds += time.perf_counter() - started
-            return ray.put(wrapped), wrapped.num_bytes
+            return send(wrapped)[0], wrapped.num_bytes
 
         return put
 

@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
 from fedray.config.scheduling import (  # noqa: F401  (part of this schema; re-exported)
@@ -114,6 +115,10 @@ class ServerConfig:
     selection) up to this many times; then the run stops, its checkpoints intact."""
     max_restarts: int = 3
     """Times the driver restarts a dead server actor from the last checkpoint."""
+    budget_mb: Optional[float] = None
+    """Communication budget in MB (10^6 bytes) of model traffic, up and down, over the
+    whole run (FlowerTune's rule): the run says at start how many rounds fit and stops
+    cleanly after the last one that does. null: no budget."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """Checks every update passes before it is aggregated."""
     foundation_model: FoundationConfig = field(default_factory=FoundationConfig)
@@ -155,6 +160,8 @@ class ServerConfig:
             out.append(f"server.max_round_retries must be >= 0, got {self.max_round_retries}")
         if self.max_restarts < 0:
             out.append(f"server.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.budget_mb is not None and not self.budget_mb > 0:
+            out.append(f"server.budget_mb must be > 0 or null, got {self.budget_mb}")
         if self.buffer_size < 1:
             out.append(f"server.buffer_size must be >= 1, got {self.buffer_size}")
         elif self.mode is ServerMode["async"]:
@@ -244,4 +251,6 @@ class RunConfig:
                 f"clients.num_clients={self.clients.num_clients} clients"
             )
         out += record_problems(self.server.ledger, self.server.contribution, self.model.peft)
+        out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,
+                             None if peft is None or peft.client_ranks else peft.rank_rule, self.data.schedule.name)
         return out

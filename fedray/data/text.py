@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import tokens_table
-from fedray.data.datasets import DATASETS, DataInfo
+from fedray.data.datasets import DATASETS, DataIndex, DataInfo
 from fedray.data.tokenize import Tokenizer
 
 PAD = -1
@@ -62,6 +62,9 @@ class TokenBlocks:
 
     def table(self, rows: np.ndarray) -> pa.Table:
         return tokens_table(self.ids[rows], self.owner[rows])
+
+    def index(self) -> DataIndex:
+        return DataIndex(self.owner, self.info, None, self.owner_names, {"owner": self.owner})
 
 
 def text_info(seq_len: int, vocab_size: int) -> DataInfo:

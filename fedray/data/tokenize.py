@@ -35,6 +35,40 @@ class ByteTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
+    def save_pretrained(self, folder) -> None:
+        """Write tokenizer files that `transformers.AutoTokenizer` loads with the same ids
+        (so an exported model needs no fedray), and the plain chat layout as its template."""
+        byte_level_hf().save_pretrained(folder)
+
+
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] | capitalize }}:\n{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+"""`fedray.data.chat`'s plain layout as a Jinja chat template (the prompt renders alike)."""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in character of every byte (what byte-level BPE files store)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}
+
+
+def byte_level_hf():
+    """The byte tokenizer as a transformers fast tokenizer: byte b is id b, 256 ends a text."""
+    from tokenizers import Tokenizer as RustTokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: b for b, char in _bytes_to_unicode().items()}
+    vocab["<|endoftext|>"] = ByteTokenizer.eos_id
+    inner = RustTokenizer(models.BPE(vocab=vocab, merges=[]))
+    inner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    inner.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.chat_template = PLAIN_CHAT_TEMPLATE
+    return fast
+
 
 class HFTokenizer:
     """A transformers tokenizer behind the `Tokenizer` protocol."""
@@ -49,6 +83,10 @@ class HFTokenizer:
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [np.asarray(i, dtype=np.int32) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids, special tokens left out."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
 TOKENIZERS: Registry[Callable[[ModelConfig], Tokenizer]] = Registry("tokenizer")

@@ -45,6 +45,7 @@ TASKS: Registry[type] = Registry("task")
 
 
 TASKS.register_lazy("graph_classification", "fedray.models.graph_task:GraphClassification")
+TASKS.register_lazy("instruct_lm", "fedray.models.instruct_task:InstructLM")
 
 
 def build_task(info: "DataInfo", cfg: "RunConfig") -> Task:
@@ -124,9 +125,7 @@ class CausalLM:
             yield data[order[start : start + batch_size]]
 
     def loss(self, model, batch) -> torch.Tensor:
-        mask = batch >= 0
-        labels = batch.masked_fill(~mask, -100)
-        return model(input_ids=batch.clamp_min(0), attention_mask=mask, labels=labels, use_cache=False).loss
+        return masked_lm_loss(model, batch, batch >= 0)
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict[str, float]:
@@ -137,16 +136,31 @@ class CausalLM:
     @torch.no_grad()
     def row_scores(self, model, data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per row: summed NLL, correctly predicted tokens, target tokens (float64, CPU)."""
-        vocab = model.get_output_embeddings().weight.shape[0]
-        rows = max(1, min(batch_size, _MAX_LOGITS // (data.shape[1] * vocab)))
-        out = []
-        for start in range(0, len(data), rows):
-            batch = data[start : start + rows]
-            mask = batch >= 0
-            logits = model(input_ids=batch.clamp_min(0), attention_mask=mask, use_cache=False).logits
-            logits, targets, valid = logits[:, :-1].float(), batch[:, 1:], mask[:, 1:]
-            nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
-            hits = (logits.argmax(dim=-1) == targets) & valid
-            out.append(torch.stack([(nll * valid).sum(1), hits.sum(1), valid.sum(1)]).double().cpu())
-        scores = torch.cat(out, dim=1)
-        return scores[0], scores[1], scores[2]
+        return masked_row_scores(model, data, data >= 0, batch_size)
+
+
+def masked_lm_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over the tokens where `loss_mask` is True (their prediction
+    from the token before). Padding (id < 0) is never attended to; right padding keeps
+    every row's positions counting from 0."""
+    labels = ids.masked_fill(~loss_mask, -100)
+    return model(input_ids=ids.clamp_min(0), attention_mask=ids >= 0, labels=labels, use_cache=False).loss
+
+
+@torch.no_grad()
+def masked_row_scores(model, ids: torch.Tensor, loss_mask: torch.Tensor,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: summed NLL, correctly predicted tokens and target tokens (float64, CPU),
+    over the tokens where `loss_mask` is True."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    rows = max(1, min(batch_size, _MAX_LOGITS // (ids.shape[1] * vocab)))
+    out = []
+    for start in range(0, len(ids), rows):
+        batch, mask = ids[start : start + rows], loss_mask[start : start + rows]
+        logits = model(input_ids=batch.clamp_min(0), attention_mask=batch >= 0, use_cache=False).logits
+        logits, targets, valid = logits[:, :-1].float(), batch[:, 1:], mask[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+        hits = (logits.argmax(dim=-1) == targets) & valid
+        out.append(torch.stack([(nll * valid).sum(1), hits.sum(1), valid.sum(1)]).double().cpu())
+    scores = torch.cat(out, dim=1)
+    return scores[0], scores[1], scores[2]

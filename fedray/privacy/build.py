@@ -102,6 +102,7 @@ def with_privacy(algorithm: Algorithm, cfg: RunConfig, on_client: bool = False) 
         algorithm = dataclasses.replace(
             algorithm,
             terms=(*algorithm.terms, mechanism.term),
+            term_names=(*algorithm.term_names, "server.privacy (client-level DP)"),
             client_transforms=_prepend(mechanism.clip, algorithm.client_transforms),
             aggregator=mechanism.aggregator,
             server_transforms=_prepend(mechanism.noise, algorithm.server_transforms))

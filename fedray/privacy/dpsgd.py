@@ -95,12 +95,12 @@ def epsilon_of(history: tuple[tuple[float, float, int], ...], delta: float) -> f
     return float(accountant.get_epsilon(delta)) if accountant.history else 0.0
 
 
-def epsilon_column(client_states: dict, num_clients: int) -> dict[str, np.ndarray]:
-    """clients.parquet's `dp_epsilon`: each client's cumulative DP-SGD epsilon (NaN if it
-    never trained)."""
+def epsilon_column(client_refs: dict, num_clients: int) -> dict[str, np.ndarray]:
+    """clients.parquet's `dp_epsilon`: each client's cumulative DP-SGD epsilon as of its
+    current state (`fedray.types.StateRef.dp_epsilon`, as the client reported it; NaN if
+    it never trained)."""
     column = np.full(num_clients, np.nan)
-    for cid, kept in client_states.items():
-        account_ = getattr(kept, "privacy", None)
-        if isinstance(account_, Account):
-            column[cid] = account_.epsilon
+    for cid, ref in client_refs.items():
+        if ref.dp_epsilon is not None:
+            column[cid] = ref.dp_epsilon
     return {"dp_epsilon": column}

@@ -37,7 +37,7 @@ from fedray.server.checkpoint import (CheckpointError, checkpoint_round, latest_
                                       save_checkpoint)
 from fedray.server.state_checks import RunShape
 from fedray.server.context import RoundContext
-from fedray.server.loop import run_round
+from fedray.server.loop import run_attempts, run_round
 from fedray.server.records import RunRecords
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
@@ -45,6 +45,7 @@ from fedray.server.summary import summarize  # noqa: F401  (re-exported)
 from fedray.strategy.algorithm import build_algorithm
 from fedray.strategy.lora import build_exchange
 from fedray.strategy.staleness import STALENESS
+from fedray.transport.ray import RayTransport
 from fedray.types import RoundResult
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class Server:
                                 downlink=downlink, instruct=_upload_budgets(cfg, simulation))
         if schedule is not None:
             self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
+        elif hasattr(self.task, "columns"):  # generation scores per task (instruction data)
+            self.ctx.eval_columns = self.task.columns(self.test_data)
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
         if self.state.profiles is None:
@@ -122,12 +125,15 @@ class Server:
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
         self.pool = clients
         """Created by the driver (so the actors start alongside this one), stopped by it."""
+        self.transport = RayTransport(self.pool)
+        """How the rounds reach the clients."""
         if self.distiller is not None:  # made or loaded here, so the actors get it now
             self.pool.share_public(self.distiller.public_inputs)
         mechanism, secure = build_mechanism(cfg), build_secure_params(cfg)
         self.ctx.last_round = 0 if mechanism is None else mechanism.rounds_allowed
         if secure is not None:
-            self.ctx.stages = SecureStages(secure, self.pool.stage, exchange.aggregator, cfg.server.round_timeout_s)
+            self.ctx.stages = SecureStages(secure, self.transport.stage, self.transport.put, exchange.aggregator,
+                                           cfg.server.round_timeout_s)
 
     def _note_corrupt(self, err: CheckpointError) -> None:
         """A restarted server skips a checkpoint that does not load (the driver's resume has
@@ -197,6 +203,7 @@ class Server:
             "server_node": ray.get_runtime_context().get_node_id(),
             "start_s": time.perf_counter() - started,
             "next_round": self.state.server_round + 1,
+            "round_bytes": [r["bytes_up"] + r["bytes_down"] for r in self.state.metrics],
             "last_round": self.ctx.final_round,
         }
 
@@ -210,15 +217,10 @@ class Server:
         try:
             if self.distiller is not None:
                 self.distiller.begin_round(server_round)  # refreshes a generated public set when due
-            for attempt in range(1, self.cfg.server.max_round_retries + 2):
-                result, attempt_notes = ROUNDS[self.cfg.server.mode](
-                    self.ctx, self.algorithm, self.state, self.pool, server_round, attempt)
-                notes += attempt_notes
-                if result is not None:
-                    break
-            else:
-                notes.append(f"round {server_round} fell short of server.min_clients="
-                             f"{self.cfg.server.min_clients} in {attempt} attempt(s); {self._what_is_kept()}")
+            result, notes = run_attempts(ROUNDS[self.cfg.server.mode], self.ctx, self.algorithm, self.state,
+                                         self.transport, server_round)
+            if result is None:
+                notes[-1] += f"; {self._what_is_kept()}"
         except FoundationError as err:
             self.distiller = None  # its ranks are gone; nothing more to ask of them
             notes.append(f"round {server_round}: {err}; {self._what_is_kept()}")
@@ -263,7 +265,7 @@ class Server:
         extra = [self.ctx.simulation.devices.columns()] + ([self.placement] if self.placement else [])
         extra.append(self.records.client_columns(self.state))
         if self.cfg.train.dp is not None:
-            extra.append(epsilon_column(self.state.client_states, self.cfg.clients.num_clients))
+            extra.append(epsilon_column(self.state.client_refs, self.cfg.clients.num_clients))
         self.run_dir.write_clients(clients_table(self.state.profiles, *extra, cache=self._text_columns))
     def finish(self, status: str = "completed") -> dict:
         """Write summary.json and stop the foundation model's ranks (the driver stops the

@@ -36,22 +36,22 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from fedray.client.pool import ClientPool
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
 from fedray.server.context import Reducers, RoundContext, RoundTally
 from fedray.server.loop import (
-    TIMED_OUT,
     apply_and_evaluate,
     broadcast,
     collect,
     launch,
+    commit,
     validate_and_add,
     wait_for_clients,
 )
 from fedray.server.state import ServerState
 from fedray.strategy.algorithm import Algorithm
-from fedray.types import ClientId, ClientResult, RoundResult
+from fedray.transport import Transport
+from fedray.types import ClientId, ClientResult, FailureKind, RoundResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ class InFlight:
     """It needs longer than `server.deadline_s`: the server gives up on it at `finish_s`."""
 
 
-def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
                        server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
     """One model update from `buffer_size` buffered results. Returns (row, notes); row is
     None, and the model untouched, if fewer than `server.min_clients` were accepted."""
@@ -92,6 +92,8 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         state.in_flight.remove(item)
         state.sim_time_s = max(state.sim_time_s, item.finish_s)
         staleness = state.server_round - item.version
+        if item.result.ok and item.result.pending is not None:
+            tally.sent[item.client_id] = item.result.pending.token
         if not item.result.ok:
             failed += 1  # recorded (and noted) when its result came in
         elif item.late or (cfg.server.max_staleness is not None and staleness > cfg.server.max_staleness):
@@ -108,6 +110,7 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
             f"update {server_round} attempt {attempt}: {tally.succeeded} update(s) accepted, "
             f"fewer than server.min_clients={cfg.server.min_clients}"
         )
+        commit(state, clients, server_round, tally, aggregated=False, keep=_in_flight(state))
         return None, tally.notes
 
     # ---- apply sum n s(tau) u / sum n, evaluate -----------------------------
@@ -118,28 +121,35 @@ def run_buffered_round(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
                              selected=launched, failed=failed, late=late,
                              sim_round_s=state.sim_time_s - clock_at_start,
                              scale=tally.total_weight / examples)
+    commit(state, clients, server_round, tally, aggregated=True, keep=_in_flight(state))
     return row, tally.notes
 
 
-def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+def _in_flight(state: ServerState) -> dict[ClientId, int]:
+    """The fits still in flight whose pending states their clients must keep."""
+    return {f.client_id: f.result.pending.token for f in state.in_flight if f.result.pending is not None}
+
+
+def _fill(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
           server_round: int, tally: RoundTally) -> int:
     """Start clients in the free slots and wait for their results; how many started."""
     cfg = ctx.cfg
     free = cfg.server.clients_per_round - len(state.in_flight)
     if free <= 0:
         return 0
-    busy = [f.client_id for f in state.in_flight]
+    # a client whose update this step took trains again only once that update is committed
+    busy = [f.client_id for f in state.in_flight] + list(tally.committed)
     available = wait_for_clients(ctx, state, clients, busy, need=0 if state.in_flight else 1)
     request = SelectionRequest(server_round, available, free, state.profiles, state.sim_time_s)
     chosen, state.selector_state = ctx.selector.select(request, state.selector_state, ctx.rng)
     chosen = chosen[:free]  # over-commitment: the buffer already takes the first finishers
     if not chosen:
         return 0
-    sends = broadcast(ctx, algorithm, state, chosen, server_round, tally)
-    pending = launch(ctx, state, clients, sends, chosen, server_round, seed_by_launch=True)
+    sends = broadcast(ctx, algorithm, state, clients, chosen, server_round, tally)
+    calls = launch(ctx, state, sends, chosen, server_round, seed_by_launch=True)
     deadline = cfg.server.deadline_s
-    for cid, result, timing in collect(ctx, state, clients, pending, sends, server_round, time.perf_counter(), tally):
-        if result.error == TIMED_OUT:
+    for cid, result, timing in collect(ctx, state, clients, calls, time.perf_counter(), tally):
+        if result.failure is FailureKind.timeout:
             continue  # it never reports; its slot is free again
         late = deadline is not None and timing.total_s > deadline
         finish = state.sim_time_s + (deadline if late else timing.total_s)

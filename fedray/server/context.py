@@ -1,7 +1,7 @@
 """What the rounds of a run share: the fixed collaborators, and the per-round tally.
 
 A round is a function of explicit data (`fedray.server.loop.run_round`): this
-context, the algorithm, the server state and the client handles. Nothing here
+context, the algorithm, the server state and the transport to the clients. Nothing here
 changes between rounds except the generator (whose state the server checkpoints)
 and the reusable `InOrder` gate.
 """
@@ -171,6 +171,10 @@ class RoundTally:
     not kept."""
     downlink: dict = dataclasses.field(default_factory=dict)
     """The objective terms' broadcast payloads of this round (the server chain sees them)."""
+    sent: dict = dataclasses.field(default_factory=dict)
+    """Client -> fit token of every update taken this round that left a pending state."""
+    committed: dict = dataclasses.field(default_factory=dict)
+    """Client -> fit token of the aggregated ones among them (committed if the round completes)."""
     metrics: dict = dataclasses.field(default_factory=dict)
     """Extra per-round metrics.parquet columns: the stages' figures (e.g. `secagg_dropped`)
     and per-round sums (codec seconds and counts)."""

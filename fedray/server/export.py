@@ -1,10 +1,14 @@
 """`fedray export`: a finished LoRA run's global adapter in PEFT format (and the merged
 model), and a server foundation model's consolidated fp32 weights.
 
-The adapter folder loads with `PeftModel.from_pretrained(base, folder)` and gives
-the server's global model. Its `base_model_name_or_path` is the run's checkpoint
-folder, or `base/` beside it when the base was built from `model.config` (there
-is no other copy of those random weights). For `aggregation: stack` the exact
+The export is a folder that works on another machine with transformers and peft
+alone: `base/` (the base model: the run's checkpoint, hard-linked where it can be,
+or the random weights built from `model.config`), `adapter/` (PEFT format), and
+`merged/` with `--merged`; each carries the run's tokenizer (the byte-level one
+as tokenizer files that `AutoTokenizer` loads). The adapter's
+`base_model_name_or_path` is `base`, relative to the export folder, so
+`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out/"base"), out/"adapter")`
+loads it wherever the folder is copied. For `aggregation: stack` the exact
 updates already folded into the base each round are exported too: the adapter
 is their concatenation with the current one, so its rank is their total.
 """
@@ -12,6 +16,8 @@ is their concatenation with the current one, so its rank is their total.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 from typing import TYPE_CHECKING, Sequence
@@ -81,14 +87,11 @@ def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False,
     peft = cfg.model.peft
     tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
     info = text_info(cfg.data.seq_len, tokenizer.vocab_size)
-    paths: dict[str, Path] = {}
-
+    paths: dict[str, Path] = {"base": out / "base"}
     if cfg.model.path is None:
-        paths["base"] = out / "base"
         build_model(dataclasses.replace(cfg.model, peft=None), info, cfg.seed).save_pretrained(paths["base"])
-        base_source = paths["base"].resolve()
     else:
-        base_source = resolve_checkpoint(cfg.model)
+        shutil.copytree(resolve_checkpoint(cfg.model), paths["base"], copy_function=_link_or_copy, dirs_exist_ok=True)
 
     model = build_model(cfg.model, info, cfg.seed)
     spec = param_spec(model)
@@ -100,14 +103,28 @@ def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False,
         model = add_lora(base, peft, rank=layout.rank_of(adapter))
         spec = param_spec(model)
     set_flat(model, spec, adapter)
-    model.peft_config["default"].base_model_name_or_path = str(base_source)
+    model.peft_config["default"].base_model_name_or_path = "base"  # relative to the export folder
     paths["adapter"] = out / "adapter"
     model.save_pretrained(paths["adapter"])
-
     if merged:
         paths["merged"] = out / "merged"
         model.merge_and_unload().save_pretrained(paths["merged"])
-        if hasattr(tokenizer, "tokenizer"):  # a model's own tokenizer travels with it
-            tokenizer.tokenizer.save_pretrained(paths["merged"])
+    for kind in ("base", "adapter", "merged"):  # a checkpoint's base/ has its own (and is hard-linked)
+        if kind in paths and (kind != "base" or cfg.model.path is None):
+            save_tokenizer(tokenizer, paths[kind])
     return paths
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """The run's tokenizer as files `AutoTokenizer.from_pretrained(folder)` loads."""
+    inner = getattr(tokenizer, "tokenizer", None)  # a model's own transformers tokenizer
+    (inner if inner is not None else tokenizer).save_pretrained(folder)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a base checkpoint's file (no second copy of the weights), else copy it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 

@@ -4,7 +4,8 @@ select -> broadcast -> train -> collect -> admit -> validate -> aggregate ->
 apply -> evaluate. The round is a function of explicit data: the run's
 `RoundContext` (config, selector, simulation, exchange, evaluation), the
 `Algorithm` (objective terms, client chain, aggregator, server chain), the
-`ServerState` it updates, and the client handles. The server actor calls
+`ServerState` it updates, and the `Transport` that reaches the clients (Ray's,
+or an in-process one: nothing here knows Ray). The server actor calls
 `run_round` once per attempt at a round; checkpointing and metrics files are
 its job after it returns. The asynchronous (FedBuff) step is
 `fedray.server.buffered.run_buffered_round`; the pieces below that both use are
@@ -23,11 +24,7 @@ import time
 from typing import Iterable
 
 import numpy as np
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
-from fedray.client.actor import NOT_LOADED
-from fedray.client.pool import ClientPool
 from fedray.hetero.simulation import Timing, admit
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
@@ -35,12 +32,12 @@ from fedray.server.context import Reducers, RoundContext, RoundRecord, RoundTall
 from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
 from fedray.strategy.algorithm import Algorithm
-from fedray.strategy.exchange import Send, plain_put
-from fedray.types import ClientId, ClientResult, FitInstructions, RoundResult, payload_bytes
+from fedray.strategy.exchange import Send
+from fedray.transport import RESENT, Call, Transport
+from fedray.types import ClientId, ClientResult, FailureKind, FitInstructions, RoundResult, payload_bytes
 
 _MAX_CLOCK_JUMPS = 10_000
-TIMED_OUT = "timed out"
-SUMMED_CLIENT_METRICS = ("encode_s", "downlink_decode_s", "downlink_decodes")
+SUMMED_CLIENT_METRICS = ("encode_s", "downlink_decode_s", "downlink_decodes", "state_resets")
 """Client-measured figures summed over a round's results into metrics.parquet columns."""
 
 
@@ -51,7 +48,7 @@ def client_seed(seed: int, server_round: int, client_id: int, launch: int = 0) -
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: ClientPool,
+def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
               server_round: int, attempt: int) -> tuple[RoundResult | None, list[str]]:
     """One attempt at a round. Returns (row, notes); row is None, and the global
     model untouched, if fewer than `server.min_clients` clients succeeded."""
@@ -65,15 +62,15 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     selected, state.selector_state = ctx.selector.select(request, state.selector_state, ctx.rng)
 
     # ---- broadcast: each distinct payload (parameters per layout, the terms'
-    # payloads such as SCAFFOLD's control or the teacher's logits) enters the
-    # object store once; then every selected client starts training ---------
+    # payloads such as SCAFFOLD's control or the teacher's logits) is broadcast
+    # once (`put`); then every selected client starts training ---------------
     tally = ctx.new_tally(server_round)
-    sends = broadcast(ctx, algorithm, state, selected, server_round, tally)
+    sends = broadcast(ctx, algorithm, state, clients, selected, server_round, tally)
     # secure aggregation's key exchange (nothing without it): who drops out here does not train
     sends = ctx.stages.before_launch(server_round, sends, tally)
     for cid in sorted(set(selected) - set(sends)):
         state.profiles.record_outcome(cid, Outcome.failed)
-    pending = launch(ctx, state, clients, sends, sorted(sends), server_round)
+    calls = launch(ctx, state, sends, sorted(sends), server_round)
 
     # ---- collect: each result gets its simulated finish time ----------------
     # Without over-commitment or a deadline every success counts, so results
@@ -86,8 +83,8 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     reducers = Reducers(algorithm.terms, state.params.size)
     finish_s: dict[ClientId, float] = {}
     succeeded, held = set(), {}
-    for cid, result, timing in collect(ctx, state, clients, pending, sends, server_round, started, tally):
-        finish_s[cid] = timing.total_s if result.error != TIMED_OUT else math.inf
+    for cid, result, timing in collect(ctx, state, clients, calls, started, tally):
+        finish_s[cid] = timing.total_s if result.failure is not FailureKind.timeout else math.inf
         if result.ok:
             succeeded.add(cid)
         if gated:
@@ -109,10 +106,12 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
             f"round {server_round} attempt {attempt}: {tally.succeeded} of {len(selected)} "
             f"client(s) succeeded, fewer than server.min_clients={cfg.server.min_clients}"
         )
+        commit(state, clients, server_round, tally, aggregated=False)
         return None, tally.notes
     problem = ctx.stages.after_collect(server_round, tally)  # secure aggregation unmasks the sum
     if problem is not None:
         tally.notes.append(f"round {server_round} attempt {attempt}: {problem}")
+        commit(state, clients, server_round, tally, aggregated=False)
         return None, tally.notes
 
     # ---- aggregate, apply through the server chain, evaluate ----------------
@@ -120,13 +119,34 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     row = apply_and_evaluate(ctx, algorithm, state, reducers, server_round, attempt, started, tally,
                              selected=len(selected), failed=len(selected) - tally.succeeded - tally.rejected - late,
                              late=late, sim_round_s=admission.round_s)
+
+    # ---- commit: the aggregated clients' pending states become current -------
+    commit(state, clients, server_round, tally, aggregated=True)
     return row, tally.notes
+
+
+def run_attempts(step, ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
+                 server_round: int) -> tuple[RoundResult | None, list[str]]:
+    """Run a round with `step` (`run_round`, or the async `run_buffered_round`),
+    again with a new selection while too few clients succeed, up to
+    `server.max_round_retries` times. (None, notes) if every attempt fell short: the
+    model is then unchanged (the generator and selector have moved on)."""
+    notes: list[str] = []
+    attempts = ctx.cfg.server.max_round_retries + 1
+    for attempt in range(1, attempts + 1):
+        row, attempt_notes = step(ctx, algorithm, state, clients, server_round, attempt)
+        notes += attempt_notes
+        if row is not None:
+            return row, notes
+    notes.append(f"round {server_round} fell short of server.min_clients={ctx.cfg.server.min_clients} "
+                 f"in {attempts} attempt(s)")
+    return None, notes
 
 
 # ---- pieces shared with the asynchronous step ----------------------------------
 
 
-def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
+def wait_for_clients(ctx: RoundContext, state: ServerState, clients: Transport,
                      busy: Iterable[ClientId] = (), need: int | None = None) -> np.ndarray:
     """Ids of the clients that may be selected now: actor up, online on the simulated
     clock, not `busy`, fewer than `clients.max_failures` failures in a row. If fewer
@@ -135,7 +155,7 @@ def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
     cfg = ctx.cfg
     need = cfg.server.min_clients if need is None else need
     up = np.zeros(cfg.clients.num_clients, dtype=bool)
-    up[clients.available_clients()] = True
+    up[clients.available()] = True
     up &= state.profiles.eligible(cfg.clients.max_failures)
     up[cfg.clients.excluded] = False
     up[list(busy)] = False
@@ -150,13 +170,13 @@ def wait_for_clients(ctx: RoundContext, state: ServerState, clients: ClientPool,
     return np.flatnonzero(online).astype(np.int64)
 
 
-def broadcast(ctx: RoundContext, algorithm: Algorithm, state: ServerState, selected: Iterable[ClientId],
-              server_round: int, tally: RoundTally | None = None) -> dict[ClientId, Send]:
+def broadcast(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clients: Transport,
+              selected: Iterable[ClientId], server_round: int, tally: RoundTally | None = None) -> dict[ClientId, Send]:
     """What each selected client downloads: the exchange's parameters (per layout, encoded
-    by the broadcast codec if there is one) and every term's downlink payloads, each put
-    into the object store once (and kept in `tally.downlink` for the server chain)."""
-    put = plain_put if ctx.downlink is None else ctx.downlink.put_for(server_round)
-    sends = ctx.exchange.broadcast(state.params, state.merges, list(selected), put)
+    by the broadcast codec if there is one) and every term's downlink payloads, each
+    broadcast once (and kept in `tally.downlink` for the server chain)."""
+    put = clients.put if ctx.downlink is None else ctx.downlink.put_for(server_round, clients.put)
+    sends = ctx.exchange.broadcast(state.params, state.merges, list(selected), put, clients.put)
     if ctx.downlink is not None and tally is not None:
         tally.add("downlink_encode_s", ctx.downlink.take_seconds())
     extra: dict = {}
@@ -166,62 +186,38 @@ def broadcast(ctx: RoundContext, algorithm: Algorithm, state: ServerState, selec
         tally.downlink = extra
     if not extra:
         return sends
-    refs = {name: ray.put(value) for name, value in extra.items()}
+    refs = {name: clients.put(value)[0] for name, value in extra.items()}
     size = sum(payload_bytes(value) for value in extra.values())
     return {cid: Send({**s.refs, **refs}, s.num_bytes + size, s.merges) for cid, s in sends.items()}
 
 
-def launch(ctx: RoundContext, state: ServerState, clients: ClientPool, sends: dict[ClientId, Send],
-           client_ids: Iterable[ClientId], server_round: int,
-           seed_by_launch: bool = False) -> dict[ray.ObjectRef, tuple[ClientId, int, FitInstructions]]:
-    """Start training; {result ref: (client, launch number, instructions)}. Each client
-    gets its kept state from the server's copy. The launch number seeds the client's
-    simulated bandwidth draws, and with `seed_by_launch` its training too (a client may
-    train twice within one async step)."""
-    pending, client_ids = {}, list(client_ids)
+def launch(ctx: RoundContext, state: ServerState, sends: dict[ClientId, Send], client_ids: Iterable[ClientId],
+           server_round: int, seed_by_launch: bool = False) -> dict[ClientId, tuple[int, Call]]:
+    """The fit calls, by client: (launch number, call). The launch number seeds the
+    client's simulated bandwidth draws, and with `seed_by_launch` its training too (a
+    client may train twice within one async step)."""
+    calls, client_ids = {}, list(client_ids)
     config = ctx.instruct({cid: sends[cid].num_bytes for cid in client_ids}) if ctx.instruct else {}
     for cid in client_ids:
         nonce = int(state.profiles.times_selected[cid])
         seed = client_seed(ctx.cfg.seed, server_round, cid, nonce + 1 if seed_by_launch else 0)
-        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs), config=config.get(cid, {}))
-        pending[clients.fit(ins, state.client_states.get(cid), sends[cid])] = (cid, nonce, ins)
-    return pending
+        ins = FitInstructions(server_round, cid, seed, payloads=tuple(sends[cid].refs), config=config.get(cid, {}),
+                              state=state.client_refs.get(cid))
+        calls[cid] = (nonce, Call(ins, sends[cid]))
+    return calls
 
 
-def collect(ctx: RoundContext, state: ServerState, clients: ClientPool, pending: dict,
-            sends: dict[ClientId, Send], server_round: int, started: float, tally: RoundTally):
-    """Yield (client, result, simulated timing) as results arrive (`ray.wait`), recording
-    each in the profiles (and a success's kept state in the server's copy); results not
-    in by `server.round_timeout_s` (wall clock) come last, as failures `TIMED_OUT`."""
+def collect(ctx: RoundContext, state: ServerState, clients: Transport, calls: dict[ClientId, tuple[int, Call]],
+            started: float, tally: RoundTally):
+    """Run the calls; yield (client, result, simulated timing) as results arrive,
+    recording each in the profiles; results not in by `server.round_timeout_s` (wall clock) come last, as timeouts."""
     timeout_s = ctx.cfg.server.round_timeout_s
     deadline = None if timeout_s is None else started + timeout_s
-    pending, retried = dict(pending), set()
-    while pending:
-        timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
-        if not ready:
-            break
-        cid, nonce, ins = pending.pop(ready[0])
-        result = _fetch(clients, ready[0], cid, server_round)
-        if result.error == NOT_LOADED or (_lost_to_a_restart(result.error) and cid not in retried):
-            # Ray restarted the actor since its last call (or during it, once): wait until
-            # this process's own handle sees it back, hand it its shards and ask again (the
-            # client's state is the server's copy, so a call that ran on the old actor
-            # changed nothing that counts)
-            retried.add(cid)
-            if result.error != NOT_LOADED and not clients.wait_until_up(cid):
-                yield cid, result, _record(ctx, state, result, nonce, sends[cid].num_bytes, tally)
-                continue
-            tally.notes.append(f"client {cid}'s actor was restarted; its call was sent again")
-            clients.reload(cid)
-            pending[clients.fit(ins, state.client_states.get(cid), sends[cid])] = (cid, nonce, ins)
-            continue
-        yield cid, result, _record(ctx, state, result, nonce, sends[cid].num_bytes, tally)
-    for ref, (cid, nonce, _) in pending.items():  # past the wall-clock timeout: dropped
-        ray.cancel(ref)
-        result = ClientResult(client_id=cid, server_round=server_round, error=TIMED_OUT)
-        yield cid, result, _record(ctx, state, result, nonce, sends[cid].num_bytes, tally,
-                                   note=f"after {timeout_s} s")
+    for result in clients.fit([call for _, call in calls.values()], deadline):
+        cid = result.client_id
+        nonce, call = calls[cid]
+        note = f"after {timeout_s} s" if result.failure is FailureKind.timeout else None
+        yield cid, result, _record(ctx, state, result, nonce, call.send.num_bytes, tally, note=note)
 
 
 def _record(ctx: RoundContext, state: ServerState, result: ClientResult, nonce: int, bytes_down: int,
@@ -235,13 +231,35 @@ def _record(ctx: RoundContext, state: ServerState, result: ClientResult, nonce: 
     for name in SUMMED_CLIENT_METRICS:
         if name in result.metrics:
             tally.add(name, result.metrics[name])
-    if result.ok:
-        if result.state is not None:
-            state.client_states[cid] = result.state
-    else:
+    if result.ok and result.pending is not None:
+        tally.sent[cid] = result.pending.token
+    if result.metrics.get(RESENT):
+        tally.notes.append(f"client {cid}'s actor was restarted; its call was sent again")
+    if result.metrics.get("state_resets"):
+        tally.notes.append(f"client {cid}'s kept state was missing from its store or did not match its digest; "
+                           "it started afresh (clients.state_lost: reset)")
+    if not result.ok:
         state.profiles.record_outcome(cid, Outcome.failed)
         tally.notes.append(f"client {cid} {result.error} {note}" if note else f"client {cid} failed: {result.error}")
     return timing
+
+
+def commit(state: ServerState, clients: Transport, server_round: int, tally: RoundTally, aggregated: bool,
+           keep: dict[ClientId, int] | None = None) -> None:
+    """The second phase of the round's two-phase commit. The clients whose updates were
+    aggregated (if the round completed) make their pending state current; the others
+    that sent an update keep only its privacy spend; `keep` (async: in flight) stay
+    pending; every other pending state is dropped. The server records each new state's
+    round and digest, nothing more."""
+    committed = dict(tally.committed) if aggregated else {}
+    spent = {cid: token for cid, token in tally.sent.items() if cid not in committed}
+    if not (committed or spent or keep):
+        return  # nothing pending anywhere: the algorithm keeps no client state
+    refs = clients.commit(server_round, committed, spent, keep or {})
+    for cid in sorted(set(committed) - set(refs)):
+        tally.notes.append(f"client {cid}: its actor did not confirm its state of round {server_round} "
+                           "(gone?); the client goes on from its previous state")
+    state.client_refs.update(refs)
 
 
 def release(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,
@@ -282,6 +300,8 @@ def validate_and_add(ctx: RoundContext, algorithm: Algorithm, state: ServerState
     if not math.isnan(norm):  # a sealed (masked) update has no norm the server could know
         tally.norms.append(norm)
     tally.losses.append((result.train_loss, result.num_examples))
+    if result.pending is not None:
+        tally.committed[cid] = result.pending.token
     w = result.num_examples * weight
     tally.total_weight += w
     ctx.exchange.aggregator.add(cid, w, update)
@@ -363,29 +383,6 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
         kd_loss=extra.pop("kd_loss", nan),
         metrics=extra,
     )
-
-
-def _fetch(clients: ClientPool, ref: ray.ObjectRef, cid: int, server_round: int) -> ClientResult:
-    """The client's result; a dead actor or a lost object becomes a failed result. An
-    exception the client did not count as a failure (a bug) propagates and stops the run."""
-    try:
-        result = ray.get(ref, timeout=60)
-    except RayTaskError:
-        raise
-    except (RayError, GetTimeoutError) as exc:
-        if isinstance(exc, (ActorDiedError, ActorUnavailableError)):
-            clients.mark_down(cid)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return ClientResult(client_id=cid, server_round=server_round,
-                            error=f"{type(exc).__name__}: {reason}".rstrip(": "))
-    assert result.client_id == cid and result.server_round == server_round, "result routed wrongly"
-    return result
-
-
-def _lost_to_a_restart(error: str | None) -> bool:
-    """Whether a call failed only because Ray restarted its actor, before or during it
-    ("The actor was restarted", "The actor is restarting"): the actor comes back."""
-    return bool(error) and error.startswith("ActorUnavailableError")
 
 
 def _weighted_mean(values: list[tuple[float, int]]) -> float:

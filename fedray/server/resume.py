@@ -24,6 +24,7 @@ from fedray.server.storage import Location
 
 RESUMABLE: tuple[str, ...] = (
     "server.rounds",
+    "server.budget_mb",
     "server.eval_every",
     "server.checkpoint_every",
     "server.keep_checkpoints",

@@ -31,10 +31,10 @@ class ServerState:
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     norm_history: list[float] = dataclasses.field(default_factory=list)
     """L2 norms of recently accepted updates: the reference of the norm check."""
-    client_states: dict[int, Any] = dataclasses.field(default_factory=dict)
-    """Each client's kept state (`fedray.strategy.algorithm.KeptState`) as of its last
-    successful round: the server's copy, sent with every call and replaced by what the
-    client returns, so it is in every checkpoint whatever happens to the actors."""
+    client_refs: dict[int, Any] = dataclasses.field(default_factory=dict)
+    """Per client with kept state, the round that committed its current state and the
+    state's digest (`fedray.types.StateRef`). The state itself stays in the client's
+    store (`clients.state_dir`); the server never holds it."""
     wall_s: float = 0.0
     """Seconds spent in rounds so far (carried across a resume)."""
     profiles: ClientProfiles | None = None

@@ -40,6 +40,14 @@ class Algorithm:
     aggregator: Callable[[int], Aggregator]
     """A fresh aggregator for updates of `num_params` floats."""
     server_transforms: UpdateTransform
+    term_names: tuple[str, ...] = ()
+    """Per term, the config key (and name) it came from: an error raised inside one names it."""
+    client_chain_name: str = "the client chain"
+    """The config keys of the client chain's components, for the same purpose."""
+
+    def term_name(self, index: int) -> str:
+        """The config key of term `index` (for errors raised inside it)."""
+        return self.term_names[index] if index < len(self.term_names) else f"objective term {index}"
 
     def decode(self, payload: Any, ctx: Context) -> Any:
         """What a client sent as `delta`, back in float32 (undoing the client chain's codecs)."""
@@ -101,11 +109,18 @@ def build_algorithm(cfg: RunConfig, extra_terms: Sequence[Term] = (),
     def aggregator(num_params: int) -> Aggregator:
         return AGGREGATORS.build(spec.name, num_params, **dict(spec.args))
 
+    names = ([f"server.strategy ({cfg.server.strategy.name})"] * len(strategy.terms)
+             + [f"clients.objective[{i}] ({c.name})" for i, c in enumerate(cfg.clients.objective)]
+             + ["a built-in term"] * len(extra_terms))
+    chain_names = [f"clients.transforms[{i}] ({c.name})" for i, c in enumerate(cfg.clients.transforms)]
+    chain_names += [f"clients.codec ({cfg.clients.codec.name})"] if codec is not None else []
     return Algorithm(
         terms=(*strategy.terms, *terms, *extra_terms),
         client_transforms=chain(*client, *([codec] if codec is not None else [])),
         aggregator=aggregator,
         server_transforms=chain(*server, strategy.server),
+        term_names=tuple(names),
+        client_chain_name=f"the client chain [{', '.join(chain_names)}]",
     )
 
 

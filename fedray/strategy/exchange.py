@@ -1,7 +1,7 @@
 """What each selected client is sent, and what the server does with the round's aggregate.
 
-The core case is `FlatExchange`: one flat vector enters the object store once per
-round and every client gets the same reference; the aggregator's result is a step
+The core case is `FlatExchange`: one flat vector is broadcast once per round (`put`,
+the transport's) and every client gets the same handle; the aggregator's result is a step
 for the server chain. LoRA variants with per-client ranks or exact stacking live in
 `fedray.strategy.lora` behind the same members. Exchanges never touch the server
 state: they are given the global parameters and merges, and say what to do.
@@ -17,14 +17,9 @@ from fedray.strategy.aggregate import Aggregator
 from fedray.types import ClientId, payload_bytes
 
 Put = Callable[[np.ndarray], "tuple[Any, int]"]
-"""Puts one broadcast payload into the object store: (ObjectRef, bytes on the wire).
-The default puts the array as it is; a broadcast codec (`server.codec`) encodes first."""
-
-
-def plain_put(value: np.ndarray) -> tuple[Any, int]:
-    import ray
-
-    return ray.put(value), payload_bytes(value)
+"""Broadcasts one payload through the round's transport: (handle, bytes on the wire).
+The transport's `put` sends the array as it is; a broadcast codec (`server.codec`)
+encodes first."""
 
 
 class Send(NamedTuple):
@@ -52,9 +47,10 @@ class Exchange(Protocol):
     aggregator: Aggregator
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
-        """Put what the selected clients need into the object store (each distinct
-        payload once, through `put`) and say what each one gets."""
+                  selected: Sequence[ClientId], put: Put, store: Put | None = None) -> dict[ClientId, Send]:
+        """Broadcast what the selected clients need (each distinct payload once, through
+        `put`; exact merges, never encoded, through `store`, default `put`) and say what
+        each one gets."""
 
     def update_size(self, client_id: ClientId) -> int:
         """Length of the flat update `client_id` returns."""
@@ -65,14 +61,14 @@ class Exchange(Protocol):
 
 
 class FlatExchange:
-    """Everyone gets the same flat vector, put into the object store once per round."""
+    """Everyone gets the same flat vector, broadcast once per round."""
 
     def __init__(self, num_params: int, aggregator: Aggregator):
         self.num_params = num_params
         self.aggregator = aggregator
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
+                  selected: Sequence[ClientId], put: Put, store: Put | None = None) -> dict[ClientId, Send]:
         ref, num_bytes = put(params)
         send = Send({"params": ref}, num_bytes)
         return {cid: send for cid in selected}

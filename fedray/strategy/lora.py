@@ -27,7 +27,7 @@ from fedray.config.schema import RunConfig
 from fedray.models.adapters import LoraLayout
 from fedray.strategy.aggregate import Aggregator
 from fedray.strategy.algorithm import Algorithm
-from fedray.strategy.exchange import Exchange, FlatExchange, Fold, Put, Send, plain_put, scaled
+from fedray.strategy.exchange import Exchange, FlatExchange, Fold, Put, Send, scaled
 from fedray.types import ClientId
 
 ActorOf = Callable[[ClientId], int]
@@ -95,7 +95,7 @@ class RankPaddedExchange:
         self.aggregator = PaddedAggregator(layout, ranks, aggregator)
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
+                  selected: Sequence[ClientId], put: Put, store: Put | None = None) -> dict[ClientId, Send]:
         payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected}, put)
         sends = {}
         for cid in selected:
@@ -181,10 +181,9 @@ class StackExchange:
         """Merges each actor has been sent (fresh actors after a resume start at 0)."""
 
     def broadcast(self, params: np.ndarray, merges: Sequence[np.ndarray],
-                  selected: Sequence[ClientId], put: Put = plain_put) -> dict[ClientId, Send]:
-        import ray
-
-        self._refs += [ray.put(m) for m in merges[len(self._refs) :]]
+                  selected: Sequence[ClientId], put: Put, store: Put | None = None) -> dict[ClientId, Send]:
+        store = store or put
+        self._refs += [store(m)[0] for m in merges[len(self._refs) :]]
         refs = tuple(self._refs)
         payloads = _rank_payloads(self.layout, params, {int(self.ranks[c]) for c in selected}, put)
         self.aggregator.start_from(params)

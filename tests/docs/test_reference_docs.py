@@ -78,7 +78,7 @@ def all_registries():
     return found.values()
 
 
-INTERNAL = {"task", "public-set task", "distillation loss"}
+INTERNAL = {"task", "public-set task", "distillation loss", "dataset index"}
 """Registries that no config key names (chosen by fedray from the data and model)."""
 
 

@@ -107,13 +107,17 @@ def test_schema_problems_come_first_then_the_components():
     assert "two passes" in page
 
 
-def test_a_byte_tokenizer_has_no_files_to_export():
-    """`fedray export --merged` writes a tokenizer only for `data.tokenizer: model` runs
-    (the LoRA guide says so): the byte tokenizer is fedray's own."""
-    from fedray.config.schema import ModelConfig
-    from fedray.data.tokenize import TOKENIZERS
+def test_a_byte_tokenizer_is_exported_as_files_transformers_loads(tmp_path):
+    """`fedray export` writes the byte tokenizer as tokenizer files with the same ids (the
+    LoRA and instruction-tuning guides say so)."""
+    from transformers import AutoTokenizer
 
-    assert not hasattr(TOKENIZERS.build("byte", ModelConfig()), "tokenizer")
+    from fedray.data.tokenize import ByteTokenizer
+
+    ByteTokenizer().save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded("é!", add_special_tokens=False)["input_ids"] == list("é!".encode())
+    assert loaded.eos_token_id == ByteTokenizer.eos_id
     assert "a `byte` run's tokenizer" in (ROOT / "docs" / "guides" / "lora.md").read_text()
 
 

@@ -11,7 +11,7 @@ import ray
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import small_config
-from tests.helpers import untimed
+from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed
 
 
 def metrics(run_dir):
@@ -40,9 +40,10 @@ SCAFFOLD = ["server.rounds=4", "server.strategy.name=scaffold", "data.partition=
 
 
 def test_scaffold_state_survives_an_actor_restart_bit_identically(ray_cluster, tmp_path):
-    """Actor 0 of the pool is killed after round 2 and restarted by Ray: the server re-sends
-    its shards, its clients' control variates come from the server's copy, and the run
-    ends bit-identical to one without the restart."""
+    """Actor 0 of the pool is killed after round 2 and restarted by Ray: the transport
+    re-sends its shards, its clients' control variates come from its state store, and
+    the run ends bit-identical to one without the restart. No c_i is in the server's
+    checkpoint, and c = mean(c_i)."""
 
     reference = run_quiet(small_config(tmp_path / "ref", *SCAFFOLD))
     name = f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/client-actor-0"
@@ -63,9 +64,18 @@ def test_scaffold_state_survives_an_actor_restart_bit_identically(ray_cluster, t
     theirs = load_checkpoint(latest_checkpoint(tmp_path / "ref" / "test" / "checkpoints"))
     np.testing.assert_array_equal(ours.params, theirs.params)
     np.testing.assert_array_equal(ours.term_states[0], theirs.term_states[0])  # the server's c
-    assert sorted(ours.client_states) == sorted(theirs.client_states) != []
-    for cid, kept in ours.client_states.items():  # every client's c_i
-        np.testing.assert_array_equal(kept.terms[0], theirs.client_states[cid].terms[0])
+    mine = kept_states(tmp_path / "b" / "test", small_config(tmp_path / "b", *SCAFFOLD))
+    other = kept_states(tmp_path / "ref" / "test", small_config(tmp_path / "ref", *SCAFFOLD))
+    assert sorted(mine) == sorted(other) != [] and ours.client_refs == theirs.client_refs
+    for cid, kept in mine.items():  # every client's c_i, from its actor's store
+        np.testing.assert_array_equal(kept.terms[0], other[cid].terms[0])
+    # c = mean(c_i) over all clients (SCAFFOLD's invariant: only aggregated c_i moved)
+    num_clients = 6
+    c_i = np.zeros_like(ours.term_states[0])
+    for kept in mine.values():
+        c_i += kept.terms[0]
+    np.testing.assert_allclose(ours.term_states[0], c_i / num_clients, atol=1e-6)
+    assert private_arrays_in_checkpoint(tmp_path / "b" / "test", mine) == []
     assert np.isnan([r["eval_perplexity"] for r in rows]).all()  # not a language model
     assert "perplexity" not in restarted["final_metrics"]
     # Ray never had to replay constructor arguments from the object store (ray#53727)
@@ -98,3 +108,16 @@ def test_a_bug_in_user_code_stops_the_run_with_its_traceback(ray_cluster, tmp_pa
     log = (tmp_path / "test" / "log.txt").read_text()
     assert "Traceback" in log and "tests/helpers.py" in log and "in apply" in log
     assert len(metrics(summary["run_dir"])) == 1
+
+
+def test_a_value_error_in_user_code_on_a_client_is_a_bug_naming_the_component(ray_cluster, tmp_path):
+    """`ctx.rng("noise")` raises ValueError inside a user transform: not a data failure of
+    every client (retries, "fell short of min_clients"), but a bug that stops the run."""
+    lines = []
+    cfg = small_config(tmp_path, "clients.transforms=[{name: tests.helpers:draws_with_a_string_tag}]")
+    summary = run(prepare(cfg), console=lines.append)
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 0
+    stop = [line for line in lines if line.startswith("fedray: stopping: round 1:")]
+    assert stop and "[clients.transforms[0] (tests.helpers:draws_with_a_string_tag)] raised ValueError" in stop[0], lines
+    log = (tmp_path / "test" / "log.txt").read_text()
+    assert "Traceback" in log and "tests/helpers.py" in log and "fell short" not in log

@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback: `fedray submit`, pinned clients, failing fast, stop.
+"""A real two-node Ray cluster on loopback: `fedray submit`, pinned clients, failing fast, stop,
+a pinned client reading its site's files on its own node.
 
 The head (label silo=b) and a second node (custom resource silo_a) are started
 with `ray start --block` in their own sessions, so tearing them down kills
@@ -103,11 +104,14 @@ def two_nodes():
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats"]
     procs: list[subprocess.Popen] = []
 
-    def start(name: str, *args: str) -> None:
+    site_a = temp / "site_a"
+    site_a.mkdir()
+
+    def start(name: str, *args: str, node_env: dict | None = None) -> None:
         log = open(temp / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
         procs.append(subprocess.Popen(
             [RAY, "start", *common, f"--temp-dir={temp / name}", f"--dashboard-agent-listen-port={free_port()}",
-             *args], env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT))
+             *args], env={**env, **(node_env or {})}, start_new_session=True, stdout=log, stderr=subprocess.STDOUT))
 
     def wait_for_nodes(count: int) -> list:
         deadline, last = time.monotonic() + 600, None  # a hang guard: a loaded machine takes minutes
@@ -127,13 +131,16 @@ def two_nodes():
         start("head", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
               f"--ray-client-server-port={free_port()}", "--labels=silo=b")
         wait_for_nodes(1)
-        start("worker", f"--address=127.0.0.1:{gcs}", '--resources={"silo_a": 2}')
+        # only silo A's processes can name its data folder: $FEDRAY_SITE_A is set on that node alone
+        start("worker", f"--address=127.0.0.1:{gcs}", '--resources={"silo_a": 2}',
+              node_env={"FEDRAY_SITE_A": str(site_a)})
         nodes = wait_for_nodes(2)
         print(f"two-node cluster up in {time.perf_counter() - started:.1f} s")
         yield {
             "address": address,
             "silo_a": next(n.node_id for n in nodes if "silo_a" in n.resources),
             "silo_b": next(n.node_id for n in nodes if n.labels.get("silo") == "b"),
+            "site_a": site_a,
         }
     finally:
         stop_nodes(procs)
@@ -173,6 +180,34 @@ def test_submit_runs_to_success_with_clients_on_their_silos(two_nodes, tmp_path,
     assert job_id in listing and "SUCCEEDED" in listing and "cross_silo" in listing
     assert main(["logs", job_id, "--address", two_nodes["address"]]) == 0
     assert "fedray: completed 2 round(s)" in capsys.readouterr().out
+
+
+def test_pinned_clients_read_their_site_files_on_their_own_node(two_nodes, tmp_path):
+    """Clients 0 and 1 run on silo A's node and read `$FEDRAY_SITE_A`, a variable only that
+    node has: neither the driver (a job on the head) nor the server could even name the
+    folder. Each client reports the node it ran on and a digest of what it read."""
+    from fedray.data.plan import content_digest
+    from tests.unit.data.test_images import tiny_idx
+
+    assert "FEDRAY_SITE_A" not in os.environ
+    tiny_idx(two_nodes["site_a"], train=12, test=2)
+    for folder in ("server", "site_b"):
+        (tmp_path / folder).mkdir()
+        tiny_idx(tmp_path / folder, train=12, test=4)
+    proc = fedray(
+        "submit", "configs/cross_silo.yaml", f"output_dir={tmp_path}", "server.rounds=1", "train.local_epochs=1",
+        "data.dataset=idx", "data.partition=iid", f"data.path={tmp_path / 'server'}",
+        f"data.sites=[{{clients: [0, 1], path: $FEDRAY_SITE_A}}, {{clients: [2, 3], path: {tmp_path / 'site_b'}}}]",
+        "--address", two_nodes["address"],
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "round 1/1 | clients 4/4" in proc.stdout
+    clients = {r["client_id"]: r for r in pq.read_table(tmp_path / "cross_silo" / "clients.parquet").to_pylist()}
+    site_a = f"{two_nodes['site_a']} sha256:{content_digest(two_nodes['site_a'])}"
+    assert [clients[c]["node_id"] for c in (0, 1)] == [two_nodes["silo_a"]] * 2
+    assert [clients[c]["data_source"] for c in (0, 1)] == [site_a] * 2
+    site_b = f"{tmp_path / 'site_b'} sha256:{content_digest(tmp_path / 'site_b')}"
+    assert [clients[c]["data_source"] for c in (2, 3)] == [site_b] * 2
 
 
 def test_resources_the_cluster_never_has_fail_in_seconds_naming_them(two_nodes, tmp_path):

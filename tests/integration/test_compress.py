@@ -11,7 +11,7 @@ import ray
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import small_config
-from tests.helpers import untimed
+from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed
 
 CODEC_TIMES = {"encode_s", "decode_s", "downlink_encode_s", "downlink_decode_s"}
 
@@ -49,11 +49,14 @@ def test_error_feedback_survives_a_restart_from_the_checkpoint_and_bytes_are_exa
     ours = load_checkpoint(latest_checkpoint(tmp_path / "b" / "test" / "checkpoints"))
     theirs = load_checkpoint(latest_checkpoint(tmp_path / "ref" / "test" / "checkpoints"))
     np.testing.assert_array_equal(ours.params, theirs.params)
-    assert sorted(ours.client_states) == sorted(theirs.client_states) != []
-    for cid, kept in ours.client_states.items():  # every client's error-feedback residual
+    mine = kept_states(tmp_path / "b" / "test", small_config(tmp_path / "b", *TOP_K_BOTH_WAYS))
+    other = kept_states(tmp_path / "ref" / "test", small_config(tmp_path / "ref", *TOP_K_BOTH_WAYS))
+    assert sorted(mine) == sorted(other) != [] and ours.client_refs == theirs.client_refs
+    for cid, kept in mine.items():  # every client's error-feedback residual, from its store
         residual = kept.transforms[0]
         assert residual.shape == (N,) and np.abs(residual).sum() > 0
-        np.testing.assert_array_equal(residual, theirs.client_states[cid].transforms[0])
+        np.testing.assert_array_equal(residual, other[cid].transforms[0])
+    assert private_arrays_in_checkpoint(tmp_path / "b" / "test", mine) == []
 
     k = math.ceil(0.05 * N)
     for r in rows:  # top-k: int32 index + float32 value each, and the length

@@ -18,7 +18,7 @@ from fedray.lifecycle.watermark import fine_tune, key_path, prune_by_magnitude, 
 from fedray.models.tasks import Classification
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import REPO, small_config
-from tests.helpers import untimed
+from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
 
@@ -121,10 +121,16 @@ def test_continual_memory_survives_a_killed_server_bit_identically(ray_cluster, 
     assert any("resuming after round 4" in line for line in lines)
     ours, theirs = (load_checkpoint(latest_checkpoint(f"{d}/checkpoints")) for d in (restarted, reference))
     np.testing.assert_array_equal(ours.params, theirs.params)
-    assert sorted(ours.client_states) == sorted(theirs.client_states) != []
-    for cid, kept in ours.client_states.items():
+    mine, reference_kept = (kept_states(d, continual_config(where)) for d, where in
+                            ((restarted, tmp_path / "b"), (reference, tmp_path / "ref")))
+    assert sorted(mine) == sorted(reference_kept) != [] and ours.client_refs == theirs.client_refs
+    # no replayed row and no Fisher weight is in the server's checkpoint (EWC's anchor is
+    # the global model at a task's end: the server's task anchor holds it too)
+    private = {c: (kept.terms[0], kept.terms[1].fisher) for c, kept in mine.items()}
+    assert private_arrays_in_checkpoint(restarted, private) == []
+    for cid, kept in mine.items():
         buffer, memory = kept.terms
-        other_buffer, other_memory = theirs.client_states[cid].terms
+        other_buffer, other_memory = reference_kept[cid].terms
         assert buffer.tasks == other_buffer.tasks and buffer.num_rows > 0
         for rows, other in zip(buffer.rows, other_buffer.rows):
             for a, b in zip(rows, other):

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 from fedray.config import load_config
 from fedray.launcher import prepare, run
 from fedray.privacy import build_mechanism
+from fedray.server.checkpoint import latest_checkpoint
 from tests.conftest import REPO
+from tests.helpers import kept_states
 
 SMALL = ["clients.num_clients=10", "clients.pool_size=2", "server.clients_per_round=4",
          "train.local_epochs=1", "server.eval_every=1", "server.checkpoint_every=1"]
@@ -76,3 +78,8 @@ def test_dp_sgd_clients_report_epsilon(ray_cluster, tmp_path):
     assert np.isnan(eps[selected == 0]).all()
     rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
     assert all(np.isfinite(r["train_loss"]) for r in rows)
+    mine = kept_states(summary["run_dir"], cfg)  # each client's accountant, in its actor's store
+    assert {cid: kept.privacy.epsilon for cid, kept in mine.items()} == {
+        cid: eps[cid] for cid in np.flatnonzero(selected) if np.isfinite(eps[cid])}
+    checkpoint = latest_checkpoint(f"{summary['run_dir']}/checkpoints")
+    assert b"dpsgd:Account" not in open(checkpoint, "rb").read()  # no accountant on the server

@@ -21,6 +21,7 @@ LAYERS = [
     ["cluster"],
     ["foundation", "lifecycle"],
     ["client"],
+    ["transport"],
     ["server"],
     ["driver", "signals", "session"],
     ["launcher"],

@@ -1,4 +1,4 @@
-"""SecAgg+'s stages as Ray calls on the client actors, around a round's training.
+"""SecAgg+'s stages as calls through the round's transport, around its training.
 
 `before_launch`: advertise keys, then share keys (two calls per client); the
 clients that completed both get, with the round's broadcast, the shares
@@ -22,23 +22,23 @@ from fedray.privacy.secagg.server import SecAggError, ServerRound
 from fedray.strategy.exchange import Send
 from fedray.types import ClientId, payload_bytes
 
-Call = Callable[[ClientId, Any], Any]
-"""`call(client_id, message) -> ObjectRef` of the client's reply (its actor's `stage`)."""
+Stage = Callable[[Mapping[ClientId, Any], "float | None"], Any]
+"""`stage(messages, timeout_s) -> (replies, dropped)`: the transport's `stage`."""
+Put = Callable[[Any], "tuple[Any, int]"]
+"""The transport's `put` (one broadcast payload -> (handle, bytes))."""
 
 
 class SecureStages:
     """The server's driver of SecAgg+ for one run (see the module docstring)."""
 
-    def __init__(self, params: Params, call: Call, aggregator: SecureSum, timeout_s: float | None):
+    def __init__(self, params: Params, stage: Stage, put: Put, aggregator: SecureSum, timeout_s: float | None):
         assert isinstance(aggregator, SecureSum), "secure aggregation needs the SecureSum aggregator"
-        self.params, self.call, self.aggregator, self.timeout_s = params, call, aggregator, timeout_s
+        self.params, self.stage, self.put, self.aggregator, self.timeout_s = params, stage, put, aggregator, timeout_s
         self.round: ServerRound | None = None
         self.server_s = 0.0
         """Seconds the server spent in protocol work (routing, reconstruction) so far."""
 
     def before_launch(self, server_round: int, sends: dict[ClientId, Send], tally) -> dict[ClientId, Send]:
-        import ray
-
         self.round = ServerRound.start(server_round, self.params, sends)
         keys = self._gather({c: AdvertiseKeys(server_round) for c in sends}, tally, "advertise keys")
         try:
@@ -52,7 +52,7 @@ class SecureStages:
         out = {}
         for cid, message in instructions.items():
             send = sends[cid]
-            out[cid] = Send({**send.refs, "secagg": ray.put(message)}, send.num_bytes + message.num_bytes,
+            out[cid] = Send({**send.refs, "secagg": self.put(message)[0]}, send.num_bytes + message.num_bytes,
                             send.merges)
         return out
 
@@ -74,25 +74,10 @@ class SecureStages:
     def _gather(self, messages: Mapping[ClientId, Any], tally, stage: str) -> dict[ClientId, Any]:
         """Each client's reply to its message; a client that fails or is not in by the
         round timeout has dropped out (noted, not raised)."""
-        import ray
-        from ray.exceptions import RayError, RayTaskError
-
-        pending = {self.call(cid, message): cid for cid, message in messages.items()}
         tally.bytes_down += sum(payload_bytes(m) for m in messages.values() if hasattr(m, "num_bytes"))
-        ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=self.timeout_s)
-        replies = {}
-        for ref in ready:
-            cid = pending[ref]
-            try:
-                replies[cid] = ray.get(ref)
-                tally.bytes_up += payload_bytes(replies[cid])
-            except RayTaskError as err:
-                if not isinstance(err.cause, (ValueError, OSError)):
-                    raise
-                tally.notes.append(f"client {cid} dropped out of secure aggregation ({stage}): {err.cause}")
-            except RayError as err:
-                tally.notes.append(f"client {cid} dropped out of secure aggregation ({stage}): {type(err).__name__}")
-        for ref in late:
-            ray.cancel(ref)
-            tally.notes.append(f"client {pending[ref]} dropped out of secure aggregation ({stage}): timed out")
+        replies, dropped = self.stage(messages, self.timeout_s)
+        for cid in sorted(replies):
+            tally.bytes_up += payload_bytes(replies[cid])
+        for cid, why in sorted(dropped.items()):
+            tally.notes.append(f"client {cid} dropped out of secure aggregation ({stage}): {why}")
         return replies

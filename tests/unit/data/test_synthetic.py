@@ -95,3 +95,17 @@ def test_synthetic_data_needs_natural_partitioning_and_sane_sizes():
         load_config(None, ["data.dataset=synthetic", "data.partition=natural", "data.synthetic.size_max=3"])
     with pytest.raises(ConfigError, match="data.synthetic.alpha must be >= 0"):
         load_config(None, ["data.dataset=synthetic", "data.partition=natural", "data.synthetic.alpha=-1"])
+
+
+def test_rows_generated_block_by_block_are_the_rows_of_the_whole_generation():
+    """What a pool actor of a 100,000-client run does: only the blocks that hold its rows."""
+    from fedray.data.synthetic import SyntheticData, _BLOCK
+
+    cfg = SyntheticConfig(size_log_mean=1.0, size_log_sigma=1.0, size_min=5, size_max=200)
+    num_clients = 2 * _BLOCK + 7
+    whole = SyntheticData(cfg).for_clients(num_clients, seed=4)
+    rng = np.random.default_rng(0)
+    picked = [rng.permutation(len(whole.y))[:500], np.flatnonzero(whole.owner == num_clients - 1), np.zeros(0, np.int64)]
+    tables = SyntheticData(cfg).tables_at(num_clients, 4, picked)
+    for rows, table in zip(picked, tables):
+        assert table.equals(whole.table(rows))

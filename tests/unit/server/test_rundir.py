@@ -7,6 +7,7 @@ import pytest
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from fedray.server.rundir import RunDirectory, atomic_write, unique_run_dir
 from fedray.server.state import ServerState
+from fedray.types import StateRef
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -41,7 +42,7 @@ def test_unique_run_dir_never_reuses_a_run(tmp_path):
 
 def state(r):
     return ServerState(r, np.full(3, r, dtype=np.float32), ("s", r), None, {"k": r}, metrics=[{"round": r}],
-                       client_states={7: ("kept", r)})
+                       client_refs={7: StateRef(r, "digest")})
 
 
 def test_checkpoints_keep_the_newest_and_reload_exactly(tmp_path):
@@ -51,5 +52,5 @@ def test_checkpoints_keep_the_newest_and_reload_exactly(tmp_path):
     assert [p.name for p in kept] == ["round_000004.safetensors", "round_000005.safetensors"]
     loaded = load_checkpoint(kept[-1])
     assert loaded.server_round == 5 and loaded.transform_state == ("s", 5)
-    assert loaded.client_states == {7: ("kept", 5)}
+    assert loaded.client_refs == {7: StateRef(5, "digest")}
     np.testing.assert_array_equal(loaded.params, np.full(3, 5, dtype=np.float32))

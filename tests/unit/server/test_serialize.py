@@ -21,6 +21,7 @@ from fedray.server.serialize import CheckpointError, content_digest, decode, enc
 from fedray.server.state import ServerState
 from fedray.strategy.algorithm import KeptState
 from fedray.transforms import AdamState
+from fedray.types import StateRef
 from tests.conftest import small_config
 
 
@@ -41,14 +42,14 @@ def full_state() -> ServerState:
                                        rng.random(10).astype(np.float32))),
         selector_state=200,
         rng_state=generator.bit_generator.state,
-        aggregator_state=(),
+        aggregator_state=KeptState(optimizer, (rng.normal(size=1000).astype(np.float32),), ((), ()),
+                                   Account(((1.1, 0.25, 24),), 2.5)),  # any state: torch tensors, records
         term_states=(ClipState(4, 0.731), rng.normal(size=1000).astype(np.float32)),
         merges=[rng.normal(size=(2, 3)).astype(np.float32)],
         metrics=[{"round": 1, "eval_loss": float("nan"), "clients": [0, 2], "dp_epsilon": math.inf,
                   "train_loss": np.float64(0.1 + 0.2)}],
         norm_history=[0.5, 1 / 3],
-        client_states={2: KeptState(optimizer, (rng.normal(size=1000).astype(np.float32),), ((), ()),
-                                    Account(((1.1, 0.25, 24),), 2.5))},
+        client_refs={2: StateRef(3, "5f" * 16, 2.5)},
         wall_s=12.5,
         profiles=profiles,
         sim_time_s=99.25,
