@@ -98,7 +98,7 @@ def _client_problems(state: Any, num_clients: int) -> list[str]:
             if isinstance(column, np.ndarray) and column.shape[:1] != (num_clients,):
                 out.append(f"profiles.{field.name} has {len(column)} rows, the run has {num_clients} clients")
                 break
-    for name in ("client_states",):
+    for name in ("client_states", "client_refs"):
         ids = getattr(state, name, {})
         unknown = [c for c in ids if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_clients]
         if unknown:
