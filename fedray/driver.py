@@ -242,7 +242,10 @@ class Driver:
         """The client actors (warm ones taken over where they match), building their shards."""
         from fedray.client.pool import ClientPool
         from fedray.client.store import StateCodec
+        import functools
+
         from fedray.server.serialize import decode, encode
+        from fedray.server.state_types import StateTypes
         from fedray.lifecycle.continual.schedule import build_schedule
         from fedray.models.adapters import client_ranks
 
@@ -252,8 +255,10 @@ class Driver:
         # model (`ClientPool.share_public`): it may generate them.
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
         idle = len(self.warm) if self.warm is not None else 0
+        types = StateTypes.of(cfg)  # the client stores hold plug-ins' declared state classes too
         pool = ClientPool(cfg, dataset, prefix, None, ranks, warm=self.warm, data=data, schedule=schedule,
-                          codec=StateCodec(encode, decode))
+                          codec=StateCodec(functools.partial(encode, types=types),
+                                           functools.partial(decode, types=types)))
         self.startup.num_warm = idle - (len(self.warm) if self.warm is not None else 0)
         return pool
 
@@ -358,6 +363,7 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
     from fedray.server.summary import summarize
     from fedray.server.checkpoint import checkpoint_round, latest_checkpoint, load_newest
     from fedray.server.rundir import RunDirectory
+    from fedray.server.state_checks import RunShape
 
     checkpoints = RunDirectory(run_dir).checkpoints
     if summary is not None and (status == "completed" or not cfg.server.checkpoint_every):
@@ -365,7 +371,7 @@ def summary_on_disk(run_dir, cfg: RunConfig, status: str, summary: dict | None) 
     newest = latest_checkpoint(checkpoints)
     if summary is not None and newest is not None and checkpoint_round(newest) == summary["rounds_completed"]:
         return summary
-    loaded = load_newest(checkpoints)
+    loaded = load_newest(checkpoints, shape=RunShape.of(cfg))
     if loaded is None:
         summary = {"status": status, "rounds_completed": 0, "final_metrics": {}, "rounds_wall_s": 0.0,
                    "sim_time_s": 0.0}

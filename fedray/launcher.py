@@ -251,7 +251,8 @@ def run(
     point = None
     if resume:
         run_dir = Location.parse(resume)
-        point = open_for_resume(run_dir, cfg, fresh, console)
+        exact = cfg.model.peft is None and prepared.num_params > 0  # without LoRA: every trainable parameter travels
+        point = open_for_resume(run_dir, cfg, fresh, console, prepared.num_params if exact else None)
     else:
         run_dir = unique_run_dir(cfg.output_dir, cfg.name)  # created once Ray is up and the run placeable
     startup = StartUp(data_s=prepared.prepare_s)

@@ -10,10 +10,16 @@ config entry (checked against the signature before the run starts):
   local round (a poisoned batch, a too-large step) cannot jolt the global model.
   Its state (rounds seen, mean norm) is kept per client id by the server, so it
   survives checkpoints and actor restarts without any code here;
+- `norm_guard`, a server transform with its own state: the aggregate is scaled
+  down to `factor` x the running mean norm of the aggregates before it, a second
+  line of defence behind the aggregator;
 - `geometric_median`, an aggregator: the weighted geometric median by Weiszfeld's
   iterations (RFA, Pillutla et al. 2022), robust to a minority of outliers.
 
-No change to fedray itself.
+No change to fedray itself. A checkpoint constructs only classes it knows, so a
+factory whose state is a class of its own declares it: `damp_spikes.state_types =
+(SpikeState,)`. With that, the state is in every checkpoint and `fedray run
+--resume RUN_DIR --allow-code examples.custom_algorithm.algorithm` continues exactly.
 """
 
 from __future__ import annotations
@@ -54,6 +60,35 @@ def damp_spikes(limit: float = 3.0, warmup: int = 1) -> UpdateTransform:
         return update, SpikeState(state.rounds + 1, mean)
 
     return UpdateTransform(init, apply)
+
+
+damp_spikes.state_types = (SpikeState,)
+
+
+class GuardState(NamedTuple):
+    rounds: int
+    mean_norm: float
+
+
+def norm_guard(factor: float = 3.0) -> UpdateTransform:
+    """Scale the round's aggregate down to `factor` x the running mean norm of earlier ones."""
+    if not factor > 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
+
+    def init(params: np.ndarray) -> GuardState:
+        return GuardState(0, 0.0)
+
+    def apply(update: np.ndarray, state: GuardState, params: np.ndarray, ctx: Context):
+        norm = float(np.linalg.norm(update))
+        bound = factor * state.mean_norm
+        if state.rounds > 0 and norm > bound > 0:
+            update, norm = update * np.float32(bound / norm), bound
+        return update, GuardState(state.rounds + 1, (state.mean_norm * state.rounds + norm) / (state.rounds + 1))
+
+    return UpdateTransform(init, apply)
+
+
+norm_guard.state_types = (GuardState,)
 
 
 class GeometricMedian:

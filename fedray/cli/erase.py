@@ -27,6 +27,7 @@ from fedray.lifecycle.backdoor import Probe
 from fedray.lifecycle.federaser import ErasedRound, federaser
 from fedray.lifecycle.ledger import LEDGER_DIR, LedgerRound, ledger_file_name, model_hash
 from fedray.server.checkpoint import load_checkpoint, save_checkpoint
+from fedray.server.state_types import StateTypes
 from fedray.server.rundir import RunDirectory, unique_run_dir
 from fedray.strategy.algorithm import Algorithm, build_algorithm
 from fedray.types import Context, RoundResult
@@ -53,7 +54,7 @@ def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", 
     if problems:
         raise ConfigError(problems, CLI)
     start, where = source.start_before(forget)
-    begin = load_checkpoint(where) if where is not None else None
+    begin = load_checkpoint(where, source.shape) if where is not None else None
     params = begin.params if begin is not None else probe.initial
     target = unique_run_dir(cfg.output_dir, cfg.name)
     target.mkdir()
@@ -71,13 +72,13 @@ def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", 
                                rebuild.calibrate, rebuild.step, rebuild.record)
         finally:
             pool.shutdown()
-    write_result(run_dir, load_checkpoint(checkpoints[max(checkpoints)]), params, rebuild, forget,
-                 cfg.server.keep_checkpoints)
+    write_result(run_dir, load_checkpoint(checkpoints[max(checkpoints)], source.shape), params, rebuild, forget,
+                 cfg.server.keep_checkpoints, source.shape.types)
     return Unlearned(target, start, rebuild.calibrated, params)
 
 
 def write_result(run_dir: RunDirectory, final, params: np.ndarray, rebuild: "Rebuild", forget: set[int],
-                 keep: int) -> None:
+                 keep: int, types: "StateTypes") -> None:
     """A checkpoint of the source's last round holding the unlearned model (nothing of the
     forgotten clients: their kept state and values are dropped), and summary.json."""
     from fedray.server.summary import summarize
@@ -86,7 +87,7 @@ def write_result(run_dir: RunDirectory, final, params: np.ndarray, rebuild: "Reb
         final, params=params, transform_state=rebuild.transform_state, metrics=rebuild.rows, in_flight=[],
         client_refs={c: s for c, s in final.client_refs.items() if c not in forget},
         contributions=[row for row in final.contributions if row["client_id"] not in forget])
-    save_checkpoint(run_dir.checkpoints, state, keep)
+    save_checkpoint(run_dir.checkpoints, state, keep, types)
     run_dir.write_summary(summarize(state, "completed"))
 
 
@@ -95,7 +96,7 @@ def ledger_problems(source: SourceRun, rounds: list[LedgerRound], probe: Probe) 
     model hashes (the initial model's, and every kept checkpoint's)."""
     problems = []
     known = {0: model_hash(probe.initial)}
-    known.update({r: model_hash(load_checkpoint(p).params) for r, p in source.checkpoints().items()})
+    known.update({r: model_hash(load_checkpoint(p, source.shape).params) for r, p in source.checkpoints().items()})
     for stored in rounds:
         name = f"{source.where / LEDGER_DIR / ledger_file_name(stored.server_round)}"
         if stored.layer_sizes != probe.spec.sizes:

@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from fedray.cli import generate, jobs, unlearn, watermark
+from fedray.cli.trust import add_allow_code
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
 from fedray.signals import EXIT_TERMINATED, Terminated, forget_signals, sigterm_as_interrupt, sigterm_received
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "again from round 1 (its metrics are replaced)")
     run.add_argument("--verbose", action="store_true",
                      help="also print Ray's own log lines and the workers' output (always in log.txt)")
+    add_allow_code(run)
 
     validate = sub.add_parser("validate", help="check a config and print it resolved")
     validate.add_argument("config", help="YAML config file")
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--merged", action="store_true", help="also write the merged model")
+    add_allow_code(export)
 
     submit = sub.add_parser("submit", help="run a config as a Ray job on a cluster")
     submit.add_argument("config", help="YAML config file, inside the working directory")
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     granules.add_argument("overrides", nargs="*", help="key=value overrides")
     granules.add_argument("--out", default="granules.png",
                           help="PNG to write, or a folder to write granules.png into (default granules.png)")
+    add_allow_code(granules)
 
     compare = sub.add_parser("compare", help="time-to-accuracy of finished runs, side by side")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -149,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
             overrides.insert(0, config)
         elif config is not None:
             raise ConfigError([f"give either CONFIG ({config}) or --resume, not both"], "command line")
-        cfg = resume_config(args.resume, overrides)  # refuses what a resume may not change
+        cfg = resume_config(args.resume, overrides, args.allow_code)  # refuses what a resume may not change
         config = str(current_config(args.resume)[0])
         done = already_completed(args.resume, cfg)
         if done is not None:  # nothing to run: no Ray, no actors
@@ -158,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
     elif config is None:
         raise ConfigError(["fedray run needs a CONFIG file (or --resume RUN_DIR)"], "command line")
-    elif args.fresh:
-        raise ConfigError(["--fresh goes with --resume RUN_DIR"], "command line")
+    elif args.fresh or args.allow_code:
+        raise ConfigError([f"{'--fresh' if args.fresh else '--allow-code'} goes with --resume RUN_DIR (a config "
+                           "given on the command line may name code as it is)"], "command line")
     else:
         cfg = load_config(config, overrides)
     began = time.perf_counter() - _process_age_s()
@@ -243,7 +248,7 @@ def _export(args: argparse.Namespace) -> int:
     from fedray.server.export import export_run
 
     try:
-        paths = export_run(args.run_dir, args.out, merged=args.merged)
+        paths = export_run(args.run_dir, args.out, merged=args.merged, allow_code=args.allow_code)
     except (ValueError, OSError) as err:
         print(f"fedray export: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -253,15 +258,18 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _show_granules(args: argparse.Namespace) -> int:
-    from fedray.config.load import load_config
+    from fedray.config.load import load_config, load_run_config
     from fedray.data.federated import build_federated_dataset
     import numpy as np
 
     from fedray.data.granular.figure import show_granules
     from fedray.models.graph_task import granular_cache_dir
 
-    path = os.path.join(args.config, "config.yaml") if os.path.isdir(args.config) else args.config
-    cfg = load_config(path, args.overrides)
+    if os.path.isdir(args.config):  # a run directory's config: code in it only if allowed
+        path = os.path.join(args.config, "config.yaml")
+        cfg = load_run_config(path, args.allow_code, args.overrides)
+    else:
+        path, cfg = args.config, load_config(args.config, args.overrides)
     if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):  # a folder: the default name inside it
         os.makedirs(args.out, exist_ok=True)
         args.out = os.path.join(args.out, "granules.png")

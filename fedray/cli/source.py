@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config
+from fedray.config.load import load_run_config
 from fedray.config.schema import RunConfig
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from fedray.lifecycle.ledger import LedgerRound
     from fedray.server.rundir import Location
+    from fedray.server.state_checks import RunShape
 
 CLI = "command line"
 
@@ -27,9 +28,11 @@ class SourceRun:
     cfg: RunConfig
     participation: dict[int, tuple[int, ...]]
     """Round -> the clients aggregated in it (metrics.parquet)."""
+    allow_code: tuple[str, ...] = ()
+    """`--allow-code`: the code its config may name (`fedray.config.trust`)."""
 
     @classmethod
-    def load(cls, where: str) -> "SourceRun":
+    def load(cls, where: str, allow_code: tuple[str, ...] = ()) -> "SourceRun":
         from fedray.server.rundir import read_parquet
 
         path = Path(where)
@@ -37,7 +40,14 @@ class SourceRun:
             raise ConfigError([f"{where} is not a fedray run directory (needs config.yaml and metrics.parquet)"], CLI)
         metrics = read_parquet(path / "metrics.parquet").to_pydict()
         rounds = dict(zip(metrics["round"], (tuple(c) for c in metrics["clients"])))
-        return cls(path, load_config(path / "config.yaml"), rounds)
+        return cls(path, load_run_config(path / "config.yaml", allow_code), rounds, tuple(allow_code))
+
+    @property
+    def shape(self) -> "RunShape":
+        """What its checkpoints must fit (its plug-ins' state types included)."""
+        from fedray.server.state_checks import RunShape
+
+        return RunShape.of(self.cfg)
 
     @property
     def config_path(self) -> str:
@@ -64,7 +74,7 @@ class SourceRun:
 
         first = self.first_round(clients)
         for server_round, where in sorted(self.checkpoints().items(), reverse=True):
-            if server_round < first and not clients & {f.client_id for f in load_checkpoint(where).in_flight}:
+            if server_round < first and not clients & {f.client_id for f in load_checkpoint(where, self.shape).in_flight}:
                 return server_round, where
         return 0, None
 

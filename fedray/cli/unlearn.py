@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from fedray.cli.source import CLI, SourceRun, Unlearned
+from fedray.cli.trust import add_allow_code
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config, override_value, to_yaml
+from fedray.config.load import load_run_config, override_value, to_yaml
 from fedray.config.schema import RunConfig
 
 if TYPE_CHECKING:  # the rest is imported when the command runs: `fedray --help` stays quick
@@ -46,6 +47,7 @@ def add_parser(sub) -> None:
                         help="retrain (exact, default) or federaser (from the ledger, faster)")
     parser.add_argument("--calibration-ratio", type=float, default=0.5,
                         help="federaser: calibration trains this share of the original local steps (default 0.5)")
+    add_allow_code(parser)
 
 
 def parse_clients(text: str, num_clients: int) -> set[int]:
@@ -66,7 +68,7 @@ def unlearned_config(source: SourceRun, forget: set[int], overrides: list[str]) 
     excluded = sorted(set(source.cfg.clients.excluded) | forget)
     base = [f"clients.excluded={override_value(excluded)}", f"name={source.cfg.name}-unlearned",
             f"output_dir={source.where.resolve().parent}"]
-    return load_config(source.config_path, [*base, *overrides])
+    return load_run_config(source.config_path, source.allow_code, [*base, *overrides])
 
 
 def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: argparse.Namespace) -> Unlearned:
@@ -77,6 +79,7 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
     from fedray.lifecycle.ledger import LEDGER_DIR, ledger_file_round
     from fedray.server.checkpoint import list_checkpoints, load_checkpoint
     from fedray.server.rundir import Location, unique_run_dir
+    from fedray.server.state_checks import RunShape
 
     cfg = prepared.cfg
     start, checkpoint = source.start_before(forget)
@@ -98,7 +101,7 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
         summary = run(prepared, resume=str(target))
     assert summary["run_dir"] == str(target), (summary["run_dir"], str(target))
     newest = list_checkpoints(target / "checkpoints")
-    params = load_checkpoint(newest[-1]).params if newest else np.zeros(0, np.float32)
+    params = load_checkpoint(newest[-1], RunShape.of(cfg)).params if newest else np.zeros(0, np.float32)
     return Unlearned(target, start, cfg.server.rounds - start, params, summary["status"])
 
 
@@ -120,7 +123,7 @@ def command(args: argparse.Namespace) -> int:
     from fedray.lifecycle.backdoor import Probe
     from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 
-    source = SourceRun.load(args.run_dir)
+    source = SourceRun.load(args.run_dir, tuple(args.allow_code))
     forget = parse_clients(args.clients, source.cfg.clients.num_clients)
     source.first_round(forget)
     if not 0 < args.calibration_ratio <= 1:
@@ -133,7 +136,7 @@ def command(args: argparse.Namespace) -> int:
 
     probe = Probe(cfg, prepared.dataset.info, prepared.dataset.test)
     newest = list_checkpoints(source.where / "checkpoints")
-    before = probe.metrics(load_checkpoint(newest[-1]).params) if newest else {}
+    before = probe.metrics(load_checkpoint(newest[-1], source.shape).params) if newest else {}
     after = probe.metrics(result.params) if result.params.size else {}
     section = {"method": args.method, "clients": sorted(forget), "source": str(source.where),
                "start_round": result.start_round, "rounds_run": result.rounds_run, "wall_s": wall_s,

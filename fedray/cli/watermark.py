@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from fedray.cli.trust import add_allow_code
 from fedray.config.errors import ConfigError
 
 EXIT_NOT_DETECTED = 1
@@ -34,17 +35,25 @@ def add_parser(sub) -> None:
     verify.add_argument("--alpha", type=float, default=1e-3,
                         help="significance level: detected when the p-value is below it (default 0.001)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_allow_code(verify)
 
 
 def main(args: argparse.Namespace) -> int:
     from fedray.lifecycle.watermark import read_key, verify
+    from fedray.lifecycle.watermark.verify import key_scheme
 
     if not 0 < args.alpha < 1:
         raise ConfigError([f"--alpha must be in (0, 1), got {args.alpha}"], "command line")
     try:
         keys = [read_key(path) for path in args.key]
-        model, what = load_model(args.model)
-        results = [{"key": path, **verify(model, key, args.alpha)} for path, key in zip(args.key, keys)]
+        for path, key in zip(args.key, keys):  # data only: a scheme fedray may build, before the model loads
+            try:
+                key_scheme(key, args.allow_code)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+        model, what = load_model(args.model, args.allow_code)
+        results = [{"key": path, **verify(model, key, args.alpha, args.allow_code)}
+                   for path, key in zip(args.key, keys)]
     except (ValueError, OSError) as err:
         raise ConfigError([str(err)], "command line") from None
     if args.json:
@@ -69,11 +78,12 @@ def describe(result: dict[str, Any]) -> str:
             f"p = {result['p_value']:.3g} {sign} {result['alpha']:g}: {verdict}")
 
 
-def load_model(where: str | Path):
-    """(model, description) from a run directory, an export folder or an adapter folder."""
+def load_model(where: str | Path, allow_code: Sequence[str] = ()):
+    """(model, description) from a run directory (code its config names only if
+    `allow_code` covers it), an export folder or an adapter folder."""
     where = Path(where)
     if (where / "config.yaml").is_file():
-        return _run_model(where)
+        return _run_model(where, allow_code)
     for folder in (where, where / "adapter"):
         if (folder / "adapter_config.json").is_file():
             return _adapter_model(folder)
@@ -81,16 +91,17 @@ def load_model(where: str | Path):
                      "folder or PEFT adapter (adapter_config.json)")
 
 
-def _run_model(run_dir: Path):
-    from fedray.config.load import load_config
+def _run_model(run_dir: Path, allow_code: Sequence[str]):
+    from fedray.config.load import load_run_config
     from fedray.server.checkpoint import list_checkpoints, load_checkpoint
+    from fedray.server.state_checks import RunShape
     from fedray.server.export import global_model
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml", allow_code)
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
-    state = load_checkpoint(found[-1])
+    state = load_checkpoint(found[-1], RunShape.of(cfg))
     return global_model(cfg, state, _data_info(cfg)), f"{run_dir}, global model after round {state.server_round}"
 
 

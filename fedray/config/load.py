@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedray.config.errors import ConfigError
 from fedray.config.schema import RunConfig
+from fedray.config.trust import AllowCode, code_paths
 
 _PASSTHROUGH = ("server.foundation_model.deepspeed",)
 """Sections handed on untouched (DeepSpeed checks its own config); not value-checked here."""
@@ -38,6 +39,30 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError([f"cannot read {source}: {err}"], source) from None
     return load_config_text(text, source, overrides)
+
+
+def load_run_config(path: str | os.PathLike, allow_code: Iterable[str] = (),
+                    overrides: Iterable[str] = (), text: str | None = None) -> RunConfig:
+    """A config fedray wrote itself (a run directory's config.yaml or config.resume-N.yaml,
+    or `text` read from it), with the user's overrides: refused (ConfigError naming key,
+    path and file) if it names code the user did not vouch for on this command line, with
+    `--allow-code` or an override that gives the same dotted path again."""
+    overrides = list(overrides)
+    cfg = load_config(path, overrides) if text is None else load_config_text(text, str(path), overrides)
+    AllowCode([*allow_code, *_named_code(overrides)]).check(cfg, str(path))
+    return cfg
+
+
+def _named_code(overrides: Iterable[str]) -> list[str]:
+    """The dotted paths `key=value` overrides give (in any value: a list of components too)."""
+    out: list[str] = []
+    for item in overrides:
+        try:
+            value = yaml.safe_load(item.split("=", 1)[1]) if "=" in item else None
+        except yaml.YAMLError:  # not valid YAML: loading the config reports it
+            continue
+        out += code_paths(value).values()
+    return out
 
 
 def load_config_text(text: str | None, source: str, overrides: Iterable[str] = ()) -> RunConfig:

@@ -6,6 +6,11 @@ will be given (the framework's positional arguments and the user's `args`), and
 after it returns its result is checked against what the kind must produce, so a
 dotted path to the wrong kind of object (`os:getcwd` as a strategy) is a clear
 config error at validate time, never a traceback in the middle of a run.
+
+A dotted path is checked before anything is called (`fedray.config.trust`): its module
+must not be in the standard library or the denied set (checked before it is imported),
+and the object must be a function or class defined outside them, whose signature
+accepts what it will be given. Otherwise nothing is called and the error names the path.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import math
 import typing
 from types import UnionType
 from typing import Any, Callable, Generic, Mapping, NamedTuple, TypeVar
+
+from fedray.config.trust import is_dotted, module_refusal, target_refusal
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -54,19 +61,19 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._entries or _looks_dotted(name)
 
-    def get(self, name: str) -> T:
-        """The builder of `name`; ValueError if it is unknown, cannot be imported or is
-        not callable."""
+    def get(self, name: str, code: bool = True) -> T:
+        """The builder of `name`; ValueError if it is unknown, cannot be imported or is not
+        a factory fedray may call (`fedray.config.trust`). `code=False`: registered names
+        only (for names read from files fedray did not get from the user)."""
         if name in self._entries:
             entry = self._entries[name]
             if isinstance(entry, _Lazy):
                 entry = self._entries[name] = _import_dotted(entry.path, self.kind)
             return entry
-        if _looks_dotted(name):
-            found = _import_dotted(name, self.kind)
-            if not callable(found):
-                raise ValueError(f"{self.kind} '{name}' is a {type(found).__name__}, not a callable builder")
-            return found
+        if code and _looks_dotted(name):
+            return import_user_code(name, self.kind)
+        if not code:
+            raise ValueError(f"Unknown {self.kind} '{name}'; choose one of {self.names()}")
         raise ValueError(
             f"Unknown {self.kind} '{name}'; choose one of {self.names()} "
             "or give a dotted path 'package.module:attribute'"
@@ -83,7 +90,10 @@ class Registry(Generic[T]):
         builder = self.get(name)
         try:
             signature = inspect.signature(builder)
-        except (TypeError, ValueError):  # some builtins have no signature: nothing to check
+        except (TypeError, ValueError):  # no signature (a C builtin): registered ones only
+            if name not in self._entries:
+                raise ValueError(f"{self.kind} '{name}' has no signature to check its arguments "
+                                 "against, so fedray does not call it") from None
             return builder, kwargs
         problems = _binding_problems(signature, args, kwargs)
         converted, type_problems = _typed(builder, kwargs)
@@ -106,8 +116,9 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' failed: {type(err).__name__}: {err}") from None
         if self.returns is not None and not isinstance(built, self.returns):
             want = (self.returns,) if isinstance(self.returns, type) else self.returns
-            raise ValueError(f"{self.kind} '{name}' returned a {type(built).__name__}, expected "
-                             + " or ".join(t.__name__ for t in want))
+            missing = _missing_members(built, want)
+            raise ValueError(f"{self.kind} '{name}' returned a {type(built).__name__}, "
+                             + (missing or "expected " + " or ".join(t.__name__ for t in want)))
         return built
 
     def build_component(self, key: str, component: Any, *args: Any) -> Any:
@@ -196,7 +207,33 @@ class _Lazy(NamedTuple):
 
 
 def _looks_dotted(name: str) -> bool:
-    return ":" in name
+    return is_dotted(name)
+
+
+def _missing_members(built: Any, protocols: tuple[type, ...]) -> str | None:
+    """`missing member 'result' of Aggregator` for a result that fails a Protocol check."""
+    for proto in protocols:
+        if not getattr(proto, "_is_protocol", False):
+            continue
+        members = [m for m in sorted(set(vars(proto)) | set(getattr(proto, "__annotations__", {})))
+                   if not m.startswith("_")]
+        absent = [m for m in members if not hasattr(built, m)]
+        if absent:
+            return ", ".join(f"missing member '{m}'" for m in absent) + f" of {proto.__name__}"
+    return None
+
+
+def import_user_code(path: str, kind: str) -> Any:
+    """The object at a user's dotted path, refused (ValueError naming it) before import if
+    its module may not provide code, and after if it is not a function or class of such a
+    module."""
+    refusal = module_refusal(path.partition(":")[0])
+    if refusal is None:
+        found = _import_dotted(path, kind)
+        refusal = target_refusal(found)
+    if refusal is not None:
+        raise ValueError(f"{kind} '{path}' is not a factory fedray may call: {refusal}")
+    return found
 
 
 def _import_dotted(path: str, kind: str) -> Any:

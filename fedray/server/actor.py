@@ -35,6 +35,7 @@ from fedray.selection import SELECTORS, ClientProfiles, clients_table
 from fedray.server.buffered import run_buffered_round
 from fedray.server.checkpoint import (CheckpointError, checkpoint_round, latest_checkpoint, load_newest, prune_tags,
                                       save_checkpoint)
+from fedray.server.state_checks import RunShape
 from fedray.server.context import RoundContext
 from fedray.server.loop import run_attempts, run_round
 from fedray.server.records import RunRecords
@@ -89,7 +90,8 @@ class Server:
         ranks = None if peft is None else client_ranks(peft, num_examples)
         self.layout = None if peft is None else lora_layout(self.spec, peft)
         self.merged = FoldedMerges()
-        loaded = load_newest(self.run_dir.checkpoints, self._note_corrupt) if resume else None
+        self.shape = RunShape.of(cfg, self.spec.num_params)
+        loaded = load_newest(self.run_dir.checkpoints, self._note_corrupt, self.shape) if resume else None
         saved = loaded.state if loaded is not None else None
         self.distiller = self._start_foundation(dataset, name_prefix, foundation_group, saved)
         extra = ((knowledge_transfer(cfg.server.distill, dataset.info.task, self.distiller),)
@@ -256,7 +258,8 @@ class Server:
             where = self._foundation_dir()
             self.distiller.save(str(where), f"round_{self.state.server_round:06d}")
             prune_tags(where, self.cfg.server.keep_checkpoints)
-        return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints)
+        return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints,
+                               self.shape.types)
 
     def write_clients(self) -> None:
         """clients.parquet: the profiles, joined with the simulated hardware and placement."""

@@ -20,6 +20,8 @@ from typing import Callable, NamedTuple
 
 from fedray.server.serialize import CheckpointError, decode, encode
 from fedray.server.state import ServerState
+from fedray.server.state_checks import RunShape, state_problems
+from fedray.server.state_types import FEDRAY_ONLY, StateTypes
 from fedray.server.storage import Location
 
 _NAME = re.compile(r"^round_(\d{6})\.safetensors$")
@@ -45,9 +47,11 @@ def checkpoint_round(path: Location) -> int:
     return int(_NAME.match(path.name).group(1))
 
 
-def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState, keep: int) -> Location:
+def save_checkpoint(directory: Location | str | os.PathLike, state: ServerState, keep: int,
+                    types: StateTypes = FEDRAY_ONLY) -> Location:
+    """Write `state` (its records all in `types`) and keep only the newest `keep` files."""
     path = checkpoint_path(directory, state.server_round)
-    data = encode(state)
+    data = encode(state, types)
     path.write(lambda fh: fh.write(data))
     for old in list_checkpoints(directory)[:-keep]:
         old.delete()
@@ -76,23 +80,30 @@ def latest_checkpoint(directory: Location | str | os.PathLike) -> Location | Non
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Location | str | os.PathLike) -> ServerState:
-    """The state in a checkpoint, validated (`serialize`); CheckpointError naming the file."""
+def load_checkpoint(path: Location | str | os.PathLike, shape: RunShape = RunShape()) -> ServerState:
+    """The state in a checkpoint, validated (`serialize`: digest, classes in `shape.types`)
+    and checked against the run (`state_checks`); CheckpointError naming file and reason."""
     location = Location.parse(path)
     try:
         data = location.read_bytes()
     except OSError as err:
         raise CheckpointError(location, f"it cannot be read ({err})") from None
-    return decode(data, location, ServerState)
+    state = decode(data, location, ServerState, shape.types)
+    named = _NAME.match(location.name)
+    problems = state_problems(state, shape, int(named.group(1)) if named else None)
+    if problems:
+        raise CheckpointError(location, "; ".join(problems))
+    return state
 
 
 def load_newest(directory: Location | str | os.PathLike,
-                on_corrupt: Callable[[CheckpointError], None] = lambda err: None) -> Loaded | None:
-    """The newest checkpoint that loads, walking back past corrupt ones (each reported to
-    `on_corrupt`); None if there is none."""
+                on_corrupt: Callable[[CheckpointError], None] = lambda err: None,
+                shape: RunShape = RunShape()) -> Loaded | None:
+    """The newest checkpoint that loads and fits `shape`, walking back past the others
+    (each reported to `on_corrupt`); None if there is none."""
     for path in reversed(list_checkpoints(directory)):
         try:
-            return Loaded(path, load_checkpoint(path))
+            return Loaded(path, load_checkpoint(path, shape))
         except CheckpointError as err:
             on_corrupt(err)
     return None

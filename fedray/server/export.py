@@ -20,9 +20,9 @@ import os
 import shutil
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from fedray.config.load import load_config
+from fedray.config.load import load_run_config
 from fedray.config.schema import RunConfig
 from fedray.data.datasets import DataInfo
 from fedray.data.text import text_info
@@ -34,23 +34,25 @@ from fedray.models.hf import resolve_checkpoint
 from fedray.models.quantize import dequantized_weights
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 from fedray.server.state import ServerState
+from fedray.server.state_checks import RunShape
 
 if TYPE_CHECKING:
     import torch
 
 
-def load_lora_run(run_dir: str | Path) -> tuple[RunConfig, ServerState]:
-    """The config and newest checkpoint of a LoRA run directory."""
+def load_lora_run(run_dir: str | Path, allow_code: Sequence[str] = ()) -> tuple[RunConfig, ServerState]:
+    """The config and newest checkpoint of a LoRA run directory (code its config names
+    only if `allow_code` covers it: `fedray.config.trust`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir} is not a fedray run directory (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml", allow_code)
     if cfg.model.peft is None:
         raise ValueError(f"{run_dir} did not train LoRA adapters (model.peft is null); nothing to export")
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise ValueError(f"no checkpoint under {run_dir / 'checkpoints'} (server.checkpoint_every was 0?)")
-    return cfg, load_checkpoint(found[-1])
+    return cfg, load_checkpoint(found[-1], RunShape.of(cfg))
 
 
 def global_model(cfg: RunConfig, state: ServerState, info: DataInfo) -> "torch.nn.Module":
@@ -63,7 +65,8 @@ def global_model(cfg: RunConfig, state: ServerState, info: DataInfo) -> "torch.n
     return model.eval()
 
 
-def export_run(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
+def export_run(run_dir: str | Path, out: str | Path, merged: bool = False,
+               allow_code: Sequence[str] = ()) -> dict[str, Path]:
     """Everything exportable from a run: the LoRA adapter (and base, merged model) and,
     if the server held one, the foundation model's consolidated fp32 state dict."""
     shards = Path(run_dir) / "checkpoints" / "foundation" / "latest"
@@ -72,15 +75,16 @@ def export_run(run_dir: str | Path, out: str | Path, merged: bool = False) -> di
         from fedray.foundation.export import export_foundation
 
         paths["foundation"] = export_foundation(run_dir, out)
-        if not load_config(Path(run_dir) / "config.yaml").model.peft:
+        if not load_run_config(Path(run_dir) / "config.yaml", allow_code).model.peft:
             return paths
-    return {**paths, **export_adapter(run_dir, out, merged)}
+    return {**paths, **export_adapter(run_dir, out, merged, allow_code)}
 
 
-def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False) -> dict[str, Path]:
+def export_adapter(run_dir: str | Path, out: str | Path, merged: bool = False,
+                   allow_code: Sequence[str] = ()) -> dict[str, Path]:
     """Write `out/adapter` (and `out/base`, `out/merged` where they apply); their paths."""
     out = Path(out)
-    cfg, state = load_lora_run(run_dir)
+    cfg, state = load_lora_run(run_dir, allow_code)
     peft = cfg.model.peft
     tokenizer = TOKENIZERS.build(cfg.data.tokenizer, cfg.model)
     info = text_info(cfg.data.seq_len, tokenizer.vocab_size)

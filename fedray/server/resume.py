@@ -15,10 +15,11 @@ from typing import Any, Callable, Iterable
 from omegaconf import OmegaConf
 
 from fedray.config.errors import ConfigError
-from fedray.config.load import load_config_text, to_yaml
+from fedray.config.load import load_config_text, load_run_config, to_yaml
 from fedray.config.schema import RunConfig
 from fedray.server.checkpoint import CheckpointError, checkpoint_round, latest_checkpoint, load_newest, set_aside
 from fedray.server.rundir import RunDirectory
+from fedray.server.state_checks import RunShape
 from fedray.server.storage import Location
 
 RESUMABLE: tuple[str, ...] = (
@@ -68,13 +69,14 @@ def current_config(run_dir: Location | str) -> tuple[Location, RunConfig]:
     return files[-1], load_config_text(files[-1].read_text(), str(files[-1]))
 
 
-def resume_config(run_dir: Location | str, overrides: Iterable[str] = ()) -> RunConfig:
+def resume_config(run_dir: Location | str, overrides: Iterable[str] = (), allow_code: Iterable[str] = ()) -> RunConfig:
     """The run's current configuration with `overrides` applied, refused (ConfigError) if
-    they change anything outside RESUMABLE. Reads only."""
+    they change anything outside RESUMABLE, or if it names code that `allow_code`
+    (`--allow-code`) does not cover (`fedray.config.trust`). Reads only."""
     path, base = current_config(run_dir)
     overrides = list(overrides)
     _refuse_overrides(base, overrides, str(run_dir))  # before cross-field checks blame another key
-    cfg = load_config_text(path.read_text(), str(path), overrides)
+    cfg = load_run_config(path, allow_code, overrides, text=path.read_text())
     changed_keys(base, cfg, str(run_dir))
     return cfg
 
@@ -155,7 +157,7 @@ def resumable(key: str) -> bool:
 
 
 def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
-                    console: Callable[[str], None]) -> ResumePoint:
+                    console: Callable[[str], None], num_params: int | None = None) -> ResumePoint:
     """Check a resume of `run_dir` with `cfg` and find the newest checkpoint that loads,
     setting corrupt ones aside (said on the console and in log.txt).
 
@@ -165,7 +167,11 @@ def open_for_resume(run_dir: Location, cfg: RunConfig, fresh: bool,
     changed = changed_keys(base, cfg, str(run_dir))
     directory = RunDirectory(run_dir)
     corrupt: list[CheckpointError] = []
-    loaded = load_newest(directory.checkpoints, corrupt.append)
+    try:
+        shape = RunShape.of(cfg, num_params)
+    except ValueError as err:
+        raise ConfigError([str(err)], "command line") from None
+    loaded = load_newest(directory.checkpoints, corrupt.append, shape)
     if loaded is None and not fresh:
         found = ("only checkpoints that cannot be loaded (" + "; ".join(str(e) for e in corrupt) + ")"
                  if corrupt else f"no checkpoint in {directory.checkpoints}")

@@ -66,7 +66,29 @@ def read_key(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is not a fedray watermark key (it lacks {missing})")
     if key["fedray_watermark"] != KEY_FORMAT:
         raise ValueError(f"{path}: key format {key['fedray_watermark']}, this fedray reads {KEY_FORMAT}")
+    problems = _field_problems(key)
+    if problems:
+        raise ValueError(f"{path} is not a valid fedray watermark key: {'; '.join(problems)}")
     return key
+
+
+def _field_problems(key: dict) -> list[str]:
+    """What is wrong with a key's fields: a key file is data, so every field must have its
+    type (the scheme a name, its args a mapping of names to JSON values)."""
+    out = []
+    if not isinstance(key["scheme"], str):
+        out.append(f"'scheme' must be a scheme name, got {key['scheme']!r}")
+    args = key["args"]
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+        out.append(f"'args' must be a mapping of argument names to values, got {args!r}")
+    if isinstance(key["owner"], bool) or not isinstance(key["owner"], int) or key["owner"] < 0:
+        out.append(f"'owner' must be a client id, got {key['owner']!r}")
+    secret = key["secret"]
+    if not (isinstance(secret, str) and len(secret) == 32 and all(c in "0123456789abcdef" for c in secret)):
+        out.append("'secret' must be 32 lowercase hex digits")
+    if not isinstance(key["layout"], dict):
+        out.append(f"'layout' must be a mapping, got {type(key['layout']).__name__}")
+    return out
 
 
 def as_json(value: Any) -> Any:

@@ -10,18 +10,32 @@ watermark worth having survives them.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from fedray.lifecycle.watermark.scheme import SCHEMES
+from fedray.config.trust import AllowCode, is_dotted
+from fedray.lifecycle.watermark.scheme import SCHEMES, Scheme
 
 
-def verify(model, key: dict, alpha: float = 1e-3) -> dict[str, Any]:
+def verify(model, key: dict, alpha: float = 1e-3, allow_code: Sequence[str] = ()) -> dict[str, Any]:
     """The evidence that `model` carries `key`'s watermark, and `detected`."""
-    scheme = SCHEMES.build(key["scheme"], **key["args"])
+    scheme = key_scheme(key, allow_code)
     model.eval()
     evidence = scheme.verify(model, key)
     return {"scheme": key["scheme"], "owner": key["owner"], **evidence, "alpha": alpha,
             "detected": bool(evidence["p_value"] < alpha)}
+
+
+def key_scheme(key: dict, allow_code: Sequence[str] = ()) -> Scheme:
+    """The scheme a key names, built from its arguments. A key file is data someone may
+    have handed over: its scheme must be a registered name, or a dotted path the user
+    vouches for with `allow_code` (`--allow-code`); its arguments are checked against the
+    scheme's signature before it is built. ValueError otherwise, and nothing is called."""
+    name = key["scheme"]
+    if name not in SCHEMES.names() and not AllowCode(allow_code).covers(name):
+        hint = f"; if you trust that code, pass --allow-code {name.partition(':')[0]}" if is_dotted(name) else ""
+        raise ValueError(f"the key names watermark scheme {name!r}, which is not one of fedray's "
+                         f"{SCHEMES.names()}; a key file holds data, never code{hint}")
+    return SCHEMES.build(name, **key["args"])
 
 
 def prune_by_magnitude(params: Iterable, fraction: float) -> None:

@@ -32,10 +32,16 @@ def write(tmp_path, text):
         ("{}\n", ["server.aggregator.name=trimmed_mean", "server.aggregator.args.beta=0.7"],
          "server.aggregator: beta must be in [0, 0.5), got 0.7"),
         # dotted paths to the wrong kind of object are config errors, not tracebacks
-        ("{}\n", ["server.strategy.name=os:getcwd"], "strategy 'os:getcwd' returned a str, expected Strategy"),
-        ("{}\n", ["data.dataset=builtins:print"], "data.dataset='builtins:print' returned a NoneType"),
-        ("{}\n", ["data.partition=builtins:len"], "data.partition: partition 'builtins:len': cannot be called"),
-        ("{}\n", ["model.name=os:system"], "model"),
+        ("{}\n", ["server.strategy.name=tests.unit.config.plugins:text"],
+         "strategy 'tests.unit.config.plugins:text' returned a str, expected Strategy"),
+        ("{}\n", ["data.partition=tests.unit.config.plugins:one_argument"],
+         "data.partition: partition 'tests.unit.config.plugins:one_argument': cannot be called"),
+        # ... and code fedray may not call is refused before anything runs
+        ("{}\n", ["server.strategy.name=os:getcwd"],
+         "server.strategy: strategy 'os:getcwd' is not a factory fedray may call: module 'os' is part of "
+         "Python's standard library"),
+        ("{}\n", ["data.dataset=builtins:print"], "data.dataset: dataset 'builtins:print' is not a factory"),
+        ("{}\n", ["model.name=os:system"], "model.name: model 'os:system' is not a factory"),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "run"])
