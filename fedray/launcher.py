@@ -332,9 +332,15 @@ def output_dir_problems(cfg: RunConfig) -> list[str]:
     from fedray.config.paths import unwritable_folder
     from fedray.server.storage import is_uri
 
-    if is_uri(cfg.output_dir):
-        return uri_problems(cfg.output_dir)
-    problem = unwritable_folder(cfg.output_dir)
+    from fedray.server.storage import Location
+
+    folder = cfg.output_dir
+    if is_uri(folder):
+        where = Location.parse(folder) if folder.startswith("file:") else None
+        if where is None or not where.is_local:
+            return uri_problems(folder)
+        folder = where.path  # file://: this machine's filesystem, checked as a local folder
+    problem = unwritable_folder(folder)
     return [] if problem is None else [f"output_dir: {problem} (output_dir={cfg.output_dir})"]
 
 

@@ -166,8 +166,10 @@ class Rebuild:
         from fedray.types import FitInstructions
 
         send = Send({"params": ray.put(params)}, int(params.nbytes))
+        # calibration trains from each client's initial state and commits nothing (FedEraser's
+        # calibration updates only set the direction of the stored ones)
         pending = {cid: self.pool.fit(FitInstructions(server_round, cid, client_seed(self.cfg.seed, server_round, cid)),
-                                      None, send) for cid in clients}
+                                      send) for cid in clients}
         out = {}
         for cid, ref in pending.items():
             result = ray.get(ref)

@@ -21,8 +21,6 @@ from fedray.data.datasets import DataInfo
 from fedray.data.tokenize import TOKENIZERS, HFTokenizer, Tokenizer
 from fedray.models.adapters import add_lora
 from fedray.models.build import MODELS
-from fedray.models.device import assigned_device
-from fedray.models.quantize import load_quantized, quantize
 
 if TYPE_CHECKING:
     import torch
@@ -140,6 +138,9 @@ def build_base(cfg: ModelConfig, info: DataInfo) -> "torch.nn.Module":
     dtype = torch_dtype(cfg.dtype)
     dry = torch.get_default_device().type == "meta"
     quantized = cfg.quantization is not None and not dry  # a dry build needs only the layout
+    if quantized:  # torch and bitsandbytes: only in the processes that build models
+        from fedray.models.device import assigned_device
+        from fedray.models.quantize import load_quantized, quantize
     if cfg.path is not None:
         folder = resolve_checkpoint(cfg)
         try:

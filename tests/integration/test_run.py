@@ -96,9 +96,10 @@ def test_unsatisfiable_resources_fail_fast_naming_them(ray_cluster, tmp_path):
         run_quiet(cfg)
 
 
-def test_kept_state_travels_with_the_result_and_comes_back(ray_cluster, tmp_path):
-    """Actors keep nothing between a client's rounds: the result carries the client's new
-    state (here Adam's moments), the server's copy goes back with the next call."""
+def test_kept_state_stays_with_the_client_and_only_committed_state_counts(ray_cluster, tmp_path):
+    """A fit leaves the client's new state (here Adam's moments) pending on its actor and
+    sends back only a reference to it; the commit makes it current, and the next fit that
+    names it trains from it. A fit that names no state starts from the initial one."""
     import ray
 
     from fedray.client.pool import ClientPool
@@ -116,12 +117,17 @@ def test_kept_state_travels_with_the_result_and_comes_back(ray_cluster, tmp_path
     model = build_model(cfg.model, prepared.dataset.info, cfg.seed)
     params = get_flat(model, param_spec(model))
     send = Send({"params": ray.put(params)}, params.nbytes)
-    first = ray.get([pool.fit(FitInstructions(1, c, c), None, send) for c in (0, 2)])
-    assert all(r.ok and r.state.optimizer["state"] for r in first)
-    resumed = ray.get(pool.fit(FitInstructions(2, 0, 5), first[0].state, send))
-    fresh = ray.get(pool.fit(FitInstructions(2, 0, 5), None, send))
+    first = ray.get([pool.fit(FitInstructions(1, c, c), send) for c in (0, 2)])
+    assert all(r.ok and r.pending is not None for r in first)
+    assert not hasattr(first[0], "state")  # nothing of the state itself comes back
+    refs = {}
+    for answer in ray.get(pool.commit(1, {0: first[0].pending.token}, {}, {})):
+        refs.update(answer)
+    assert sorted(refs) == [0] and refs[0].digest == first[0].pending.digest  # client 2's was dropped
+    resumed = ray.get(pool.fit(FitInstructions(2, 0, 5, state=refs[0]), send))
+    fresh = ray.get(pool.fit(FitInstructions(2, 0, 5), send))
+    assert resumed.ok and fresh.ok
     assert not np.array_equal(resumed.update, fresh.update)  # the moments shaped the step
-    assert resumed.state.optimizer["state"][0]["step"] == 2 * fresh.state.optimizer["state"][0]["step"]
     pool.shutdown()
 
 

@@ -45,7 +45,8 @@ def test_every_bad_component_is_reported_at_once_with_its_key():
         "server.strategy: strategy 'fedadam': unknown argument 'betaa'",
         "clients.transforms[0]: max_norm must be > 0, got 0",
         "clients.transforms[1]: Unknown update transform 'nope'",
-        "server.transforms[0]: update transform 'os:getcwd' returned a str, expected UpdateTransform",
+        "server.transforms[0]: update transform 'os:getcwd' is not a factory fedray may call: module 'os' "
+        "is part of Python's standard library",
         "clients.objective[0]: objective term 'proximal': argument 'mu' must be float, got 'lots'",
         "server.aggregator: krum with num_malicious=2 needs more than 2f + 2 = 6 updates per round, "
         "but server.clients_per_round is 5",
