@@ -18,6 +18,7 @@ from fedray.server.state import ServerState
 from fedray.strategy.algorithm import build_algorithm
 from fedray.strategy.lora import build_exchange
 from fedray.strategy.staleness import STALENESS
+from fedray.strategy.terms import LocalRound
 from fedray.transport.local import LocalTransport
 from fedray.client.store import ClientStates, digest
 from fedray.types import ClientResult, Context, FailureKind
@@ -29,7 +30,9 @@ class ScriptedClients:
     """In-process clients with known answers: client c sends (c + 1) / 100 in every
     coordinate, from c + 1 examples, and counts its committed rounds as its kept state.
     With an `algorithm` whose client chain keeps state (top-k with error feedback), each
-    fit instead sends a random update through that chain. `failing` fail their next fit
+    fit instead sends a random update through that chain; with one whose objective terms
+    keep state (SCAFFOLD), each fit sends a random delta and the real term's uplink
+    payloads, and keeps the term's client state (c_i). `failing` fail their next fit
     with a data error (once each), `bad` send a NaN, `buggy` raise as a bug would."""
 
     def __init__(self, algorithm=None, failing=(), bad=(), buggy=()):
@@ -52,6 +55,8 @@ class ScriptedClients:
         if cid in self.failing:
             self.failing.discard(cid)
             return ClientResult(cid, ins.server_round, error="ValueError: no rows", failure=FailureKind.data)
+        if self.algorithm is not None and self.algorithm.terms:
+            return self._fit_terms(ins, dict(zip(ins.payloads, payloads)))
         chain = None if self.algorithm is None else self.algorithm.client_transforms
         kept, _ = self.states.get(cid, ins.state, (lambda: chain.init(params)) if chain else (lambda: np.zeros(1)))
         if chain is None:
@@ -68,6 +73,28 @@ class ScriptedClients:
         self.staged += 1
         return ClientResult(cid, ins.server_round, num_examples=cid + 1, payloads={"delta": payload},
                             train_loss=1.0, pending=pending)
+
+    def _fit_terms(self, ins, named) -> ClientResult:
+        """A fit through the real objective terms' client halves (no model: the local
+        round's delta and step count are drawn from the fit's seed)."""
+        cid, params = ins.client_id, named["params"] if "params" in named else next(iter(named.values()))
+        terms = self.algorithm.terms
+        kept, _ = self.states.get(cid, ins.state, lambda: tuple(t.init_client(params) for t in terms))
+        rng = np.random.default_rng(ins.seed)
+        delta = rng.normal(size=NUM_PARAMS).astype(np.float32)
+        local = LocalRound(None, None, params, named, Context(ins.server_round, cid, 0), self.train,
+                           delta=delta, steps=int(rng.integers(1, 5)))
+        payloads, new = {"delta": delta}, []
+        for term, term_state in zip(terms, kept):
+            uplink, term_state = term.finish(local, term_state)
+            payloads.update(uplink)
+            new.append(term_state)
+        if cid in self.bad:
+            payloads["delta"] = np.full(NUM_PARAMS, np.nan, dtype=np.float32)
+        pending = self.states.stage(cid, ins.seed, tuple(new), kept)
+        self.staged += 1
+        return ClientResult(cid, ins.server_round, num_examples=cid + 1, payloads=payloads, train_loss=1.0,
+                            pending=pending)
 
     def stage(self, client_id, message):
         raise AssertionError("no stages in these rounds")
@@ -91,10 +118,12 @@ def setup(*overrides, clients=None):
     params = np.zeros(NUM_PARAMS, dtype=np.float32)
     state = ServerState(0, params, algorithm.server_transforms.init(params), selector.init(NUM_CLIENTS),
                         ctx.rng.bit_generator.state, exchange.aggregator.init(),
+                        term_states=tuple(t.init_server(params) for t in algorithm.terms),
                         profiles=initial_profiles(simulation, num_examples))
     clients = clients or ScriptedClients()
-    if clients.algorithm is None and any(o.startswith("clients.codec") for o in overrides):
+    if clients.algorithm is None and (algorithm.terms or any(o.startswith("clients.codec") for o in overrides)):
         clients.algorithm = algorithm
+    clients.train = cfg.train
     transport = LocalTransport([clients], lambda cid: 0, NUM_CLIENTS)
     return ctx, algorithm, state, transport, clients
 
@@ -257,3 +286,53 @@ def test_error_feedback_is_conserved_with_stale_updates_in_async_mode():
     assert assert_error_feedback_conserved(clients, state) >= 4
     in_flight = {f.client_id: f.result.pending.token for f in state.in_flight}
     assert {c: p.token for c, p in clients.states.pending.items()} == in_flight  # kept pending, the rest gone
+
+
+def assert_control_variates_agree(clients: ScriptedClients, state: ServerState) -> int:
+    """SCAFFOLD's c == (1/N) Σ_i c_i over all N clients (c_i = 0 for a client with no
+    committed state): the server adds (|S|/N) x the unweighted mean of the aggregated
+    control deltas, so this holds exactly when the committed c_i are those whose deltas
+    were aggregated. The server's refs name each client's c_i; how many c_i there are."""
+    total = np.zeros(NUM_PARAMS, dtype=np.float64)
+    for cid, (ref, kept) in clients.states.current.items():
+        assert state.client_refs[cid] == ref and ref.digest == digest(kept)
+        total += kept[0]
+    assert set(state.client_refs) == set(clients.states.current)
+    np.testing.assert_allclose(state.term_states[0], total / NUM_CLIENTS, atol=1e-5)
+    return len(clients.states.current)
+
+
+SCAFFOLD = "server.strategy.name=scaffold"
+
+
+@pytest.mark.parametrize("case", ["rejected", "late", "failed_attempt"])
+def test_scaffold_server_control_is_the_mean_of_committed_client_controls_whatever_becomes_of_an_update(case):
+    overrides = {"rejected": ["server.clients_per_round=8"],
+                 "late": ["server.selection.name=deadline", "server.selection.deadline.overcommit=1.0"],
+                 "failed_attempt": ["server.clients_per_round=8", "server.min_clients=3",
+                                    "server.max_round_retries=1"]}[case]
+    ctx, algorithm, state, transport, clients = setup(SCAFFOLD, *overrides)
+    happened = 0
+    for server_round in range(1, 6):
+        clients.bad = {server_round % NUM_CLIENTS} if case == "rejected" else set()
+        clients.failing = set(range(6)) if case == "failed_attempt" else set()
+        row, _ = run_attempts(run_round, ctx, algorithm, state, transport, server_round)
+        happened += {"rejected": row.updates_rejected, "late": row.clients_late,
+                     "failed_attempt": row.attempts - 1}[case]
+        assert_control_variates_agree(clients, state)
+    assert happened >= 5 and clients.staged > len(clients.committed)  # the case happened
+    assert np.abs(state.term_states[0]).max() > 0.01  # c moved
+    assert assert_control_variates_agree(clients, state) >= 4
+
+
+def test_scaffold_server_control_is_the_mean_of_committed_client_controls_with_stale_updates_in_async_mode():
+    ctx, algorithm, state, transport, clients = setup(SCAFFOLD, "server.mode=async", "server.clients_per_round=6",
+                                                      "server.buffer_size=2", "server.min_clients=1",
+                                                      "server.max_staleness=0")
+    dropped = 0
+    for server_round in range(1, 8):
+        row, _ = run_buffered_round(ctx, algorithm, state, transport, server_round, 1)
+        dropped += row.clients_late
+        assert_control_variates_agree(clients, state)
+    assert dropped > 0 and np.abs(state.term_states[0]).max() > 0.01
+    assert assert_control_variates_agree(clients, state) >= 4
