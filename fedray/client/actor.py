@@ -246,11 +246,12 @@ class ClientActor:
                      **({"state_resets": 1.0} if reset else {})},
         )
 
-    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict, retain=None) -> dict:
         """The round's commit ({client: fit token} each): `committed`'s pending states become
         current, `spent`'s take their privacy account only, `keep`'s stay pending (async,
-        still in flight), every other pending state is dropped; the new states' refs."""
-        return self.states.commit(server_round, committed, spent, keep)
+        still in flight), every other pending state is dropped; store files of rounds not
+        in `retain` are deleted (None: none). The new states' refs."""
+        return self.states.commit(server_round, committed, spent, keep, retain)
 
     def stage(self, client_id: ClientId, message: Any) -> Any:
         """Answer one stage of secure aggregation for a hosted client (`fedray.privacy.secagg`)."""

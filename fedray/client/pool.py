@@ -162,14 +162,14 @@ class ClientPool:
         the reference of its answer."""
         return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
 
-    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> list[ray.ObjectRef]:
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict, retain=None) -> list[ray.ObjectRef]:
         """Send every actor the round's commit, each part cut to the clients it hosts
         (`fedray.client.actor.ClientActor.commit`); the references of their answers."""
         parts = [({}, {}, {}) for _ in self.actors]
         for i, part in enumerate((committed, spent, keep)):
             for cid, token in part.items():
                 parts[actor_index(cid, self.cfg)][i][cid] = token
-        return [actor.commit.remote(server_round, *part) for actor, part in zip(self.actors, parts)]
+        return [actor.commit.remote(server_round, *part, retain) for actor, part in zip(self.actors, parts)]
 
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after

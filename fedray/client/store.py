@@ -12,6 +12,8 @@ written atomically by the one actor that hosts the clients in it (two processes
 never write one client's state). It holds the states that round committed and the
 pending states still in flight (async mode), so 100,000 clients do not mean
 100,000 small files, and a round that commits nothing for an actor writes nothing.
+Each commit names the rounds whose files a resume or a restart can still read
+(`fedray.server.loop.retained_rounds`); the actor deletes its other files.
 The server records, per client, the round of its current state and a digest; a
 client's state is read back from that round's file and checked against the digest
 (after an actor restart or a resume).
@@ -26,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Collection, Mapping, NamedTuple
 
 import numpy as np
 
@@ -142,13 +144,26 @@ class StateStore:
                             f"{self.path(ref.server_round)} does not match the digest the server recorded")
         return state
 
+    def rounds(self) -> list[int]:
+        """The rounds this actor has files of, oldest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(int(n[6:12]) for n in os.listdir(self.directory)
+                      if n.startswith("round_") and n.endswith(".safetensors"))
+
+    def prune(self, retain: Collection[int]) -> list[int]:
+        """Delete this actor's round files not in `retain` (no resume or restart can read
+        them); the rounds deleted."""
+        gone = [r for r in self.rounds() if r not in retain]
+        for server_round in gone:
+            os.unlink(self.path(server_round))
+        if gone:
+            self._cached = None
+        return gone
+
     def pending(self, client_id: ClientId, token: int, before_round: int) -> Pending | None:
         """A pending state of fit `token` kept in the newest file before `before_round`."""
-        if not os.path.isdir(self.directory):
-            return None
-        rounds = sorted((int(n[6:12]) for n in os.listdir(self.directory)
-                         if n.startswith("round_") and n.endswith(".safetensors")), reverse=True)
-        for server_round in (r for r in rounds if r < before_round):
+        for server_round in (r for r in reversed(self.rounds()) if r < before_round):
             found = self.read(server_round)["pending"].get(client_id)
             if found is not None and found.token == token:
                 return found
@@ -199,10 +214,11 @@ class ClientStates:
         return PendingRef(token, pending.digest)
 
     def commit(self, server_round: int, committed: Mapping[ClientId, int], spent: Mapping[ClientId, int],
-               keep: Mapping[ClientId, int]) -> dict[ClientId, StateRef]:
+               keep: Mapping[ClientId, int], retain: Collection[int] | None = None) -> dict[ClientId, StateRef]:
         """Promote `committed`'s pending states; for `spent` (sent but not aggregated) take
         only the privacy account (the data was used); keep `keep`'s; drop the rest. Write
-        the round's file; the new current states' refs."""
+        the round's file, then delete the files of rounds not in `retain` (None: keep
+        all); the new current states' refs."""
         refs, promoted = {}, {}
         for cid, token in committed.items():
             found = self._find(cid, token, server_round)
@@ -224,6 +240,8 @@ class ClientStates:
         self.pending = kept
         if self.store is not None and (promoted or kept):
             self.store.write(server_round, promoted, kept)
+        if self.store is not None and retain is not None:
+            self.store.prune(set(retain) | {server_round})
         return refs
 
     def _find(self, client_id: ClientId, token: int, server_round: int) -> Pending | None:

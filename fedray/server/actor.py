@@ -37,7 +37,7 @@ from fedray.server.checkpoint import (CheckpointError, checkpoint_round, latest_
                                       save_checkpoint)
 from fedray.server.state_checks import RunShape
 from fedray.server.context import RoundContext
-from fedray.server.loop import run_attempts, run_round
+from fedray.server.loop import record_store_rounds, run_attempts, run_round
 from fedray.server.records import RunRecords
 from fedray.server.rundir import Location, RunDirectory
 from fedray.server.state import ServerState
@@ -258,6 +258,7 @@ class Server:
             where = self._foundation_dir()
             self.distiller.save(str(where), f"round_{self.state.server_round:06d}")
             prune_tags(where, self.cfg.server.keep_checkpoints)
+        record_store_rounds(self.state, self.cfg.server.keep_checkpoints)
         return save_checkpoint(self.run_dir.checkpoints, self.state, self.cfg.server.keep_checkpoints,
                                self.shape.types)
 

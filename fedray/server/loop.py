@@ -255,11 +255,35 @@ def commit(state: ServerState, clients: Transport, server_round: int, tally: Rou
     spent = {cid: token for cid, token in tally.sent.items() if cid not in committed}
     if not (committed or spent or keep):
         return  # nothing pending anywhere: the algorithm keeps no client state
-    refs = clients.commit(server_round, committed, spent, keep or {})
+    refs = clients.commit(server_round, committed, spent, keep or {}, retained_rounds(state, server_round))
     for cid in sorted(set(committed) - set(refs)):
         tally.notes.append(f"client {cid}: its actor did not confirm its state of round {server_round} "
                            "(gone?); the client goes on from its previous state")
     state.client_refs.update(refs)
+
+
+def store_rounds_of(state: ServerState) -> set[int]:
+    """The rounds of the store files `state` names: each client's current state's round,
+    and the state's own (the file holding what was in flight then, async mode)."""
+    return {ref.server_round for ref in state.client_refs.values()} | {state.server_round}
+
+
+def record_store_rounds(state: ServerState, keep: int) -> None:
+    """Before `state` is checkpointed: note the store rounds it names under its round,
+    forgetting checkpoints older than the newest `keep` (`server.keep_checkpoints`)."""
+    rounds = {**state.store_rounds, state.server_round: sorted(store_rounds_of(state))}
+    state.store_rounds = {r: rounds[r] for r in sorted(rounds)[-keep:]}
+
+
+def retained_rounds(state: ServerState, server_round: int) -> set[int]:
+    """The client state store files a restart or a resume can still read: those the
+    current state names, the round being committed, and those of every retained
+    checkpoint (`ServerState.store_rounds`). A state that moved on from a file keeps it
+    until the next commit."""
+    retain = store_rounds_of(state) | {server_round}
+    for rounds in state.store_rounds.values():
+        retain.update(rounds)
+    return retain
 
 
 def release(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,

@@ -35,6 +35,11 @@ class ServerState:
     """Per client with kept state, the round that committed its current state and the
     state's digest (`fedray.types.StateRef`). The state itself stays in the client's
     store (`clients.state_dir`); the server never holds it."""
+    store_rounds: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Checkpoint round -> the rounds of the client state store files that checkpoint's
+    `client_refs` name, for the newest `server.keep_checkpoints` checkpoints (this
+    state's own once it is checkpointed): what a resume from any of them reads. The
+    stores keep those files and delete the rest (`fedray.server.loop.retained_rounds`)."""
     wall_s: float = 0.0
     """Seconds spent in rounds so far (carried across a resume)."""
     profiles: ClientProfiles | None = None

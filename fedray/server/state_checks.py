@@ -52,7 +52,21 @@ def state_problems(state: Any, shape: RunShape, file_round: int | None) -> list[
         problems.append("norm_history holds values that are not numbers")
     if shape.num_clients is not None:
         problems += _client_problems(state, shape.num_clients)
-    return problems
+    return problems + _store_rounds_problems(getattr(state, "store_rounds", {}), getattr(state, "server_round", None))
+
+
+def _store_rounds_problems(store_rounds: Any, server_round: Any) -> list[str]:
+    """Checkpoint rounds -> store rounds, none after the state's own round (a resume
+    deletes the store files it does not name: a wrong entry would lose clients' states)."""
+    def is_round(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(store_rounds, dict) or not all(
+            is_round(k) and isinstance(v, list) and all(is_round(r) for r in v) for k, v in store_rounds.items()):
+        return ["store_rounds is not a map of checkpoint rounds to lists of store rounds"]
+    if isinstance(server_round, int) and any(r > server_round for k, v in store_rounds.items() for r in [k, *v]):
+        return [f"store_rounds names store files of rounds after round {server_round}, the state's own"]
+    return []
 
 
 def _round_problems(server_round: Any, file_round: int | None) -> list[str]:

@@ -10,7 +10,7 @@ raised by fedray or user code on a client is a bug and propagates.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Collection, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -54,8 +54,10 @@ class Transport(Protocol):
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         """Send each client one message of a protocol stage and gather the replies."""
 
-    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens,
+               retain: Collection[int] | None = None) -> dict[ClientId, StateRef]:
         """The second phase of a round's commit: `committed`'s pending states (their updates
         were aggregated) become current; `spent`'s (sent, not aggregated) keep only their
         privacy account; `keep`'s stay pending (async: still in flight); all others are
-        dropped. The refs of the clients' new current states."""
+        dropped. Store files of rounds not in `retain` are deleted (None: none). The refs
+        of the clients' new current states."""

@@ -9,7 +9,7 @@ tests use it, and so can anything that wants a federation in one process. A
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class ClientHost(Protocol):
 
     def stage(self, client_id: ClientId, message: Any) -> Any: ...
 
-    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict: ...
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict, retain=None) -> dict: ...
 
 
 class LocalTransport:
@@ -72,10 +72,11 @@ class LocalTransport:
                 dropped[cid] = str(err)
         return StageReplies(replies, dropped)
 
-    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens,
+               retain: Collection[int] | None = None) -> dict[ClientId, StateRef]:
         refs: dict[ClientId, StateRef] = {}
         for index, host in enumerate(self.hosts):
             mine = [{c: t for c, t in part.items() if self.host_of(c) == index} for part in (committed, spent, keep)]
-            refs.update(host.commit(server_round, *mine))
+            refs.update(host.commit(server_round, *mine, retain))
         return refs
 

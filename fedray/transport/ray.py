@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -113,12 +113,13 @@ class RayTransport:
             dropped[pending[ref]] = "timed out"
         return StageReplies(dict(sorted(replies.items())), dropped)
 
-    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens,
+               retain: Collection[int] | None = None) -> dict[ClientId, StateRef]:
         """Waits for every actor's answer, so the stores hold the round before the server
         checkpoints it. An actor that died meanwhile lost its clients' pending states:
         they are found missing (`clients.state_lost`) when those clients train next."""
         refs: dict[ClientId, StateRef] = {}
-        for ref in self.pool.commit(server_round, committed, spent, keep):
+        for ref in self.pool.commit(server_round, committed, spent, keep, retain):
             try:
                 refs.update(ray.get(ref))
             except RayTaskError:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from fedray.config import load_config
 from fedray.launcher import prepare, run
 from fedray.privacy import build_mechanism
-from fedray.server.checkpoint import latest_checkpoint
+from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import REPO
-from tests.helpers import kept_states
+from tests.helpers import kept_states, untimed
 
 SMALL = ["clients.num_clients=10", "clients.pool_size=2", "server.clients_per_round=4",
          "train.local_epochs=1", "server.eval_every=1", "server.checkpoint_every=1"]
@@ -64,22 +65,59 @@ def test_secagg_round_survives_a_dropout_and_learns(ray_cluster, tmp_path):
     assert "client 3 failed" in log
 
 
-def test_dp_sgd_clients_report_epsilon(ray_cluster, tmp_path):
-    cfg = load_config(Path(REPO, "configs", "quickstart.yaml"), [
-        f"output_dir={tmp_path}", *SMALL, "clients.placement=pool", "server.rounds=2", "server.min_clients=1",
-        "train.dp={noise_multiplier: 1.1, max_grad_norm: 1.0, delta: 1e-5}", "train.momentum=0.0"])
-    summary = run(prepare(cfg), console=lambda line: None)
-    assert summary["status"] == "completed"
-    clients = pq.read_table(f"{summary['run_dir']}/clients.parquet").to_pydict()
+class Killed(KeyboardInterrupt):
+    """The driver stopped as by Ctrl-C: its actors go, their memory with them."""
+
+
+def dp_sgd_config(where):
+    return load_config(Path(REPO, "configs", "quickstart.yaml"), [
+        f"output_dir={where}", "name=test", *SMALL, "clients.placement=pool", "server.rounds=3",
+        "server.min_clients=1", "train.dp={noise_multiplier: 1.1, max_grad_norm: 1.0, delta: 1e-5}",
+        "train.momentum=0.0"])
+
+
+def test_dp_sgd_clients_report_epsilon_and_a_killed_run_resumes_to_the_same_spend(ray_cluster, tmp_path):
+    """Each DP-SGD client's accountant is in its store (none on the server) and its epsilon
+    in clients.parquet; a run stopped after round 2 and resumed by fresh actors that read
+    the stores gives the uninterrupted run's metrics, model and epsilon per client, bit
+    for bit."""
+    config = dp_sgd_config
+    reference = run(prepare(config(tmp_path / "ref")), console=lambda line: None)
+    assert reference["status"] == "completed"
+    clients = pq.read_table(f"{reference['run_dir']}/clients.parquet").to_pydict()
     eps = np.array(clients["dp_epsilon"], dtype=float)
     aggregated, selected = np.array(clients["times_aggregated"]), np.array(clients["times_selected"])
     assert (aggregated > 0).sum() >= 4
     assert np.isfinite(eps[aggregated > 0]).all() and (eps[aggregated > 0] > 0).all()
     assert np.isnan(eps[selected == 0]).all()
-    rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
+    rows = pq.read_table(f"{reference['run_dir']}/metrics.parquet").to_pylist()
     assert all(np.isfinite(r["train_loss"]) for r in rows)
-    mine = kept_states(summary["run_dir"], cfg)  # each client's accountant, in its actor's store
+    mine = kept_states(reference["run_dir"], config(tmp_path / "ref"))  # each accountant, in its actor's store
     assert {cid: kept.privacy.epsilon for cid, kept in mine.items()} == {
         cid: eps[cid] for cid in np.flatnonzero(selected) if np.isfinite(eps[cid])}
-    checkpoint = latest_checkpoint(f"{summary['run_dir']}/checkpoints")
+    checkpoint = latest_checkpoint(f"{reference['run_dir']}/checkpoints")
     assert b"dpsgd:Account" not in open(checkpoint, "rb").read()  # no accountant on the server
+
+    def stop_after_round_2(line):
+        if line.startswith("round 2/3"):
+            raise Killed()
+
+    cfg = config(tmp_path / "killed")
+    with pytest.raises(Killed):
+        run(prepare(cfg), console=stop_after_round_2)
+    run_dir = tmp_path / "killed" / "test"
+    assert str(latest_checkpoint(run_dir / "checkpoints")).endswith("round_000002.safetensors")
+    resumed = run(prepare(cfg), console=lambda line: None, resume=str(run_dir))
+    assert resumed["status"] == "completed" and resumed["rounds_completed"] == 3
+    ours, theirs = (load_checkpoint(latest_checkpoint(f"{d}/checkpoints")) for d in (run_dir, reference["run_dir"]))
+    np.testing.assert_array_equal(ours.params, theirs.params)
+    assert ours.client_refs == theirs.client_refs != {}  # same rounds, digests and epsilon per client
+    assert untimed(pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()) == \
+        untimed(pq.read_table(f"{reference['run_dir']}/metrics.parquet").to_pylist())
+    spent = {cid: kept.privacy.epsilon for cid, kept in kept_states(run_dir, cfg).items()}
+    assert spent == {cid: kept.privacy.epsilon for cid, kept in
+                     kept_states(reference["run_dir"], config(tmp_path / "ref")).items()}
+    assert len(spent) >= 4 and all(e > 0 for e in spent.values())
+    epsilon = [pq.read_table(f"{d}/clients.parquet").column("dp_epsilon").to_pylist()
+               for d in (run_dir, reference["run_dir"])]
+    np.testing.assert_array_equal(*epsilon)

@@ -175,7 +175,10 @@ def test_a_single_flipped_exponent_bit_in_params_is_found(tmp_path):
     (state(3, profiles=ClientProfiles.create(np.ones(3, np.int64), np.ones(3))),
      "profiles.num_examples has 3 rows, the run has 10 clients"),
     (state(3, wall_s="long"), "wall_s is 'long', not a number of seconds"),
-], ids=["size", "dtype", "shape", "round -5", "round 999", "string metric", "profile rows", "wall_s"])
+    (state(3, store_rounds={3: [1, 5]}), "store_rounds names store files of rounds after round 3"),
+    (state(3, store_rounds={3: ["1"]}), "store_rounds is not a map of checkpoint rounds to lists of store rounds"),
+], ids=["size", "dtype", "shape", "round -5", "round 999", "string metric", "profile rows", "wall_s",
+        "store round ahead", "store round not a number"])
 def test_a_checkpoint_that_does_not_fit_the_run_is_refused_naming_file_and_reason(tmp_path, saved, reason):
     path = tmp_path / "round_000003.safetensors"
     path.write_bytes(encode(saved))  # well-formed and signed: only the run check can tell

@@ -35,10 +35,10 @@ class ScriptedClients:
     payloads, and keeps the term's client state (c_i). `failing` fail their next fit
     with a data error (once each), `bad` send a NaN, `buggy` raise as a bug would."""
 
-    def __init__(self, algorithm=None, failing=(), bad=(), buggy=()):
+    def __init__(self, algorithm=None, failing=(), bad=(), buggy=(), store=None):
         self.algorithm = algorithm
         self.failing, self.bad, self.buggy = set(failing), set(bad), set(buggy)
-        self.states = ClientStates(None, range(NUM_CLIENTS), reset_lost=False)
+        self.states = ClientStates(store, range(NUM_CLIENTS), reset_lost=False)
         self.fits: list[tuple[int, int]] = []
         self.commits: list[tuple[int, list[int]]] = []
         self.made: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
@@ -99,10 +99,10 @@ class ScriptedClients:
     def stage(self, client_id, message):
         raise AssertionError("no stages in these rounds")
 
-    def commit(self, server_round, committed, spent, keep):
+    def commit(self, server_round, committed, spent, keep, retain=None):
         self.commits.append((server_round, sorted(committed)))
         self.committed += list(committed.values())
-        return self.states.commit(server_round, committed, spent, keep)
+        return self.states.commit(server_round, committed, spent, keep, retain)
 
 
 def setup(*overrides, clients=None):
@@ -336,3 +336,42 @@ def test_scaffold_server_control_is_the_mean_of_committed_client_controls_with_s
         assert_control_variates_agree(clients, state)
     assert dropped > 0 and np.abs(state.term_states[0]).max() > 0.01
     assert assert_control_variates_agree(clients, state) >= 4
+
+
+def test_client_state_files_are_pruned_to_what_the_retained_checkpoints_name_and_resume_is_exact(tmp_path):
+    """Each commit deletes the store files that neither the current state nor any of the
+    newest `server.keep_checkpoints` checkpoints names; a resume from the oldest one left,
+    with fresh clients reading the pruned store, ends where the uninterrupted run ends."""
+    from fedray.client.store import StateCodec, StateStore
+    from fedray.server.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from fedray.server.loop import record_store_rounds, retained_rounds
+    from fedray.server.serialize import decode, encode
+
+    def store():
+        return StateStore(str(tmp_path / "clients"), 0, StateCodec(encode, decode))
+
+    overrides = (TOP_K, "server.clients_per_round=3", "server.keep_checkpoints=3")
+    ctx, algorithm, state, transport, clients = setup(*overrides, clients=ScriptedClients(store=store()))
+    rounds = 8
+    for server_round in range(1, rounds + 1):
+        retain = retained_rounds(state, server_round)  # what the round's commit will name
+        run_attempts(run_round, ctx, algorithm, state, transport, server_round)
+        state.rng_state = ctx.rng.bit_generator.state
+        record_store_rounds(state, 3)
+        save_checkpoint(tmp_path / "checkpoints", state, keep=3)
+        on_disk = store().rounds()
+        assert set(on_disk) <= retain and server_round in on_disk
+        for path in list_checkpoints(tmp_path / "checkpoints"):  # every retained checkpoint's states readable
+            for cid, ref in load_checkpoint(path).client_refs.items():
+                assert ref.server_round in on_disk
+                assert digest(store().committed(cid, ref)) == ref.digest
+    assert len(on_disk) < rounds  # files were deleted
+    assert set(state.store_rounds) == {rounds - 2, rounds - 1, rounds}
+
+    oldest = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])
+    ctx, algorithm, _, transport, _ = setup(*overrides, clients=ScriptedClients(store=store()))
+    ctx.rng.bit_generator.state = oldest.rng_state
+    for server_round in range(oldest.server_round + 1, rounds + 1):
+        run_attempts(run_round, ctx, algorithm, oldest, transport, server_round)
+    np.testing.assert_array_equal(oldest.params, state.params)
+    assert oldest.client_refs == state.client_refs

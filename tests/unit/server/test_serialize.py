@@ -50,6 +50,7 @@ def full_state() -> ServerState:
                   "train_loss": np.float64(0.1 + 0.2)}],
         norm_history=[0.5, 1 / 3],
         client_refs={2: StateRef(3, "5f" * 16, 2.5)},
+        store_rounds={2: [0, 2], 4: [3, 4]},
         wall_s=12.5,
         profiles=profiles,
         sim_time_s=99.25,
