@@ -38,12 +38,13 @@ def client_tokens_per_s(prepared) -> list[float]:
     cfg, data = prepared.cfg, prepared.dataset
     model = build_model(cfg.model, data.info, cfg.seed)
     params = get_flat(model, param_spec(model))
-    actor = ClientActor(cfg, data.info, {c: data.shard(c) for c in range(CLIENTS_TIMED)})
+    actor = ClientActor(cfg, data.info, range(CLIENTS_TIMED))
+    actor.load({c: data.shard(c) for c in range(CLIENTS_TIMED)})
     rates = []
     for cid in range(CLIENTS_TIMED):
-        actor.fit(FitInstructions(1, cid, cid), params)  # first call: tensors built, caches warm
+        actor.fit(FitInstructions(1, cid, cid), (), params)  # first call: tensors built, caches warm
         started = time.perf_counter()
-        result = actor.fit(FitInstructions(2, cid, cid), params)
+        result = actor.fit(FitInstructions(2, cid, cid), (), params)
         seconds = time.perf_counter() - started
         assert result.ok, result.error
         rows = int(result.metrics["steps"]) * cfg.train.batch_size * cfg.train.grad_accum_steps

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", ratio: float) -> Unlearned:
     """Check, rebuild from the ledger, write the new run directory."""
+    from fedray.cli.unlearn import carry_client_states
     from fedray.client.pool import ClientPool
     from fedray.launcher import ray_session, run_key
 
@@ -72,8 +73,9 @@ def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", 
                                rebuild.calibrate, rebuild.step, rebuild.record)
         finally:
             pool.shutdown()
-    write_result(run_dir, load_checkpoint(checkpoints[max(checkpoints)], source.shape), params, rebuild, forget,
-                 cfg.server.keep_checkpoints, source.shape.types)
+    final = load_checkpoint(checkpoints[max(checkpoints)], source.shape)
+    write_result(run_dir, final, params, rebuild, forget, cfg.server.keep_checkpoints, source.shape.types)
+    carry_client_states(source, forget, target, cfg, final)
     return Unlearned(target, start, rebuild.calibrated, params)
 
 

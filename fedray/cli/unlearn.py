@@ -96,13 +96,53 @@ def retrain(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: 
             recorded = ledger_file_round(path.name)
             if recorded is not None and recorded <= start:  # the same rounds: the same records
                 _copy(Location.parse(path), target / LEDGER_DIR / path.name)
-        # a run directory to resume: the checkpoint and, beside it, the config it continues with
+        # a run directory to resume: the checkpoint, the remaining clients' states it names,
+        # and beside them the config it continues with
+        carry_client_states(source, forget, target, cfg, load_checkpoint(checkpoint, source.shape))
         (target / "config.yaml").write_text(to_yaml(cfg))
         summary = run(prepared, resume=str(target))
     assert summary["run_dir"] == str(target), (summary["run_dir"], str(target))
     newest = list_checkpoints(target / "checkpoints")
     params = load_checkpoint(newest[-1], RunShape.of(cfg)).params if newest else np.zeros(0, np.float32)
     return Unlearned(target, start, cfg.server.rounds - start, params, summary["status"])
+
+
+def state_codec(cfg: RunConfig):
+    """The client stores' codec of a run (its plug-ins' state classes too)."""
+    import functools
+
+    from fedray.client.store import StateCodec
+    from fedray.server.serialize import decode, encode
+    from fedray.server.state_types import StateTypes
+
+    types = StateTypes.of(cfg)
+    return StateCodec(functools.partial(encode, types=types), functools.partial(decode, types=types))
+
+
+def carry_client_states(source: SourceRun, forget: set[int], target: Path, cfg: RunConfig, state) -> int:
+    """Copy into the unlearned run's client state store the files its checkpoint `state`
+    names, without the forgotten clients' states (a resume reads them there)."""
+    from fedray.client.forget import carry_states
+    from fedray.client.store import resolve_state_dir
+    from fedray.server.loop import store_rounds_of
+
+    return carry_states(resolve_state_dir(source.cfg.clients.state_dir, str(source.where)),
+                        resolve_state_dir(cfg.clients.state_dir, str(target)), state_codec(source.cfg),
+                        store_rounds_of(state), forget)
+
+
+def forget_client_states(source: SourceRun, forget: set[int]) -> str | None:
+    """Delete the forgotten clients' kept states from the source run's client state store
+    (their right to be forgotten); a line saying what went, or None if nothing did."""
+    from fedray.client.forget import forget_clients
+    from fedray.client.store import resolve_state_dir
+
+    where = resolve_state_dir(source.cfg.clients.state_dir, str(source.where))
+    gone = forget_clients(where, state_codec(source.cfg), forget)
+    if gone == (0, 0):
+        return None
+    return (f"fedray unlearn: deleted client(s) {sorted(forget)}'s kept state from {where} "
+            f"({gone.rewritten} file(s) rewritten, {gone.deleted} deleted)")
 
 
 def _federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", args: argparse.Namespace) -> Unlearned:
@@ -145,6 +185,9 @@ def command(args: argparse.Namespace) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary_path.write_text(json.dumps({**summary, "unlearning": section}, indent=2, sort_keys=True))
     print(format_outcome(section, str(result.run_dir)))
+    forgotten = forget_client_states(source, forget)
+    if forgotten is not None:
+        print(forgotten)
     return 0 if result.status == "completed" else 1
 
 

@@ -94,3 +94,34 @@ def test_the_state_dir_is_per_run(tmp_path):
     assert resolve_state_dir(None, str(tmp_path / "exp")) == str(tmp_path / "exp" / "clients")
     assert resolve_state_dir("/scratch/fedray", "s3://bucket/runs/exp") == "/scratch/fedray/exp"
     assert resolve_state_dir("file:///scratch", str(tmp_path / "exp-2")) == "/scratch/exp-2"
+
+
+def test_forgetting_clients_deletes_their_states_from_every_file_and_keeps_the_others(tmp_path):
+    """Actor 0 hosts clients 0, 2, 4; actor 1 hosts 1, 3. Client 3 is forgotten: actor 1's
+    round-1 file held only it (deleted), its round-2 file holds 1 too (rewritten)."""
+    from fedray.client.forget import carry_states, forget_clients
+
+    hosts = [states(tmp_path, range(0, 6, 2)), ClientStates(StateStore(str(tmp_path), 1, CODEC), (1, 3), False)]
+    refs = {}
+    for server_round, clients in ((1, (0, 3)), (2, (1, 2, 3)), (3, (4,))):
+        for cid in clients:
+            hosts[cid % 2].stage(cid, 10 * server_round + cid, kept(10 * server_round + cid), kept(0))
+        for index, host in enumerate(hosts):
+            mine = {c: 10 * server_round + c for c in clients if c % 2 == index}
+            refs.update(host.commit(server_round, mine, {}, {}))
+    actor_1 = tmp_path / "actor_00001"
+    assert sorted(os.listdir(actor_1)) == ["round_000001.safetensors", "round_000002.safetensors"]
+    carried = tmp_path / "carried"  # what an unlearned run resuming from round 2's checkpoint reads
+    assert carry_states(str(tmp_path), str(carried), CODEC, rounds={1, 2}, forget={3}) == 3
+
+    assert forget_clients(str(tmp_path), CODEC, {3}) == (1, 1)
+    assert os.listdir(actor_1) == ["round_000002.safetensors"]
+    for where in (tmp_path, carried):
+        for cid, ref in refs.items():
+            store = StateStore(str(where), cid % 2, CODEC)
+            if cid == 3 or (where == carried and ref.server_round == 3):
+                with pytest.raises(StateLost, match=f"client {cid}'s state of round {ref.server_round} is not in"):
+                    store.committed(cid, ref)
+            else:
+                assert digest(store.committed(cid, ref)) == ref.digest
+    assert forget_clients(str(tmp_path), CODEC, {3}) == (0, 0)  # nothing of it is left
