@@ -43,10 +43,10 @@ def one_run(workload: str, side: tuple[dict, Path], out: Path, tries: int = 8) -
 
 def round_times(out: Path) -> dict:
     """The median round wall time after the first (as `run.py` reports it) from the run's
-    metrics.parquet."""
+    metrics.parquet (`out` holds that one run)."""
     import pyarrow.parquet as pq
 
-    run_dir = next(p for p in sorted(out.iterdir()) if (p / "metrics.parquet").exists())
+    (run_dir,) = [p for p in out.iterdir() if (p / "metrics.parquet").exists()]
     rounds = pq.read_table(run_dir / "metrics.parquet").column("round_wall_s").to_pylist()
     return {"round_s": statistics.median(rounds[1:])}
 
@@ -72,7 +72,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for workload in args.workloads:
             for side, where in sides.items():
-                runs[workload][side].append(one_run(workload, where, out / f"{side}-{repeat}"))
+                runs[workload][side].append(one_run(workload, where, out / f"{side}-{repeat}-{workload}"))
                 last = runs[workload][side][-1]
                 print(f"{workload} {side} #{repeat + 1}: {last['end_to_end_s']:.1f} s, {last['round_s']:.3f} s/round, "
                       f"peak {last['peak_pss_gb']:.2f} GB, load {os.getloadavg()[0]:.1f}", flush=True)
