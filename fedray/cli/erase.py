@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedray.cli.source import CLI, SourceRun, Unlearned
+from fedray.cli.source import CLI, SourceRun, Unlearned, carry_client_states
 from fedray.config.errors import ConfigError
 from fedray.config.load import to_yaml
 from fedray.config.schema import RunConfig
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 def run_federaser(source: SourceRun, forget: set[int], prepared: "PreparedRun", ratio: float) -> Unlearned:
     """Check, rebuild from the ledger, write the new run directory."""
-    from fedray.cli.unlearn import carry_client_states
     from fedray.client.pool import ClientPool
     from fedray.launcher import ray_session, run_key
 

@@ -109,3 +109,41 @@ class Unlearned:
     """Rounds of client training it needed."""
     params: np.ndarray
     status: str = "completed"
+
+
+def state_codec(cfg: RunConfig):
+    """The client stores' codec of a run (its plug-ins' state classes too)."""
+    import functools
+
+    from fedray.client.store import StateCodec
+    from fedray.server.serialize import decode, encode
+    from fedray.server.state_types import StateTypes
+
+    types = StateTypes.of(cfg)
+    return StateCodec(functools.partial(encode, types=types), functools.partial(decode, types=types))
+
+
+def carry_client_states(source: SourceRun, forget: set[int], target: Path, cfg: RunConfig, state) -> int:
+    """Copy into the unlearned run's client state store the files its checkpoint `state`
+    names, without the forgotten clients' states (a resume reads them there)."""
+    from fedray.client.forget import carry_states
+    from fedray.client.store import resolve_state_dir
+    from fedray.server.loop import store_rounds_of
+
+    return carry_states(resolve_state_dir(source.cfg.clients.state_dir, str(source.where)),
+                        resolve_state_dir(cfg.clients.state_dir, str(target)), state_codec(source.cfg),
+                        store_rounds_of(state), forget)
+
+
+def forget_client_states(source: SourceRun, forget: set[int]) -> str | None:
+    """Delete the forgotten clients' kept states from the source run's client state store
+    (their right to be forgotten); a line saying what went, or None if nothing did."""
+    from fedray.client.forget import forget_clients
+    from fedray.client.store import resolve_state_dir
+
+    where = resolve_state_dir(source.cfg.clients.state_dir, str(source.where))
+    gone = forget_clients(where, state_codec(source.cfg), forget)
+    if gone == (0, 0):
+        return None
+    return (f"fedray unlearn: deleted client(s) {sorted(forget)}'s kept state from {where} "
+            f"({gone.rewritten} file(s) rewritten, {gone.deleted} deleted)")

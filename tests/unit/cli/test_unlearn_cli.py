@@ -64,3 +64,41 @@ def test_retraining_starts_from_the_newest_checkpoint_the_clients_never_touched(
                                                               in_flight=flying), keep=5)
     start, where = SourceRun.load(str(fake_run)).start_before({3})
     assert start == expected and (where is None) == (expected == 0)
+
+
+def test_unlearning_carries_the_remaining_clients_states_and_deletes_the_forgotten_ones(fake_run, tmp_path):
+    """The source's store (4 clients on 2 actors by default) after rounds 1 and 2; the
+    unlearned run resumes from round 2's checkpoint without client 3."""
+    import numpy as np
+
+    from fedray.cli.source import carry_client_states, forget_client_states, state_codec
+    from fedray.client.pool import actor_index
+    from fedray.client.store import ClientStates, StateStore, digest
+    from fedray.server.state import ServerState
+
+    source = SourceRun.load(str(fake_run))
+    cfg = source.cfg
+    codec = state_codec(cfg)
+    where = fake_run / "clients"
+    actors = {actor_index(c, cfg) for c in range(4)}
+    hosts = {a: ClientStates(StateStore(str(where), a, codec), [c for c in range(4) if actor_index(c, cfg) == a], False)
+             for a in actors}
+    refs = {}
+    for server_round, clients in ((1, (0, 1)), (2, (1, 3))):
+        for cid in clients:
+            hosts[actor_index(cid, cfg)].stage(cid, cid, (np.full(3, 10 * server_round + cid, np.float32),), ())
+        for a, host in hosts.items():
+            refs.update(host.commit(server_round, {c: c for c in clients if actor_index(c, cfg) == a}, {}, {}))
+    state = ServerState(2, np.zeros(3, np.float32), (), None, {}, client_refs=dict(refs))
+    target = tmp_path / "unlearned"
+    assert carry_client_states(source, {3}, target, cfg, state) >= 2
+
+    line = forget_client_states(source, {3})
+    assert line.startswith(f"fedray unlearn: deleted client(s) [3]'s kept state from {where}")
+    assert forget_client_states(source, {3}) is None  # nothing of it is left
+    for store_dir in (where, target / "clients"):
+        for cid, ref in refs.items():
+            content = StateStore(str(store_dir), actor_index(cid, cfg), codec).read(ref.server_round)["committed"]
+            assert (cid in content) == (cid != 3)
+            if cid != 3:
+                assert digest(content[cid]) == ref.digest
