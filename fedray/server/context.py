@@ -2,8 +2,12 @@
 
 A round is a function of explicit data (`fedray.server.loop.run_round`): this
 context, the algorithm, the server state and the transport to the clients. Nothing here
-changes between rounds except the generator (whose state the server checkpoints)
-and the reusable `InOrder` gate.
+changes between rounds except the generator (whose state the server checkpoints) and
+three pieces no round's result depends on: the LoRA stack exchange's count of merges
+each actor was sent (it counts `bytes_down`; fresh actors after a resume really
+download every merge again), the broadcast codec's put counter (with a per-process
+random id, the key under which an actor caches a decoded payload), and secure
+aggregation's `ServerRound` (made and used within one attempt, before any checkpoint).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from fedray.config.schema import RunConfig
 from fedray.hetero.simulation import Simulation
 from fedray.selection.base import Selector
 from fedray.server.state import ServerState
-from fedray.strategy.aggregate import Aggregator, InOrder
+from fedray.strategy.aggregate import Aggregator
 from fedray.strategy.exchange import Exchange, Send
 from fedray.strategy.staleness import StalenessWeight
 from fedray.strategy.terms import Term
@@ -89,7 +93,6 @@ class RoundContext:
     """The server's generator (selection); its state is checkpointed."""
     evaluate: Callable[[ServerState], dict[str, float]]
     """Held-out evaluation of the global model in a state."""
-    in_order: InOrder = dataclasses.field(default_factory=InOrder)
     observer: RoundObserver | None = None
     """Sees every model update (None: nobody; updates stream)."""
     downlink: BroadcastEncoder | None = None

@@ -31,6 +31,7 @@ from fedray.selection.profiles import Outcome
 from fedray.server.context import Reducers, RoundContext, RoundRecord, RoundTally
 from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
+from fedray.strategy.aggregate import InOrder
 from fedray.strategy.algorithm import Algorithm
 from fedray.strategy.exchange import Send
 from fedray.transport import RESENT, Call, Transport
@@ -78,7 +79,8 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
     # are held until every finish time is known. Poisson sampling keeps them all.
     k = len(selected) if ctx.selector.keep_all else k
     gated = len(selected) > k or cfg.server.deadline_s is not None
-    ctx.in_order.reset(sorted(sends))
+    gate = InOrder()  # the round's own: nothing of it outlives the round
+    gate.reset(sorted(sends))
     ctx.exchange.aggregator.reset(state.aggregator_state)
     reducers = Reducers(algorithm.terms, state.params.size)
     finish_s: dict[ClientId, float] = {}
@@ -90,7 +92,7 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
         if gated:
             held[cid] = result
         else:
-            release(ctx, algorithm, state, reducers, cid, result if result.ok else None, tally)
+            release(ctx, algorithm, state, reducers, gate, cid, result if result.ok else None, tally)
 
     # ---- admit the first K by simulated finish, none past the deadline ------
     admission = admit(finish_s, succeeded, k, cfg.server.deadline_s)
@@ -98,7 +100,7 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
         state.profiles.record_outcome(cid, Outcome.late)
         tally.notes.append(f"client {cid} was late (simulated finish {finish_s[cid]:.1f} s); dropped")
     for cid in sorted(held):
-        release(ctx, algorithm, state, reducers, cid, held[cid] if cid in admission.kept else None, tally)
+        release(ctx, algorithm, state, reducers, gate, cid, held[cid] if cid in admission.kept else None, tally)
     state.sim_time_s += admission.round_s
 
     if tally.succeeded < cfg.server.min_clients:
@@ -286,11 +288,11 @@ def retained_rounds(state: ServerState, server_round: int) -> set[int]:
     return retain
 
 
-def release(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers,
+def release(ctx: RoundContext, algorithm: Algorithm, state: ServerState, reducers: Reducers, gate: InOrder,
             cid: ClientId, result: ClientResult | None, tally: RoundTally) -> None:
-    """Hand one client's result (None: nothing to add) to the in-order gate; validate
-    and add whatever it releases."""
-    for released_cid, released in ctx.in_order.arrive(cid, result):
+    """Hand one client's result (None: nothing to add) to the round's in-order gate;
+    validate and add whatever it releases."""
+    for released_cid, released in gate.arrive(cid, result):
         if released is not None:
             validate_and_add(ctx, algorithm, state, reducers, released_cid, released, tally)
 

@@ -75,20 +75,23 @@ class ScriptedClients:
                             train_loss=1.0, pending=pending)
 
     def _fit_terms(self, ins, named) -> ClientResult:
-        """A fit through the real objective terms' client halves (no model: the local
-        round's delta and step count are drawn from the fit's seed)."""
+        """A fit through the real objective terms' client halves, then the client chain (no
+        model: the local round's delta and step count are drawn from the fit's seed)."""
         cid, params = ins.client_id, named["params"] if "params" in named else next(iter(named.values()))
-        terms = self.algorithm.terms
-        kept, _ = self.states.get(cid, ins.state, lambda: tuple(t.init_client(params) for t in terms))
+        terms, chain = self.algorithm.terms, self.algorithm.client_transforms
+        kept, _ = self.states.get(cid, ins.state,
+                                  lambda: (*(t.init_client(params) for t in terms), chain.init(params)))
         rng = np.random.default_rng(ins.seed)
         delta = rng.normal(size=NUM_PARAMS).astype(np.float32)
-        local = LocalRound(None, None, params, named, Context(ins.server_round, cid, 0), self.train,
-                           delta=delta, steps=int(rng.integers(1, 5)))
-        payloads, new = {"delta": delta}, []
+        ctx = Context(ins.server_round, cid, 0)
+        local = LocalRound(None, None, params, named, ctx, self.train, delta=delta, steps=int(rng.integers(1, 5)))
+        payloads, new = {}, []
         for term, term_state in zip(terms, kept):
             uplink, term_state = term.finish(local, term_state)
             payloads.update(uplink)
             new.append(term_state)
+        payloads["delta"], chain_state = chain.apply(delta, kept[-1], params, ctx)
+        new.append(chain_state)
         if cid in self.bad:
             payloads["delta"] = np.full(NUM_PARAMS, np.nan, dtype=np.float32)
         pending = self.states.stage(cid, ins.seed, tuple(new), kept)
@@ -375,3 +378,42 @@ def test_client_state_files_are_pruned_to_what_the_retained_checkpoints_name_and
         run_attempts(run_round, ctx, algorithm, oldest, transport, server_round)
     np.testing.assert_array_equal(oldest.params, state.params)
     assert oldest.client_refs == state.client_refs
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_rounds_after_a_checkpoint_restored_in_a_fresh_setup_give_the_same_bytes(tmp_path, mode):
+    """Everything a round changes between rounds is in ServerState: two rounds, a
+    checkpoint, a fresh context, transport and clients (reading the clients' store), two
+    more rounds: the final state encodes to the uninterrupted run's bytes (wall time
+    aside)."""
+    import dataclasses
+
+    from fedray.client.store import StateCodec, StateStore
+    from fedray.server.checkpoint import load_checkpoint, save_checkpoint
+    from fedray.server.serialize import decode, encode
+
+    overrides = [SCAFFOLD, TOP_K, "server.clients_per_round=4"]
+    if mode == "async":
+        overrides += ["server.mode=async", "server.buffer_size=2", "server.min_clients=1"]
+    step = run_buffered_round if mode == "async" else run_round
+
+    def fresh(where):
+        clients = ScriptedClients(store=StateStore(str(where), 0, StateCodec(encode, decode)))
+        return setup(*overrides, clients=clients)
+
+    def rounds(ctx, algorithm, state, transport, numbers):
+        for server_round in numbers:
+            run_attempts(step, ctx, algorithm, state, transport, server_round)
+        state.rng_state = ctx.rng.bit_generator.state
+        return dataclasses.replace(state, wall_s=0.0)
+
+    ctx, algorithm, state, transport, _ = fresh(tmp_path / "a")
+    uninterrupted = rounds(ctx, algorithm, state, transport, range(1, 5))
+    ctx, algorithm, state, transport, _ = fresh(tmp_path / "b")
+    path = save_checkpoint(tmp_path / "checkpoints", rounds(ctx, algorithm, state, transport, (1, 2)), keep=1)
+    ctx, algorithm, _, transport, _ = fresh(tmp_path / "b")
+    restored = load_checkpoint(path)
+    ctx.rng.bit_generator.state = restored.rng_state
+    resumed = rounds(ctx, algorithm, restored, transport, (3, 4))
+    assert resumed.server_round == 4 and resumed.client_refs
+    assert encode(resumed) == encode(uninterrupted)
