@@ -150,3 +150,32 @@ def test_bad_unlearning_requests_exit_2(source, tmp_path, capsys, change, args, 
     num_params = prepare(load_config(run_dir / "config.yaml")).num_params  # the recorded run's model
     assert expected.format(run=target, num_params=num_params) in err and "Traceback" not in err
     assert fingerprint(target) == before and not (tmp_path / "out").exists()
+
+
+def test_unlearning_a_run_with_client_state_carries_the_others_states_and_deletes_the_clients(ray_cluster, tmp_path):
+    """Top-k with error feedback keeps a residual per client in the stores. Retraining
+    without a client that first took part after round 1 resumes from a checkpoint whose
+    refs name other clients' residuals: the unlearned run reads them from its own store
+    (carried there without the forgotten client's), and the source's store keeps nothing
+    of the forgotten client."""
+    from fedray.client.store import StateLost
+    from tests.conftest import small_config
+    from tests.helpers import kept_states
+
+    cfg = small_config(tmp_path / "src", "clients.num_clients=6", "server.clients_per_round=2",
+                       "server.checkpoint_every=1", "server.keep_checkpoints=5",
+                       "clients.codec={name: top_k, args: {fraction: 0.2}}")
+    run_dir = Path(run_quiet(cfg)["run_dir"])
+    first = {}
+    for row in rows(run_dir):
+        for cid in row["clients"]:
+            first.setdefault(cid, row["round"])
+    later = sorted(cid for cid, r in first.items() if r > 1)
+    assert later  # round 1 aggregates 2 of the 6 clients
+    forget = later[0]
+    assert main(["unlearn", str(run_dir), "--clients", str(forget), "name=retrain", f"output_dir={tmp_path}"]) == 0
+    unlearned = tmp_path / "retrain"
+    carried = kept_states(unlearned, load_config(unlearned / "config.yaml"))  # read and digest-checked
+    assert forget not in carried and len(carried) >= 2
+    with pytest.raises(StateLost, match=f"client {forget}'s state of round"):
+        kept_states(run_dir, cfg)
