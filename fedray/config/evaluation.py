@@ -61,9 +61,12 @@ class EvaluationConfig:
 
 
 def evaluation_problems(evaluation: EvaluationConfig, test_fraction: float, client_test_fraction: float,
-                        has_own_test: bool, mode: str) -> list[str]:
+                        has_own_test: bool, mode: str, contribution: str) -> list[str]:
     """Cross-field checks: each place that evaluates has rows to evaluate on."""
     out = []
+    if contribution != "none" and not evaluation.on_server:
+        out.append(f"server.contribution.name={contribution} values updates on the server's split: it needs "
+                   f"server.evaluation.where: server or both (got {evaluation.where.value})")
     if evaluation.on_clients and not client_test_fraction > 0:
         out.append(f"server.evaluation.where={evaluation.where.value} evaluates on the clients' held-out rows: "
                    f"set data.client_test_fraction > 0 (got {client_test_fraction})")

@@ -266,7 +266,7 @@ class RunConfig:
             out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
         out += objective_problems(self)
         out += evaluation_problems(self.server.evaluation, self.data.test_fraction, self.data.client_test_fraction,
-                                   False, self.server.mode.value)
+                                   False, self.server.mode.value, self.server.contribution.name)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,
