@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-watermark | generate | show-granules`: the command line.
+watermark | generate | show-granules | site | ca`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from fedray.cli import generate, jobs, unlearn, watermark
+from fedray.cli import generate, jobs, sites, unlearn, watermark
 from fedray.cli.trust import add_allow_code
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_parser(sub)
     watermark.add_parser(sub)
     generate.add_parser(sub)
+    sites.add_parser(sub)
     return parser
 
 
@@ -298,6 +299,8 @@ COMMANDS = {
     "compare": _compare,
     "unlearn": unlearn.command,
     "watermark": watermark.main,
+    "site": sites.site_command,
+    "ca": sites.ca_command,
     "generate": generate.main,
     "show-granules": _show_granules,
 }

@@ -126,7 +126,7 @@ class Server:
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
         self.pool = clients
         """Created by the driver (so the actors start alongside this one), stopped by it."""
-        self.transport = RayTransport(self.pool)
+        self.transport = clients.transport() if hasattr(clients, "transport") else RayTransport(self.pool)
         """How the rounds reach the clients."""
         if self.distiller is not None:  # made or loaded here, so the actors get it now
             self.pool.share_public(self.distiller.public_inputs)

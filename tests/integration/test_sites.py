@@ -1,0 +1,164 @@
+"""A federation on loopback: the server in this test's Ray, two sites each in a Ray of its own.
+
+Each site is a `fedray site serve` process with its own temporary folder, state store
+and Ray instance; the server reaches them over mutual TLS with the federation CA's
+certificates. With the same seed, the federation's metrics equal the single-cluster
+run's bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fedray.config import load_config
+from fedray.launcher import prepare, run
+from fedray.sites import ca
+from fedray.sites.wire import read_audit
+from tests.conftest import REPO
+
+SITES = {"site-a": [0, 2], "site-b": [1, 3]}
+"""Client actor k hosts clients k and k + 2 (pool of 2): each site has one actor."""
+EXPERIMENT = {
+    "name": "fed", "seed": 3,
+    "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.5, "test_fraction": 0.2},
+    "model": {"name": "mlp", "hidden": [16]},
+    "clients": {"num_clients": 4, "placement": "pool", "pool_size": 2, "resources": {"num_cpus": 1}},
+    "train": {"local_epochs": 1, "batch_size": 32, "lr": 0.1},
+    "server": {"rounds": 2, "clients_per_round": 4, "min_clients": 1, "round_timeout_s": 120,
+               "checkpoint_every": 1},
+}
+TIMING = ("round_wall_s", "wall_s")
+"""Columns that measure wall time (they differ between any two runs)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_federation(root, sites=SITES, **extra) -> dict:
+    """A CA, the server's and each site's certificate, the experiment YAML, the site YAMLs."""
+    pki = root / "ca"
+    ca.init_ca(pki)
+    ca.issue(pki, "server", "server", root / "server")
+    ports = {name: _free_port() for name in sites}
+    federation = {"sites": [{"name": n, "address": f"127.0.0.1:{ports[n]}", "clients": c} for n, c in sites.items()],
+                  "tls": {"ca": str(pki / "ca.pem"), "cert": str(root / "server/server.pem"),
+                          "key": str(root / "server/server.key")}, "connect_timeout_s": 60}
+    experiment = {**EXPERIMENT, "output_dir": str(root / "runs"), "federation": federation}
+    for key, value in extra.items():
+        experiment[key] = {**experiment.get(key, {}), **value}
+    (root / "experiment.yaml").write_text(yaml.safe_dump(experiment))
+    configs = {}
+    for name in sites:
+        home = root / name
+        ca.issue(pki, name, "site", home)
+        site = {"name": name, "run": str(root / "experiment.yaml"), "listen": f"127.0.0.1:{ports[name]}",
+                "tls": {"ca": str(pki / "ca.pem"), "cert": f"{home}/{name}.pem", "key": f"{home}/{name}.key"},
+                "state_dir": str(home / "state"), "num_cpus": 2}
+        (home / "site.yaml").write_text(yaml.safe_dump(site))
+        configs[name] = home / "site.yaml"
+    return {"experiment": root / "experiment.yaml", "sites": configs, "root": root}
+
+
+class SiteProcess:
+    """One `fedray site serve` process; its output in `<site>/agent.log`."""
+
+    def __init__(self, config):
+        self.config, self.log = config, config.parent / "agent.log"
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "fedray", "site", "serve", str(config)],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_for(self, words: str, limit_s: float = 120) -> None:
+        """Until the agent's output says `words` (a state it reports, not a timer); fails if it exits."""
+        deadline = time.monotonic() + limit_s
+        while words not in self.text():
+            assert self.proc.poll() is None, f"site agent exited ({self.proc.returncode}):\n{self.text()}"
+            assert time.monotonic() < deadline, f"site agent never said {words!r}:\n{self.text()}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def serving(federation):
+    agents = {name: SiteProcess(path) for name, path in federation["sites"].items()}
+    try:
+        for agent in agents.values():
+            agent.wait_for("serving clients")
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
+
+
+def metrics(run_dir) -> list[dict]:
+    """metrics.parquet's rows without wall times; NaN as a string (NaN != NaN)."""
+    rows = pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
+    return [{k: "nan" if v != v else v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def federation_run(ray_cluster, tmp_path_factory):
+    """The loopback federation's run (and its folders), shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("federation")
+    federation = make_federation(root)
+    with serving(federation) as agents:
+        summary = run(prepare(load_config(federation["experiment"])), console=lambda line: None)
+        texts = {name: agent.text() for name, agent in agents.items()}
+    return federation, summary, texts
+
+
+def test_a_loopback_federation_equals_the_single_cluster_run_bit_for_bit(federation_run, tmp_path):
+    federation, summary, _ = federation_run
+    assert summary["status"] == "completed", summary
+    single = load_config(federation["experiment"], [f"output_dir={tmp_path}", "federation.sites=[]"])
+    reference = run(prepare(single), console=lambda line: None)
+    assert reference["status"] == "completed"
+    got, want = metrics(summary["run_dir"]), metrics(reference["run_dir"])
+    assert len(got) == EXPERIMENT["server"]["rounds"]
+    assert got == want
+
+
+def test_each_site_keeps_its_own_clients_state_and_serves_only_them(federation_run):
+    federation, summary, texts = federation_run
+    for name, clients in SITES.items():
+        assert f"serving clients {clients}" in texts[name]
+    placement = pq.read_table(f"{summary['run_dir']}/clients.parquet").to_pylist()
+    assert len({row["pid"] for row in placement}) == len(SITES)  # one actor per site, in its own Ray
+
+
+def test_both_sides_audit_logs_agree_on_every_digest(federation_run):
+    federation, summary, _ = federation_run
+    server = read_audit(f"{summary['run_dir']}/audit.jsonl")
+    for name in SITES:
+        site = read_audit(federation["root"] / name / "state" / "audit.jsonl")
+        sent = [(r["kind"], r["round"], r["bytes"], r["sha256"]) for r in server if r["peer"] == name
+                and r["direction"] == "sent"]
+        received = [(r["kind"], r["round"], r["bytes"], r["sha256"]) for r in site if r["direction"] == "received"]
+        assert sent == received and any(kind == "fit" for kind, *_ in sent)
+        up = [(r["kind"], r["sha256"]) for r in site if r["direction"] == "sent"]
+        down = [(r["kind"], r["sha256"]) for r in server if r["peer"] == name and r["direction"] == "received"]
+        assert up == down and sum(kind == "result" for kind, _ in up) == 2 * len(SITES[name])
