@@ -13,7 +13,7 @@ from fedray.sites.wire import METHOD, Channel, WireError
 _GRACE_S = 10.0
 """A fit's gRPC deadline beyond the round's: the site answers its own timeouts first."""
 _MAX_BACKOFF_S = 30.0
-_TLS_WORDS = ("handshake", "certificate", "ssl", "tls", "peer name", "alpn")
+_TLS_WORDS = ("handshake", "certificate", "ssl", "tls", "peer name", "alpn", "verification", "unauthenticated")
 """Words of gRPC's failure details that say the TLS handshake, not the network, failed."""
 
 

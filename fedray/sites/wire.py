@@ -142,6 +142,8 @@ class Channel:
     """One side's way to send and receive messages: types, chunk size and audit together."""
 
     def __init__(self, types: StateTypes, chunk: int, audit: AuditLog, limit: int = 2**40):
+        import safetensors.torch  # noqa: F401  (imported now, not inside a call's deadline)
+
         self.types, self.chunk, self.audit, self.limit = types, chunk, audit, limit
 
     def send(self, kind: str, server_round: int, value: Any, peer: str) -> Iterator[bytes]:
