@@ -68,7 +68,7 @@ class GrpcTransport:
 
     # ---- Transport ------------------------------------------------------------------------
     def available(self) -> np.ndarray:
-        answers = self._pool.map(lambda link: link.available(self._round), self.links)
+        answers = self._pool.map(lambda link: link.available(), self.links)
         up = sorted(int(c) for found in answers for c in found)
         return np.asarray(up, dtype=np.int64)
 

@@ -33,7 +33,7 @@ EXPERIMENT = {
     "model": {"name": "mlp", "hidden": [16]},
     "clients": {"num_clients": 4, "placement": "pool", "pool_size": 2, "resources": {"num_cpus": 1}},
     "train": {"local_epochs": 1, "batch_size": 32, "lr": 0.1},
-    "server": {"rounds": 2, "clients_per_round": 4, "min_clients": 1, "round_timeout_s": 120,
+    "server": {"rounds": 3, "clients_per_round": 4, "min_clients": 1, "round_timeout_s": 120,
                "checkpoint_every": 1},
 }
 TIMING = ("round_wall_s", "wall_s")
@@ -54,7 +54,8 @@ def make_federation(root, sites=SITES, **extra) -> dict:
     ports = {name: _free_port() for name in sites}
     federation = {"sites": [{"name": n, "address": f"127.0.0.1:{ports[n]}", "clients": c} for n, c in sites.items()],
                   "tls": {"ca": str(pki / "ca.pem"), "cert": str(root / "server/server.pem"),
-                          "key": str(root / "server/server.key")}, "connect_timeout_s": 60}
+                          "key": str(root / "server/server.key")}, "connect_timeout_s": 60,
+                  "reconnect_backoff_s": 0.1}
     experiment = {**EXPERIMENT, "output_dir": str(root / "runs"), "federation": federation}
     for key, value in extra.items():
         experiment[key] = {**experiment.get(key, {}), **value}
@@ -76,13 +77,15 @@ class SiteProcess:
 
     def __init__(self, config):
         self.config, self.log = config, config.parent / "agent.log"
+        self.start = self.log.stat().st_size if self.log.exists() else 0
+        """Where this process's output begins in the log (a restarted agent appends to it)."""
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "fedray", "site", "serve", str(config)],
                                          stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+        return self.log.read_bytes()[self.start:].decode() if self.log.exists() else ""
 
     def wait_for(self, words: str, limit_s: float = 120) -> None:
         """Until the agent's output says `words` (a state it reports, not a timer); fails if it exits."""
@@ -121,18 +124,26 @@ def metrics(run_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def federation_run(ray_cluster, tmp_path_factory):
-    """The loopback federation's run (and its folders), shared by the tests that read it."""
-    root = tmp_path_factory.mktemp("federation")
-    federation = make_federation(root)
+def sites(ray_cluster, tmp_path_factory):
+    """Two site agents serving for the module's runs (the same experiment each time)."""
+    federation = make_federation(tmp_path_factory.mktemp("federation"))
     with serving(federation) as agents:
-        summary = run(prepare(load_config(federation["experiment"])), console=lambda line: None)
-        texts = {name: agent.text() for name, agent in agents.items()}
-    return federation, summary, texts
+        yield federation, agents
+
+
+@pytest.fixture(scope="module")
+def federation_run(sites):
+    """The loopback federation's run, with what each agent said and every audit record."""
+    federation, agents = sites
+    summary = run(prepare(load_config(federation["experiment"])), console=lambda line: None)
+    texts = {name: agent.text() for name, agent in agents.items()}
+    audits = {name: read_audit(federation["root"] / name / "state" / "audit.jsonl") for name in SITES}
+    audits["server"] = read_audit(f"{summary['run_dir']}/audit.jsonl")
+    return federation, summary, texts, audits
 
 
 def test_a_loopback_federation_equals_the_single_cluster_run_bit_for_bit(federation_run, tmp_path):
-    federation, summary, _ = federation_run
+    federation, summary, _, _ = federation_run
     assert summary["status"] == "completed", summary
     single = load_config(federation["experiment"], [f"output_dir={tmp_path}", "federation.sites=[]"])
     reference = run(prepare(single), console=lambda line: None)
@@ -142,23 +153,48 @@ def test_a_loopback_federation_equals_the_single_cluster_run_bit_for_bit(federat
     assert got == want
 
 
-def test_each_site_keeps_its_own_clients_state_and_serves_only_them(federation_run):
-    federation, summary, texts = federation_run
+def test_each_site_hosts_its_own_clients_in_its_own_ray(federation_run):
+    federation, summary, texts, _ = federation_run
     for name, clients in SITES.items():
         assert f"serving clients {clients}" in texts[name]
     placement = pq.read_table(f"{summary['run_dir']}/clients.parquet").to_pylist()
-    assert len({row["pid"] for row in placement}) == len(SITES)  # one actor per site, in its own Ray
+    assert len({row["node_id"] for row in placement}) == len(SITES)  # one Ray instance per site
 
 
 def test_both_sides_audit_logs_agree_on_every_digest(federation_run):
-    federation, summary, _ = federation_run
-    server = read_audit(f"{summary['run_dir']}/audit.jsonl")
+    _, _, _, audits = federation_run
+    server = audits["server"]
     for name in SITES:
-        site = read_audit(federation["root"] / name / "state" / "audit.jsonl")
+        site = audits[name]
         sent = [(r["kind"], r["round"], r["bytes"], r["sha256"]) for r in server if r["peer"] == name
                 and r["direction"] == "sent"]
         received = [(r["kind"], r["round"], r["bytes"], r["sha256"]) for r in site if r["direction"] == "received"]
-        assert sent == received and any(kind == "fit" for kind, *_ in sent)
+        assert sent == received and sum(kind == "fit" for kind, *_ in sent) == EXPERIMENT["server"]["rounds"]
         up = [(r["kind"], r["sha256"]) for r in site if r["direction"] == "sent"]
         down = [(r["kind"], r["sha256"]) for r in server if r["peer"] == name and r["direction"] == "received"]
-        assert up == down and sum(kind == "result" for kind, _ in up) == 2 * len(SITES[name])
+        rounds = EXPERIMENT["server"]["rounds"]
+        assert up == down and sum(kind == "result" for kind, _ in up) == rounds * len(SITES[name])
+
+
+def test_a_site_lost_fails_its_clients_for_the_round_rejoins_and_the_run_completes(sites, tmp_path):
+    """site-b's agent is killed (SIGKILL) after round 1: round 2's calls to it fail, so its
+    clients fail that round (counted, not fatal); a new agent restores them from its store
+    and they train again in round 3."""
+    federation, agents = sites
+
+    def console(line: str) -> None:
+        if line.startswith("round 1/"):
+            agents["site-b"].proc.kill()
+            agents["site-b"].proc.wait()
+        if line.startswith("round 2/"):  # before round 3: the site is back (a state, not a timer)
+            agents["site-b"] = SiteProcess(federation["sites"]["site-b"])
+            agents["site-b"].wait_for("serving clients")
+
+    cfg = load_config(federation["experiment"], [f"output_dir={tmp_path}"])
+    summary = run(prepare(cfg), console=console)
+    assert summary["status"] == "completed", summary
+    rows = metrics(summary["run_dir"])
+    assert [r["clients_failed"] for r in rows] == [0, len(SITES["site-b"]), 0]
+    assert sorted(rows[1]["clients"]) == SITES["site-a"] and sorted(rows[2]["clients"]) == [0, 1, 2, 3]
+    log = open(f"{summary['run_dir']}/log.txt").read()
+    assert "site site-b" in log
