@@ -3,7 +3,7 @@
 Each site is a `fedray site serve` process with its own temporary folder, state store
 and Ray instance; the server reaches them over mutual TLS with the federation CA's
 certificates. With the same seed, the federation's metrics equal the single-cluster
-run's bit for bit.
+run's bit for bit, with SecAgg+ and client-level DP on.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ EXPERIMENT = {
     "clients": {"num_clients": 4, "placement": "pool", "pool_size": 2, "resources": {"num_cpus": 1}},
     "train": {"local_epochs": 1, "batch_size": 32, "lr": 0.1},
     "server": {"rounds": 3, "clients_per_round": 4, "min_clients": 1, "round_timeout_s": 120,
-               "checkpoint_every": 1},
+               "checkpoint_every": 1,
+               # SecAgg+ and client-level DP across sites: the server sees only the masked sum
+               "secure_aggregation": {"name": "secagg_plus", "args": {"threshold": 2, "num_neighbours": 2,
+                                                                      "bits": 32, "clip_range": 1.0,
+                                                                      "max_weight": 2000}},
+               "privacy": {"name": "fixed_clip", "args": {"clip_norm": 1.0, "noise_multiplier": 0.1}}},
 }
 TIMING = ("round_wall_s", "wall_s")
 """Columns that measure wall time (they differ between any two runs)."""
@@ -151,6 +156,7 @@ def test_a_loopback_federation_equals_the_single_cluster_run_bit_for_bit(federat
     got, want = metrics(summary["run_dir"]), metrics(reference["run_dir"])
     assert len(got) == EXPERIMENT["server"]["rounds"]
     assert got == want
+    assert all(row["dp_epsilon"] > 0 for row in got)  # client-level DP was on, across the sites
 
 
 def test_each_site_hosts_its_own_clients_in_its_own_ray(federation_run):
@@ -170,6 +176,7 @@ def test_both_sides_audit_logs_agree_on_every_digest(federation_run):
                 and r["direction"] == "sent"]
         received = [(r["kind"], r["round"], r["bytes"], r["sha256"]) for r in site if r["direction"] == "received"]
         assert sent == received and sum(kind == "fit" for kind, *_ in sent) == EXPERIMENT["server"]["rounds"]
+        assert any(kind == "stage" for kind, *_ in sent)  # SecAgg+'s stages went through the site
         up = [(r["kind"], r["sha256"]) for r in site if r["direction"] == "sent"]
         down = [(r["kind"], r["sha256"]) for r in server if r["peer"] == name and r["direction"] == "received"]
         rounds = EXPERIMENT["server"]["rounds"]
