@@ -51,8 +51,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_federation(root, sites=SITES, **extra) -> dict:
-    """A CA, the server's and each site's certificate, the experiment YAML, the site YAMLs."""
+def make_federation(root, sites=SITES, base=None, site_cpus: float = 2, **extra) -> dict:
+    """A CA, the server's and each site's certificate, the experiment YAML (`base`, default
+    EXPERIMENT, with `extra` sections merged in), the site YAMLs."""
     pki = root / "ca"
     ca.init_ca(pki)
     ca.issue(pki, "server", "server", root / "server")
@@ -61,7 +62,7 @@ def make_federation(root, sites=SITES, **extra) -> dict:
                   "tls": {"ca": str(pki / "ca.pem"), "cert": str(root / "server/server.pem"),
                           "key": str(root / "server/server.key")}, "connect_timeout_s": 60,
                   "reconnect_backoff_s": 0.1}
-    experiment = {**EXPERIMENT, "output_dir": str(root / "runs"), "federation": federation}
+    experiment = {**(base or EXPERIMENT), "output_dir": str(root / "runs"), "federation": federation}
     for key, value in extra.items():
         experiment[key] = {**experiment.get(key, {}), **value}
     (root / "experiment.yaml").write_text(yaml.safe_dump(experiment))
@@ -71,7 +72,7 @@ def make_federation(root, sites=SITES, **extra) -> dict:
         ca.issue(pki, name, "site", home)
         site = {"name": name, "run": str(root / "experiment.yaml"), "listen": f"127.0.0.1:{ports[name]}",
                 "tls": {"ca": str(pki / "ca.pem"), "cert": f"{home}/{name}.pem", "key": f"{home}/{name}.key"},
-                "state_dir": str(home / "state"), "num_cpus": 2}
+                "state_dir": str(home / "state"), "num_cpus": site_cpus}
         (home / "site.yaml").write_text(yaml.safe_dump(site))
         configs[name] = home / "site.yaml"
     return {"experiment": root / "experiment.yaml", "sites": configs, "root": root}
