@@ -85,8 +85,8 @@ class SiteAgent:
         elif kind == "available":
             up = self.transport.available()
             yield "available", up[np.isin(up, sorted(self.clients))]
-        elif kind == "fit":
-            for result in self._fit(request):
+        elif kind in ("fit", "evaluate"):
+            for result in self._calls(kind, request):
                 yield "result", result
         elif kind == "stage":
             messages, timeout_s = request
@@ -118,8 +118,9 @@ class SiteAgent:
         if foreign:
             raise Refused(f"clients {foreign[:10]} are not hosted at this site (it hosts {sorted(self.clients)})")
 
-    def _fit(self, request: dict) -> Iterator[Any]:
-        """The calls with their payloads put into this site's object store once each."""
+    def _calls(self, kind: str, request: dict) -> Iterator[Any]:
+        """A fit's or an evaluation's calls, run by this site's Ray transport, with their
+        payloads put into this site's object store once each."""
         import ray
 
         from fedray.strategy.exchange import Send
@@ -130,7 +131,7 @@ class SiteAgent:
                  for ins, named, merges in request["calls"]]
         timeout_s = request["timeout_s"]
         deadline = None if timeout_s is None else time.perf_counter() + timeout_s
-        yield from self.transport.fit(calls, deadline)
+        yield from getattr(self.transport, kind)(calls, deadline)
 
 
 def site_run_config(site: SiteAgentConfig) -> RunConfig:

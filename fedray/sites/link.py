@@ -81,10 +81,11 @@ class SiteLink:
                 return []
         return list(self.site.clients)
 
-    def fit(self, request: dict, server_round: int, timeout_s: float | None) -> Iterator[Any]:
+    def stream(self, kind: str, request: dict, server_round: int, timeout_s: float | None) -> Iterator[Any]:
+        """A fit's (or an evaluation's) answers, one per client, as the site sends them."""
         limit = self.fed.call_timeout_s if timeout_s is None else min(self.fed.call_timeout_s, timeout_s + _GRACE_S)
         try:
-            yield from self._call("fit", server_round, request, limit)
+            yield from self._call(kind, server_round, request, limit)
         except SiteLost:
             self._lost()
             raise

@@ -76,6 +76,18 @@ class GrpcTransport:
         return Handle(value), payload_bytes(value)
 
     def fit(self, calls: Sequence[Call], deadline: float | None) -> Iterator[ClientResult]:
+        yield from self._fan_out("fit", calls, deadline, ClientResult)
+
+    def evaluate(self, calls: Sequence, deadline: float | None) -> Iterator:
+        """Federated evaluation at the sites (`Transport.evaluate`, where the round has it):
+        the same fan-out as a fit, metrics only coming back."""
+        from fedray import types
+
+        yield from self._fan_out("evaluate", calls, deadline, getattr(types, "EvaluateResult"))
+
+    def _fan_out(self, kind: str, calls: Sequence, deadline: float | None, failed: type) -> Iterator:
+        """One stream per site with its calls; results as they arrive; a lost site's calls
+        still out as `failed(..., FailureKind.unavailable)`, calls past the deadline as timeouts."""
         if not calls:
             return
         self._round = calls[0].instructions.server_round
@@ -84,7 +96,8 @@ class GrpcTransport:
         by_site = _group(calls, lambda call: self.site_of[call.instructions.client_id])
         timeout_s = None if deadline is None else max(0.0, deadline - time.perf_counter())
         for link, mine in by_site.items():
-            self._pool.submit(_drain, link.fit(_fit_request(mine, timeout_s), self._round, timeout_s), link, out)
+            answers = link.stream(kind, _fit_request(mine, timeout_s), self._round, timeout_s)
+            self._pool.submit(_drain, answers, link, out)
         running = len(by_site)
         while running and waiting:
             wait = None if deadline is None else max(0.0, deadline + _GRACE_S - time.perf_counter())
@@ -92,7 +105,7 @@ class GrpcTransport:
                 link, item = out.get(timeout=wait)
             except queue.Empty:
                 break
-            if isinstance(item, ClientResult):
+            if isinstance(item, failed):
                 if waiting.pop(item.client_id, None) is not None:
                     yield item
                 continue
@@ -102,10 +115,10 @@ class GrpcTransport:
             if item is not None:  # the site was lost: its clients still out failed the round
                 for cid in [c for c in waiting if self.site_of[c] is link]:
                     ins = waiting.pop(cid)
-                    yield ClientResult(cid, ins.server_round, error=f"site {link.site.name}: {item}",
-                                       failure=FailureKind.unavailable)
+                    yield failed(client_id=cid, server_round=ins.server_round, error=f"site {link.site.name}: {item}",
+                                 failure=FailureKind.unavailable)
         for cid, ins in waiting.items():
-            yield ClientResult(cid, ins.server_round, error="timed out", failure=FailureKind.timeout)
+            yield failed(client_id=cid, server_round=ins.server_round, error="timed out", failure=FailureKind.timeout)
 
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         by_site = _group(messages.items(), lambda item: self.site_of[item[0]])

@@ -37,13 +37,14 @@ class WireError(ValueError):
 def wire_types(plugins: StateTypes | None = None) -> StateTypes:
     """The classes a message may construct: the checkpoint table, the run's plug-ins' state
     classes, and the round's own messages (instructions, secure aggregation's stages)."""
+    from fedray import types
     from fedray.privacy.secagg import messages
-    from fedray.types import FitInstructions
 
     stage = [getattr(messages, n) for n in ("AdvertiseKeys", "PublicKeys", "ShareKeys", "EncryptedShares",
                                              "MaskInstructions", "Unmask", "RevealedShares")]
     known = list(plugins._plugins.values()) if plugins is not None else []
-    return StateTypes([FitInstructions, *stage, *known])
+    evaluation = [getattr(types, n) for n in ("EvaluateInstructions", "EvaluateResult") if hasattr(types, n)]
+    return StateTypes([types.FitInstructions, *evaluation, *stage, *known])
 
 
 class Header(NamedTuple):
