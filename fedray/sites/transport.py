@@ -209,7 +209,15 @@ class SitesPool:
     actors: tuple = ()
 
     def __init__(self, cfg: RunConfig, audit_path: str):
-        self.cfg, self.audit_path = cfg, audit_path
+        """`cfg.federation.tls`'s paths are taken relative to this process's folder (the
+        folder `fedray run` started in), wherever the server actor runs."""
+        import dataclasses
+        import os
+
+        tls = type(cfg.federation.tls)(*(os.path.abspath(p) for p in (cfg.federation.tls.ca, cfg.federation.tls.cert,
+                                                                      cfg.federation.tls.key)))
+        self.cfg = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, tls=tls))
+        self.audit_path = audit_path
         self._transport: GrpcTransport | None = None
         self._actors: list[dict] | None = None
 
