@@ -26,10 +26,14 @@ def add_parser(sub) -> None:
 
 
 def site_command(args: argparse.Namespace) -> int:
-    from fedray.sites.agent import serve
+    from fedray.launcher import prepare
+    from fedray.sites.agent import serve, site_run_config
     from fedray.sites.config import load_site_config
 
-    serve(load_site_config(args.config), say=lambda line: print(line, flush=True))
+    site = load_site_config(args.config)
+    cfg = site_run_config(site)
+    dataset = prepare(cfg, site.run, local=False).dataset  # every config problem, before Ray starts
+    serve(site, cfg, dataset, say=lambda line: print(line, flush=True))
     return 0
 
 

@@ -152,18 +152,16 @@ def site_run_config(site: SiteAgentConfig) -> RunConfig:
     return cfg
 
 
-def build_pool(site: SiteAgentConfig, cfg: RunConfig):
-    """The client actors of this site's clients on the connected Ray, and the message types."""
+def build_pool(site: SiteAgentConfig, cfg: RunConfig, dataset):
+    """The client actors of this site's clients on the connected Ray, building their
+    shards from `dataset` (the experiment's `DataPlan`), and the message types."""
     from fedray.client.pool import ClientPool, actor_index
     from fedray.client.store import StateCodec
-    from fedray.launcher import prepare
+    from fedray.lifecycle.continual.schedule import build_schedule
     from fedray.models.adapters import client_ranks
     from fedray.server.serialize import decode, encode
     from fedray.server.state_types import StateTypes
-    from fedray.lifecycle.continual.schedule import build_schedule
 
-    prepared = prepare(cfg, site.run, local=False)
-    dataset = prepared.dataset
     mine = next(s for s in cfg.federation.sites if s.name == site.name)
     actors = sorted({actor_index(c, cfg) for c in mine.clients})
     ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, dataset.sizes())
@@ -175,25 +173,22 @@ def build_pool(site: SiteAgentConfig, cfg: RunConfig):
     return pool, wire_types(types)
 
 
-def serve(site: SiteAgentConfig, say=print, ready=None) -> None:
+def serve(site: SiteAgentConfig, cfg: RunConfig, dataset, say=print) -> None:
     """Run the site until interrupted: Ray, the client actors, then the gRPC server.
-    `ready(port)` is called once it listens."""
+    `cfg`: `site_run_config(site)`; `dataset`: its checked data plan (`fedray.launcher.prepare`)."""
     import ray
 
     from fedray.sites.tls import server_credentials
 
-    cfg = site_run_config(site)
     credentials = server_credentials(site.tls)  # unreadable files fail before Ray starts
     ray.init(address=site.ray_address or "local", num_cpus=site.num_cpus, include_dashboard=False,
              log_to_driver=False)
     try:
-        pool, types = build_pool(site, cfg)
+        pool, types = build_pool(site, cfg, dataset)
         agent = SiteAgent(site, cfg, pool, types, say)
         server, port = listen(agent, site.listen, credentials)
         say(f"site {site.name}: serving clients {sorted(agent.clients)} on port {port} "
             f"(state in {site.state_dir})")
-        if ready is not None:
-            ready(port)
         try:
             server.wait_for_termination()
         finally:

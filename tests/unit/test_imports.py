@@ -23,6 +23,7 @@ LAYERS = [
     ["client"],
     ["transport"],
     ["server"],
+    ["sites"],
     ["driver", "signals", "session"],
     ["launcher"],
     ["experiments"],
