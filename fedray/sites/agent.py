@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import signal
 import time
 from typing import Any, Iterator
 
@@ -189,10 +190,14 @@ def serve(site: SiteAgentConfig, cfg: RunConfig, dataset, say=print) -> None:
         server, port = listen(agent, site.listen, credentials)
         say(f"site {site.name}: serving clients {sorted(agent.clients)} on port {port} "
             f"(state in {site.state_dir})")
+        # SIGTERM (a service manager, `kill`) stops serving and then Ray, in order; Ray's own
+        # handler, installed by ray.init, would abort the process instead.
+        signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=2))
         try:
             server.wait_for_termination()
         finally:
             server.stop(grace=2)
+        say(f"site {site.name}: stopped")
     finally:
         ray.shutdown()
 
