@@ -206,3 +206,28 @@ def test_a_site_lost_fails_its_clients_for_the_round_rejoins_and_the_run_complet
     assert sorted(rows[1]["clients"]) == SITES["site-a"] and sorted(rows[2]["clients"]) == [0, 1, 2, 3]
     log = open(f"{summary['run_dir']}/log.txt").read()
     assert "site site-b" in log
+
+
+def test_a_restarted_server_resumes_from_its_checkpoint_and_the_sites_stores(sites, federation_run, tmp_path):
+    """The server actor is killed after round 1: the driver restarts it from its checkpoint,
+    it reconnects to the sites, whose clients still hold their state, and the run ends with
+    the uninterrupted federation's metrics."""
+    import ray
+
+    from fedray.driver import run_key
+
+    federation, _ = sites
+    _, reference, _, _ = federation_run
+    lines: list[str] = []
+    run_dir = tmp_path / "fed"
+
+    def kill_server_after_round_1(line: str) -> None:
+        lines.append(line)
+        if line.startswith("round 1/"):
+            ray.kill(ray.get_actor(f"fedray/{run_key(run_dir)}/0/server"))
+
+    cfg = load_config(federation["experiment"], [f"output_dir={tmp_path}"])
+    summary = run(prepare(cfg), console=kill_server_after_round_1)
+    assert summary["status"] == "completed", summary
+    assert any("resuming after round 1" in line for line in lines)
+    assert metrics(summary["run_dir"]) == metrics(reference["run_dir"])
