@@ -41,7 +41,9 @@ LORA = {
     "server": {"rounds": 3, "clients_per_round": 4, "min_clients": 1, "eval_every": 1, "checkpoint_every": 0},
 }
 MLP = {**EXPERIMENT, "model": {"name": "mlp", "hidden": [64]},
-       "server": {k: v for k, v in EXPERIMENT["server"].items() if k not in ("secure_aggregation", "privacy")}}
+       "data": {k: v for k, v in EXPERIMENT["data"].items() if k != "client_test_fraction"},
+       "server": {k: v for k, v in EXPERIMENT["server"].items()
+                  if k not in ("secure_aggregation", "privacy", "evaluation")}}
 
 
 def summarise(run_dir: str) -> dict:

@@ -30,7 +30,8 @@ SITES = {"site-a": [0, 2], "site-b": [1, 3]}
 """Client actor k hosts clients k and k + 2 (pool of 2): each site has one actor."""
 EXPERIMENT = {
     "name": "fed", "seed": 3,
-    "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.5, "test_fraction": 0.2},
+    "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.5, "test_fraction": 0.2,
+             "client_test_fraction": 0.2},
     "model": {"name": "mlp", "hidden": [16]},
     "clients": {"num_clients": 4, "placement": "pool", "pool_size": 2, "resources": {"num_cpus": 1}},
     "train": {"local_epochs": 1, "batch_size": 32, "lr": 0.1},
@@ -40,7 +41,9 @@ EXPERIMENT = {
                "secure_aggregation": {"name": "secagg_plus", "args": {"threshold": 2, "num_neighbours": 2,
                                                                       "bits": 32, "clip_range": 1.0,
                                                                       "max_weight": 2000}},
-               "privacy": {"name": "fixed_clip", "args": {"clip_norm": 1.0, "noise_multiplier": 0.1}}},
+               "privacy": {"name": "fixed_clip", "args": {"clip_norm": 1.0, "noise_multiplier": 0.1}},
+               # federated evaluation: each site's clients evaluate on their own held-out rows
+               "evaluation": {"where": "both", "every": 1}},
 }
 HOLD = "tests.helpers:pause_when_marked"
 TIMING = ("round_wall_s", "wall_s")
@@ -166,6 +169,8 @@ def test_a_loopback_federation_equals_the_single_cluster_run_bit_for_bit(federat
     assert len(got) == EXPERIMENT["server"]["rounds"]
     assert got == want
     assert all(row["dp_epsilon"] > 0 for row in got)  # client-level DP was on, across the sites
+    evaluated = [column for column in got[0] if column.startswith("fed_")]
+    assert evaluated and all(row["fed_global_accuracy"] >= 0 for row in got)  # the sites' clients evaluated
 
 
 def test_each_site_hosts_its_own_clients_in_its_own_ray(federation_run):
