@@ -88,7 +88,7 @@ class SiteAgent:
             yield "available", up[np.isin(up, sorted(self.clients))]
         elif kind in ("fit", "evaluate"):
             for result in self._calls(kind, request):
-                yield "result", result
+                yield "result" if kind == "fit" else "evaluation", result
         elif kind == "stage":
             messages, timeout_s = request
             self._own(messages)

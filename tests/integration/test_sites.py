@@ -46,7 +46,7 @@ EXPERIMENT = {
                "evaluation": {"where": "both", "every": 1}},
 }
 HOLD = "tests.helpers:pause_when_marked"
-TIMING = ("round_wall_s", "wall_s")
+TIMING = ("round_wall_s", "wall_s", "fed_eval_s")
 """Columns that measure wall time (they differ between any two runs)."""
 
 
@@ -195,6 +195,7 @@ def test_both_sides_audit_logs_agree_on_every_digest(federation_run):
         down = [(r["kind"], r["sha256"]) for r in server if r["peer"] == name and r["direction"] == "received"]
         rounds = EXPERIMENT["server"]["rounds"]
         assert up == down and sum(kind == "result" for kind, _ in up) == rounds * len(SITES[name])
+        assert sum(kind == "evaluation" for kind, _ in up) == rounds * len(SITES[name])  # metrics only
 
 
 def test_a_site_killed_mid_round_fails_its_clients_rejoins_and_the_run_completes(sites, tmp_path):
