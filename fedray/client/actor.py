@@ -30,13 +30,17 @@ from fedray.models.device import assigned_device, limit_threads, peak_memory_mb
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.hf import enable_gradient_checkpointing
 from fedray.models.tasks import build_task
+from fedray.personalization import Fit, build_personalization, local_names
+from fedray.personalization.client import PersonalParts
 from fedray.privacy import with_privacy
 from fedray.privacy.dpsgd import account
 from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
-from fedray.types import ClientId, ClientResult, Context, FailureKind, FitInstructions
+from fedray.types import ClientId, ClientResult, Context, FailureKind, FitInstructions, StateRef
 
+PERSONAL_EVAL = 0xE7A1
+"""Mixed into the seed of a personal model's pre-evaluation training (finetune)."""
 NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
 
 
@@ -98,7 +102,10 @@ class ClientActor:
         self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
-        self.spec = param_spec(self.model)
+        local = local_names(cfg, self.model)
+        self.spec = param_spec(self.model, exclude=local)
+        self.personal = PersonalParts(build_personalization(cfg), local, self.model)
+        """Each client's own part of the model (`clients.personalization`): never sent."""
         self.ranks = dict(ranks or {})
         self.adapters = None
         if cfg.model.peft is not None:
@@ -208,8 +215,9 @@ class ClientActor:
         names = [self.algorithm.term_name(i) for i in range(len(terms))]
         regularizers = [_named(names[i], r) for i, (t, s) in enumerate(zip(terms, kept.terms))
                         if (r := in_component(names[i], t.objective, local, s)) is not None]
-        trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
-                              optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
+        self.personal.load(self.model, kept.personal)
+        fit = Fit(self.task, data, self.cfg.train, ins.seed, kept.optimizer, _sum(regularizers))
+        trained = self.personal.train(self.model, fit, train_local)
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
         delta = get_delta(self.model, spec, params, out=out)
         local = local._replace(delta=delta, steps=trained.steps)
@@ -230,7 +238,10 @@ class ClientActor:
         privacy = kept.privacy
         if self.cfg.train.dp is not None:
             privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
-        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
+        anchor = lambda: {n: torch.from_numpy(np.array(v)).to(self.device)  # noqa: E731 - Ditto's only
+                          for n, v in spec.unflatten(params).items()}
+        personal = self.personal.keep(self.model, kept.personal, anchor, fit)
+        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy, personal)
         pending = self.states.stage(cid, ins.seed, None if new_state.is_empty() else new_state, kept)
         return ClientResult(
             client_id=cid,
@@ -245,6 +256,26 @@ class ClientActor:
                      **({"dp_epsilon": privacy.epsilon} if privacy is not None else {}),
                      **({"state_resets": 1.0} if reset else {})},
         )
+
+    def personal_models(self, cid: ClientId, global_model: torch.nn.Module,
+                        ref: StateRef | None = None) -> dict[str, torch.nn.Module]:
+        """Client `cid`'s own models to evaluate beside `global_model` ({"personal": model}
+        with `clients.personalization` or `server.strategy.name: local`, else {}): a copy
+        of the global model with the client's personal part from its committed state
+        (`ref`, else the one this actor holds; the initial part before it first trained),
+        and the method's pre-evaluation step (finetune's local steps) on its own data."""
+        if not self.personal.active:
+            return {}
+        state = None
+        if ref is not None:
+            state = self.states.get(cid, ref, lambda: None)[0]
+        elif cid in self.states.current:
+            state = self.states.current[cid][1]
+        seed = int(np.random.SeedSequence([self.cfg.seed, cid, PERSONAL_EVAL]).generate_state(1)[0])
+        model = self.personal.personal_model(
+            global_model, getattr(state, "personal", None),
+            lambda: Fit(self.task, self._data(cid), self.cfg.train, seed))
+        return {"personal": model}
 
     def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
         """The round's commit ({client: fit token} each): `committed`'s pending states become

@@ -26,7 +26,8 @@ from fedray.lifecycle.watermark import ensure_keys, watermark_terms
 from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
-from fedray.models.flat import get_flat, param_spec, set_flat
+from fedray.models.flat import get_flat, set_flat
+from fedray.personalization import shared_spec
 from fedray.models.tasks import build_task
 from fedray.privacy import build_mechanism, build_secure_params, with_privacy
 from fedray.privacy.dpsgd import epsilon_column
@@ -82,7 +83,7 @@ class Server:
         self.device = assigned_device()
         self.task = build_task(dataset.info, cfg)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
-        self.spec = param_spec(self.model)
+        self.spec = shared_spec(cfg, self.model)  # personal tensors never travel: the server keeps its own
         self.test_data = self.task.prepare(dataset.test, self.device)
         num_examples = np.diff(dataset.offsets)
         simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
