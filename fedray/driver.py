@@ -80,6 +80,9 @@ def format_round(result: RoundResult, rounds: int) -> str:
         parts += [f"eval_loss {result.eval_loss:.4f}", f"accuracy {result.eval_accuracy:.4f}"]
     if not math.isnan(result.eval_perplexity):
         parts.append(f"perplexity {result.eval_perplexity:.2f}")
+    if not math.isnan(result.metrics.get("fed_clients", math.nan)):  # federated evaluation
+        parts.append(f"clients' accuracy {result.metrics['fed_global_accuracy']:.4f} "
+                     f"(worst 10% {result.metrics['fed_global_accuracy_worst10']:.4f})")
     if "dp_epsilon" in result.metrics:
         parts.append(f"epsilon {result.metrics['dp_epsilon']:.3g}")
     parts.append(f"{result.round_wall_s:.2f} s")

@@ -210,6 +210,43 @@ class ClientResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateInstructions:
+    """What the server asks of one client in a federated evaluation: evaluate the
+    broadcast global model (and its personal models) on its own held-out rows."""
+
+    server_round: int
+    client_id: ClientId
+    payloads: tuple[str, ...] = ("params",)
+    """Names of the broadcast payloads that follow the instructions in the call
+    (`params`, the global parameters in this client's layout, first)."""
+    state: StateRef | None = None
+    """The client's committed kept state (its personal part is evaluated), as the
+    server recorded it; None: it has none yet."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    """One client's evaluation: metrics only (never rows, predictions or weights).
+    A failure is a result, as in training."""
+
+    client_id: ClientId
+    server_round: int
+    num_examples: int = 0
+    """Held-out rows the metrics are means over."""
+    models: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    """Model (`global`, and e.g. `personal`) -> its metrics: `loss`, and `accuracy` and
+    `perplexity` where the task defines them."""
+    wall_s: float = 0.0
+    """Seconds the client spent evaluating, measured on the client."""
+    error: str | None = None
+    failure: FailureKind | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclasses.dataclass(frozen=True)
 class RoundResult:
     """What one round did; one row of metrics.parquet."""
 

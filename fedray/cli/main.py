@@ -192,7 +192,12 @@ def _process_age_s() -> float:
 def format_summary(summary: dict) -> str:
     """The run's last line: status, rounds, time, final metrics (if any round was evaluated), where."""
     final = summary.get("final_metrics", {})
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "round") or "no evaluated round"
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "round")
+    clients = summary.get("clients_final_metrics", {})
+    if clients:  # federated evaluation: the clients' mean and worst-served tail
+        metrics = ", ".join([m for m in (metrics,) if m] + [
+            f"clients' accuracy {clients['global_accuracy']:.4f} (worst 10% {clients['global_accuracy_worst10']:.4f})"])
+    metrics = metrics or "no evaluated round"
     return (f"fedray: {summary['status']} {summary['rounds_completed']} round(s) in "
             f"{summary['wall_s']:.1f} s; {metrics}; results in {summary['run_dir']}")
 

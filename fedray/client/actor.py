@@ -20,6 +20,7 @@ from fedray.compress.downlink import BroadcastDecoder
 from fedray.config.schema import RunConfig
 from fedray.data.federated import DataInfo
 from fedray.data.plan import ShardPlan
+from fedray.data.shards import hold_out
 from fedray.foundation.distill import public_tensor
 from fedray.foundation.term import client_terms
 from fedray.lifecycle.continual import Schedule
@@ -37,11 +38,14 @@ from fedray.privacy.dpsgd import account
 from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
-from fedray.types import ClientId, ClientResult, Context, FailureKind, FitInstructions, StateRef
+from fedray.types import (ClientId, ClientResult, Context, EvaluateInstructions, EvaluateResult, FailureKind,
+                          FitInstructions, StateRef)
 
 PERSONAL_EVAL = 0xE7A1
 """Mixed into the seed of a personal model's pre-evaluation training (finetune)."""
 NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
+_EVAL_BATCH = 256
+"""Held-out rows per forward pass of a client's evaluation."""
 
 
 class NotLoaded(Exception):
@@ -123,6 +127,9 @@ class ClientActor:
         self.states = ClientStates(store, hosted, reset_lost=cfg.clients.state_lost.value == "reset")
         """The hosted clients' kept states: current, pending, and their store."""
         self.shards: Mapping[ClientId, pa.Table] = {}
+        self.held_out: dict[ClientId, pa.Table] = {}
+        """Each hosted client's held-out rows (`data.client_test_fraction`): evaluation only."""
+        self._held_tensors: dict[ClientId, Any] = {}
         self.sources: dict[ClientId, str] = {}
         """Where a site client's rows were read: its path and the digest of its content."""
         self._tensors: dict[ClientId, tuple[int, Any]] = {}
@@ -155,7 +162,8 @@ class ClientActor:
         if isinstance(shards, ShardPlan):
             shards, self.sources = shards.build()
         assert sorted(shards) == self.hosted, "shards routed to the wrong actor"
-        self.shards, self._tensors, self.schedule = shards, {}, schedule
+        shards, self.held_out = hold_out(shards, self.cfg.data.client_test_fraction, self.cfg.seed)
+        self.shards, self._tensors, self._held_tensors, self.schedule = shards, {}, {}, schedule
         # Prepared now, in parallel with the other actors' start-up: for some tasks this
         # is real work (segmenting images into granular balls), not just a copy. With a
         # data schedule each task's view is prepared when the client first trains on it.
@@ -257,6 +265,44 @@ class ClientActor:
                      **({"state_resets": 1.0} if reset else {})},
         )
 
+    def evaluate(self, ins: EvaluateInstructions, merges: tuple, *payloads: Any) -> EvaluateResult:
+        """Evaluate the broadcast global model (`params`, in this client's layout) on client
+        `ins.client_id`'s held-out rows as model `global`, and each of its personal models
+        (`personal_models`) under its name. Read-only: the client's kept state, its
+        training generator and its privacy account are untouched; only metrics return.
+        A client failure (`CLIENT_FAILURES`) comes back as a result, as in `fit`."""
+        start = time.perf_counter()
+        try:
+            return self._evaluate(ins, merges, dict(zip(ins.payloads, payloads)), start)
+        except CLIENT_FAILURES as exc:
+            detail = NOT_LOADED if isinstance(exc, NotLoaded) else \
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return EvaluateResult(ins.client_id, ins.server_round, wall_s=time.perf_counter() - start,
+                                  error=detail, failure=failure_kind(exc))
+
+    def _evaluate(self, ins: EvaluateInstructions, merges: tuple, payloads: dict, start: float) -> EvaluateResult:
+        cid = ins.client_id
+        data = self._held_out_data(cid)
+        spec = self._activate(cid, merges)
+        set_flat(self.model, spec, payloads["params"])
+        models = {"global": self.model, **self.personal_models(cid, self.model, ins.state)}
+        metrics = {name: _evaluate_model(self.task, model, data) for name, model in models.items()}
+        return EvaluateResult(cid, ins.server_round, num_examples=self.task.num_examples(data), models=metrics,
+                              wall_s=time.perf_counter() - start)
+
+    def _held_out_data(self, cid: ClientId) -> Any:
+        """The client's held-out rows on this actor's device, prepared once."""
+        if cid not in self.shards:
+            if cid in self.hosted:
+                raise NotLoaded(cid)
+            raise AssertionError(f"client {cid} is not hosted on this actor")
+        if cid not in self.held_out or self.held_out[cid].num_rows == 0:
+            raise ValueError(f"client {cid} has no held-out rows (data.client_test_fraction="
+                             f"{self.cfg.data.client_test_fraction}, {self.shards[cid].num_rows} training rows)")
+        if cid not in self._held_tensors:
+            self._held_tensors[cid] = self.task.prepare(self.held_out[cid], self.device)
+        return self._held_tensors[cid]
+
     def personal_models(self, cid: ClientId, global_model: torch.nn.Module,
                         ref: StateRef | None = None) -> dict[str, torch.nn.Module]:
         """Client `cid`'s own models to evaluate beside `global_model` ({"personal": model}
@@ -324,6 +370,18 @@ class ClientActor:
             return self.spec
         self.merged.catch_up(self.model, self.layout, merges, fetch=ray.get)
         return self.adapters.activate(self.ranks.get(cid, self.cfg.model.peft.r))
+
+
+def _evaluate_model(task, model: torch.nn.Module, data: Any) -> dict[str, float]:
+    """The task's held-out metrics of `model`, in eval mode and without gradients; the
+    model's mode is restored after (it trains next)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in task.evaluate(model, data, _EVAL_BATCH).items()}
+    finally:
+        model.train(was_training)
 
 
 def _named(name: str, regularizer):

@@ -37,7 +37,7 @@ from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
 from fedray.client.store import StateCodec
 from fedray.data.plan import DataPlan
-from fedray.types import ClientId, FitInstructions
+from fedray.types import ClientId, EvaluateInstructions, FitInstructions
 
 
 def actor_index(client_id: ClientId, cfg: RunConfig) -> int:
@@ -156,6 +156,11 @@ class ClientPool:
         (`fedray.strategy.exchange.Send`)."""
         actor = self.actors[actor_index(ins.client_id, self.cfg)]
         return actor.fit.remote(ins, send.merges, *send.refs.values())
+
+    def evaluate(self, ins: EvaluateInstructions, send) -> ray.ObjectRef:
+        """Start `ins.client_id`'s evaluation on its actor with its share of the broadcast."""
+        actor = self.actors[actor_index(ins.client_id, self.cfg)]
+        return actor.evaluate.remote(ins, send.merges, *send.refs.values())
 
     def stage(self, client_id: ClientId, message) -> ray.ObjectRef:
         """Send `client_id` one stage of a protocol around the round (secure aggregation);

@@ -13,6 +13,7 @@ from dataclasses import field
 from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
+from fedray.config.evaluation import EvalWhere, EvaluationConfig, evaluation_problems  # noqa: F401  (re-exported)
 from fedray.config.finetune import Objective, objective_problems  # noqa: F401
 from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
@@ -108,7 +109,10 @@ class ServerConfig:
     min_clients: int = 1
     """Fewest successful clients for a round to count (else it is retried)."""
     eval_every: int = 1
-    """Evaluate the global model every N rounds (and always after the last)."""
+    """Evaluate the global model on the server's split every N rounds (and always after the last)."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """Where the global model is evaluated (the server's split, the clients' own rows,
+    both, none), how often and on which share of the clients."""
     checkpoint_every: int = 1
     """Checkpoint every N rounds (and always after the last); 0 disables."""
     keep_checkpoints: int = 3
@@ -185,6 +189,7 @@ class ServerConfig:
         if self.deadline_s is not None and not self.deadline_s > 0:
             out.append(f"server.deadline_s must be > 0 or null, got {self.deadline_s}")
         out += self.selection.errors()
+        out += self.evaluation.errors()
         out += self.validation.errors()
         out += self.foundation_model.errors()
         out += self.distill.errors()
@@ -261,6 +266,8 @@ class RunConfig:
         if autos:
             out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
         out += objective_problems(self)
+        out += evaluation_problems(self.server.evaluation, self.data.test_fraction, self.data.client_test_fraction,
+                                   False, self.server.mode.value, self.server.contribution.name)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,

@@ -158,7 +158,11 @@ class DataConfig:
     `model.name: grb_gnn`; null keeps pixels. `{}` takes the defaults."""
     test_fraction: float = 0.2
     """Share of the dataset held out on the server for evaluation (per class, or per
-    owner for text, so every owner is represented)."""
+    owner for text, so every owner is represented). 0: the server holds no rows
+    (with `server.evaluation.where: clients` or `none`)."""
+    client_test_fraction: float = 0.0
+    """Share of each client's own rows it holds out for federated evaluation (a seeded
+    split made on the client, at least one row, never trained on; 0: none)."""
     min_examples_per_client: int = 2
     """Dirichlet draws are repeated until every client has at least this many."""
     path: Optional[str] = None
@@ -204,8 +208,10 @@ class DataConfig:
             out.append(f"data.max_owners must be >= 1 or null, got {self.max_owners}")
         if not self.alpha > 0:
             out.append(f"data.alpha must be > 0, got {self.alpha}")
-        if not 0 < self.test_fraction < 1:
-            out.append(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            out.append(f"data.test_fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0 <= self.client_test_fraction < 1:
+            out.append(f"data.client_test_fraction must be in [0, 1), got {self.client_test_fraction}")
         if self.min_examples_per_client < 1:
             out.append(
                 f"data.min_examples_per_client must be >= 1, got {self.min_examples_per_client}"

@@ -39,3 +39,19 @@ class ClientShards(Mapping):
 
     def __reduce__(self):
         return ClientShards, (self.table, self.client_ids, self.offsets)
+
+
+def hold_out(shards: Mapping[int, pa.Table], fraction: float, seed: int) -> tuple[Mapping[int, pa.Table], dict]:
+    """(the training shards, each client's held-out rows) of `data.client_test_fraction`,
+    split where the rows were read (on the client's actor): a client never trains on its
+    held-out rows, and they never leave it. Fraction 0: the shards as they are, no split."""
+    if not fraction:
+        return shards, {}
+    from fedray.data.split import client_holdout
+
+    train, held = {}, {}
+    for cid in shards:
+        table = shards[cid]
+        keep, test = client_holdout(table.num_rows, fraction, seed, cid)
+        train[cid], held[cid] = table.take(keep), table.take(test)
+    return train, held

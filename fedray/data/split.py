@@ -12,12 +12,14 @@ from fedray.data.partition import PARTITIONERS
 def split_rows(groups: np.ndarray, test_mask: np.ndarray | None, cfg: DataConfig,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, test rows) after `data.max_examples`: the dataset's own test
-    split if it has one, else a stratified share `data.test_fraction`."""
+    split if it has one, else a stratified share `data.test_fraction` (none if 0)."""
     rows = np.arange(len(groups))
     if cfg.max_examples is not None and cfg.max_examples < len(rows):
         _, rows = stratified_split(groups, cfg.max_examples / len(rows), rng)
     if test_mask is not None:
         return rows[~test_mask[rows]], rows[test_mask[rows]]
+    if not cfg.test_fraction:  # no server split (`server.evaluation.where: clients`)
+        return rows, rows[:0]
     train, test = stratified_split(groups[rows], cfg.test_fraction, rng)
     return rows[train], rows[test]
 
@@ -59,3 +61,30 @@ def stratified_split(groups: np.ndarray, fraction: float, rng: np.random.Generat
     train[test_idx] = False
     train_idx = np.flatnonzero(train)
     return train_idx, test_idx
+
+
+_HOLDOUT = 0xE7A1
+"""Seeds a client's held-out split, `[seed, _HOLDOUT, client]`."""
+
+
+def num_held_out(num_rows: int | np.ndarray, fraction: float) -> int | np.ndarray:
+    """Rows a client holds out of `num_rows` (`data.client_test_fraction`): about
+    `fraction`, at least one, never all (a client keeps a row to train on). A pure
+    function of the count, so the server knows every client's training size without
+    its rows."""
+    n = np.asarray(num_rows, dtype=np.int64)
+    held = np.where(n >= 2, np.clip(np.round(fraction * n).astype(np.int64), 1, np.maximum(n - 1, 1)), 0)
+    held = np.where(fraction > 0, held, 0)
+    return int(held) if held.ndim == 0 else held
+
+
+def client_holdout(num_rows: int, fraction: float, seed: int, client_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training positions, held-out positions) of a client's `num_rows` rows, both
+    sorted: a seeded random `num_held_out` of them, drawn on the client from its own
+    rows, the same whichever actor hosts it."""
+    held = num_held_out(num_rows, fraction)
+    rng = np.random.default_rng([seed, _HOLDOUT, client_id])
+    test = np.sort(rng.permutation(num_rows)[:held]).astype(np.int64)
+    keep = np.ones(num_rows, dtype=bool)
+    keep[test] = False
+    return np.flatnonzero(keep).astype(np.int64), test

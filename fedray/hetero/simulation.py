@@ -33,6 +33,11 @@ from fedray.hetero.devices import Devices, build_devices
 from fedray.types import ClientId, ClientResult
 
 _MAX_REDRAWS = 100
+_EVALUATION = 0xE7A1
+"""Tells a federated evaluation's bandwidth draws from a fit's (launch numbers are small)."""
+FORWARD_SHARE = 1 / 3
+"""Modeled compute of evaluating an example, as a share of training on it: a forward
+pass is about a third of a forward and backward pass (2N vs 6N FLOPs per token)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +88,19 @@ class Simulation:
         if not result.ok:
             return Timing(download, 0.0, 0.0)
         return Timing(download, self._compute_s(result), upload)
+
+    def evaluation_timing(self, client_id: ClientId, server_round: int, num_examples: int, wall_s: float,
+                          bytes_down: int) -> Timing:
+        """The simulated duration of a federated evaluation: downloading the model, then a
+        forward pass over `num_examples` held-out rows, modeled as `FORWARD_SHARE` of
+        training them (or measured: `wall_s`); only metrics go up."""
+        rng = np.random.default_rng([self.seed, 0x7153, server_round, client_id, _EVALUATION])
+        download = _transfer_s(bytes_down, self._bandwidth(rng, client_id, "down"))
+        factor = float(self.devices.speed_factor[client_id])
+        if self.cfg.clients.profiles.compute is ComputeTime.measured:
+            return Timing(download, wall_s * factor, 0.0)
+        spe = self.cfg.clients.profiles.seconds_per_example
+        return Timing(download, num_examples * spe * factor * FORWARD_SHARE, 0.0)
 
     def expected_compute_s(self) -> np.ndarray:
         """Modeled compute seconds per client and round (what `gpu_seconds` bills)."""

@@ -16,6 +16,7 @@ from fedray.compress.downlink import BroadcastEncoder
 from fedray.compress.rate import upload_budgets, wants_budget
 from fedray.config.schema import RunConfig, ServerMode
 from fedray.data.federated import FederatedDataset
+from fedray.data.split import num_held_out
 from fedray.foundation.group import FoundationError
 from fedray.foundation.term import knowledge_transfer
 from fedray.foundation.transfer import Distiller
@@ -84,8 +85,11 @@ class Server:
         self.task = build_task(dataset.info, cfg)
         self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
         self.spec = shared_spec(cfg, self.model)  # personal tensors never travel: the server keeps its own
-        self.test_data = self.task.prepare(dataset.test, self.device)
+        on_server = cfg.server.evaluation.on_server  # else the server loads no rows at all
+        self.test_data = self.task.prepare(dataset.test, self.device) if on_server else None
         num_examples = np.diff(dataset.offsets)
+        if not getattr(dataset, "sites", ()):  # the clients hold out their evaluation rows (site sizes already count them out)
+            num_examples = num_examples - num_held_out(num_examples, cfg.data.client_test_fraction)
         simulation = build_simulation(cfg, num_examples, self.spec.num_bytes)
         peft = cfg.model.peft
         ranks = None if peft is None else client_ranks(peft, num_examples)
@@ -100,7 +104,8 @@ class Server:
         codecs = build_codecs(cfg)
         self.algorithm = with_privacy(build_algorithm(cfg, extra + watermark_terms(cfg), codecs.uplink), cfg)
         schedule = build_schedule(cfg.data.schedule, dataset.owner_names)
-        self.tasks = None if schedule is None else TaskEvaluator(schedule, self.task, dataset.test, self.device)
+        self.tasks = None if schedule is None or not on_server else \
+            TaskEvaluator(schedule, self.task, dataset.test, self.device)
         exchange = build_exchange(cfg, self.algorithm, self.spec.num_params, self.layout, ranks,
                                   lambda cid: actor_index(cid, cfg))
         selector = SELECTORS.build(cfg.server.selection.name, cfg.server.selection)
@@ -108,10 +113,11 @@ class Server:
         self.ctx = RoundContext(cfg, selector, simulation, exchange, STALENESS.build(cfg.server.staleness, cfg.server),
                                 np.random.default_rng([cfg.seed, 0x5E1EC7]), self.evaluate,
                                 downlink=downlink, instruct=_upload_budgets(cfg, simulation))
-        self.ctx.eval_columns = tuple(getattr(self.task, "eval_columns", ()))  # e.g. DPO's reward margin
+        self.ctx.eval_columns = tuple(getattr(self.task, "eval_columns", ())) if on_server else ()
         if schedule is not None:
-            self.ctx.task_of, self.ctx.eval_columns = schedule.task_of, self.tasks.columns
-        elif hasattr(self.task, "columns"):  # generation scores per task (instruction data)
+            self.ctx.task_of = schedule.task_of
+            self.ctx.eval_columns = self.tasks.columns if on_server else ()
+        elif hasattr(self.task, "columns") and on_server:  # generation scores per task (instruction data)
             self.ctx.eval_columns = self.task.columns(self.test_data)
         self.state = saved if saved is not None else self._initial_state(exchange, selector)
         self.ctx.rng.bit_generator.state = self.state.rng_state
@@ -123,6 +129,7 @@ class Server:
             self.records.restore(self.state)
         if self.state.metrics:  # drop rows of rounds after the checkpoint: they run again
             self.run_dir.write_metrics(self.state.metrics)
+            self.run_dir.write_evaluation(self.state.evaluations)
             self.write_clients()
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
         self.pool = clients
@@ -236,6 +243,7 @@ class Server:
             return None, notes
         self.state.metrics.append(result.as_row())
         self.run_dir.write_metrics(self.state.metrics)
+        self.run_dir.write_evaluation(self.state.evaluations)
         self.write_clients()
         every = self.cfg.server.checkpoint_every
         if every and (server_round % every == 0 or server_round == self.ctx.final_round):

@@ -1,7 +1,7 @@
 """One synchronous federated round, top to bottom.
 
 select -> broadcast -> train -> collect -> admit -> validate -> aggregate ->
-apply -> evaluate. The round is a function of explicit data: the run's
+apply -> evaluate -> commit -> evaluate on the clients (`fedray.server.federated_eval`). The round is a function of explicit data: the run's
 `RoundContext` (config, selector, simulation, exchange, evaluation), the
 `Algorithm` (objective terms, client chain, aggregator, server chain), the
 `ServerState` it updates, and the `Transport` that reaches the clients (Ray's,
@@ -19,6 +19,7 @@ order, and sums run in client-id order, so a round's outcome is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Iterable
@@ -29,6 +30,7 @@ from fedray.hetero.simulation import Timing, admit
 from fedray.selection.base import SelectionRequest
 from fedray.selection.profiles import Outcome
 from fedray.server.context import Reducers, RoundContext, RoundRecord, RoundTally
+from fedray.server.federated_eval import evaluate_on_clients, is_due, no_evaluation
 from fedray.server.state import ServerState
 from fedray.server.validate import norm_problem, update_problem
 from fedray.strategy.algorithm import Algorithm
@@ -122,6 +124,17 @@ def run_round(ctx: RoundContext, algorithm: Algorithm, state: ServerState, clien
 
     # ---- commit: the aggregated clients' pending states become current -------
     commit(state, clients, server_round, tally, aggregated=True)
+
+    # ---- federated evaluation: clients evaluate the new model on their own rows
+    if is_due(cfg, server_round, ctx.final_round):
+        rows, columns, notes = evaluate_on_clients(ctx, state, clients, server_round)
+        state.evaluations.extend(rows)
+        state.wall_s += columns["fed_eval_s"]
+        tally.notes += notes
+        row = dataclasses.replace(row, metrics={**row.metrics, **columns}, sim_time_s=state.sim_time_s,
+                                  wall_s=state.wall_s)
+    elif cfg.server.evaluation.on_clients:  # the columns exist in every row
+        row = dataclasses.replace(row, metrics={**row.metrics, **no_evaluation()})
     return row, tally.notes
 
 
@@ -350,7 +363,8 @@ def apply_and_evaluate(ctx: RoundContext, algorithm: Algorithm, state: ServerSta
 
     state.server_round = server_round  # evaluate sees the state after this round
     evaluation: dict[str, float] = {}
-    if server_round % cfg.server.eval_every == 0 or server_round == ctx.final_round:
+    if cfg.server.evaluation.on_server and (server_round % cfg.server.eval_every == 0
+                                            or server_round == ctx.final_round):
         evaluation = ctx.evaluate(state)
     if ctx.observer is not None:
         record = RoundRecord(server_round, before, tuple(tally.accepted or ()), evaluation)

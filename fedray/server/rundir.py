@@ -1,7 +1,8 @@
 """The run directory: one run's outputs, on a local path or a `pyarrow.fs` URI.
 
 Layout of `<output_dir>/<name>/`: config.yaml, metrics.parquet (a row per
-round), clients.parquet (a row per client: where it ran), summary.json,
+round), clients.parquet (a row per client: where it ran), evaluation.parquet (a row
+per round, evaluating client and model, with `server.evaluation.where: clients`), summary.json,
 log.txt, checkpoints/. Every file is replaced whole (see `storage`), so a crash
 never leaves a torn file behind.
 """
@@ -97,7 +98,15 @@ class RunDirectory:
         return where
 
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
-        write_parquet(self.metrics_path, rows)
+        """metrics.parquet: a row per round; a column some rounds lack (a personal model's
+        evaluation before any client had one) is null there."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        write_parquet(self.metrics_path, [{key: row.get(key) for key in columns} for row in rows])
+
+    def write_evaluation(self, rows: Sequence[dict[str, Any]]) -> None:
+        """evaluation.parquet: a row per round, evaluating client and model (federated evaluation)."""
+        if rows:
+            write_parquet(self.location / "evaluation.parquet", rows)
 
     def write_clients(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
         """clients.parquet: one row per client id (where it ran; later, its profile).

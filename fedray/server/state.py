@@ -49,3 +49,6 @@ class ServerState:
     contributions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Per round and aggregated client, its update's value (`server.contribution`):
     contributions.parquet's rows, cumulated into clients.parquet."""
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Per round, evaluating client and model (`global`, `personal`, ...), its held-out
+    metrics (`server.evaluation.where: clients`): evaluation.parquet's rows."""

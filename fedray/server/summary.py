@@ -25,6 +25,19 @@ def summarize(state: ServerState, status: str) -> dict:
         "rounds_wall_s": state.wall_s,
         "sim_time_s": state.sim_time_s,
     }
+    clients = _federated(state.metrics)
+    if clients:  # federated evaluation: the clients' view of the model
+        summary["clients_final_metrics"] = clients
     if state.metrics and "dp_epsilon" in state.metrics[-1]:  # client-level DP: the final guarantee
         summary["privacy"] = {"epsilon": state.metrics[-1]["dp_epsilon"], "delta": state.metrics[-1]["dp_delta"]}
     return summary
+
+
+def _federated(rows: list[dict]) -> dict:
+    """The last federated evaluation's means and spread (`fed_*` columns; empty without one)."""
+    for row in reversed(rows):
+        if not np.isnan(row.get("fed_clients", np.nan)):
+            out = {k[len("fed_"):]: v for k, v in row.items() if k.startswith("fed_") and v is not None}
+            out["round"] = row["round"]
+            return out
+    return {}

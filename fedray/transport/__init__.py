@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from fedray.types import ClientId, ClientResult, FitInstructions, StateRef
+from fedray.types import ClientId, ClientResult, EvaluateInstructions, EvaluateResult, FitInstructions, StateRef
 
 RESENT = "resent"
 """A result's metric set (1.0) when its call was sent again to an actor Ray restarted."""
@@ -29,6 +29,14 @@ class Call(NamedTuple):
     instructions: FitInstructions
     send: Any
     """`fedray.strategy.exchange.Send`: payload name -> handle from `put`, bytes, merges."""
+
+
+class EvaluateCall(NamedTuple):
+    """One client's evaluation: what it is asked and its share of the broadcast."""
+
+    instructions: EvaluateInstructions
+    send: Any
+    """`fedray.strategy.exchange.Send`, as a fit's."""
 
 
 class StageReplies(NamedTuple):
@@ -50,6 +58,11 @@ class Transport(Protocol):
     def fit(self, calls: Sequence[Call], deadline: float | None) -> Iterator[ClientResult]:
         """Start every call's training; yield each result as it arrives. Calls still out
         at `deadline` (`time.perf_counter()`) are yielded last as `FailureKind.timeout`."""
+
+    def evaluate(self, calls: Sequence[EvaluateCall], deadline: float | None) -> Iterator[EvaluateResult]:
+        """Start every call's evaluation (read-only on the client: its kept state, its
+        training generator and its privacy account are untouched); yield each result as
+        it arrives, metrics only. Calls still out at `deadline` come last as timeouts."""
 
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         """Send each client one message of a protocol stage and gather the replies."""

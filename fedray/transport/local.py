@@ -13,14 +13,16 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from fedray.transport import Call, StageReplies, Tokens
-from fedray.types import ClientId, ClientResult, FailureKind, StateRef
+from fedray.transport import Call, EvaluateCall, StageReplies, Tokens
+from fedray.types import ClientId, ClientResult, EvaluateResult, FailureKind, StateRef
 
 
 class ClientHost(Protocol):
     """What hosts clients: the client actor's members the round calls."""
 
     def fit(self, ins, merges: tuple, *payloads: Any) -> ClientResult: ...
+
+    def evaluate(self, ins, merges: tuple, *payloads: Any) -> EvaluateResult: ...
 
     def stage(self, client_id: ClientId, message: Any) -> Any: ...
 
@@ -59,6 +61,17 @@ class LocalTransport:
             yield host.fit(ins, send.merges, *send.refs.values())
         for ins in timed_out:
             yield ClientResult(ins.client_id, ins.server_round, error="timed out", failure=FailureKind.timeout)
+
+    def evaluate(self, calls: Sequence[EvaluateCall], deadline: float | None) -> Iterator[EvaluateResult]:
+        timed_out = []
+        for ins, send in calls:
+            if ins.client_id in self.down or ins.client_id in self.late or (
+                    deadline is not None and time.perf_counter() > deadline):
+                timed_out.append(ins)
+                continue
+            yield self.hosts[self.host_of(ins.client_id)].evaluate(ins, send.merges, *send.refs.values())
+        for ins in timed_out:
+            yield EvaluateResult(ins.client_id, ins.server_round, error="timed out", failure=FailureKind.timeout)
 
     def stage(self, messages: Mapping[ClientId, Any], timeout_s: float | None) -> StageReplies:
         replies, dropped = {}, {}

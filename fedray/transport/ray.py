@@ -28,8 +28,8 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
 from fedray.client.pool import ClientPool
-from fedray.transport import RESENT, Call, StageReplies, Tokens
-from fedray.types import ClientId, ClientResult, FailureKind, StateRef, payload_bytes
+from fedray.transport import RESENT, Call, EvaluateCall, StageReplies, Tokens
+from fedray.types import ClientId, ClientResult, EvaluateResult, FailureKind, StateRef, payload_bytes
 
 RESTART_WAIT_S = 120.0
 """How long a call waits for a restarting actor to answer before its client fails the round."""
@@ -50,7 +50,20 @@ class RayTransport:
         return ray.put(value), payload_bytes(value)
 
     def fit(self, calls: Sequence[Call], deadline: float | None) -> Iterator[ClientResult]:
-        pending = {self._send(call): call for call in calls}
+        for result, resent in self._gather(calls, deadline, self.pool.fit, ClientResult):
+            if resent:  # the round's notes say so (`RESENT`)
+                result = dataclasses.replace(result, metrics={**result.metrics, RESENT: 1.0})
+            yield result
+
+    def evaluate(self, calls: Sequence[EvaluateCall], deadline: float | None) -> Iterator[EvaluateResult]:
+        for result, _ in self._gather(calls, deadline, self.pool.evaluate, EvaluateResult):
+            yield result
+
+    def _gather(self, calls: Sequence, deadline: float | None, start, failed: type) -> Iterator[tuple[Any, bool]]:
+        """Start every call (`start(instructions, send)`); yield (result, whether it was
+        sent again after a restart) as results arrive, then timeouts; a failure is a
+        `failed` record (`ClientResult` or `EvaluateResult`)."""
+        pending = {start(*call): call for call in calls}
         resent: set[ClientId] = set()
         while pending:
             timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
@@ -59,28 +72,23 @@ class RayTransport:
                 break
             call = pending.pop(ready[0])
             cid = call.instructions.client_id
-            result = self._fetch(ready[0], call)
+            result = self._fetch(ready[0], call, failed)
             if result.failure is FailureKind.restarted and cid not in resent:
                 resent.add(cid)
                 if self.pool.wait_until_up(cid, RESTART_WAIT_S):
                     self.pool.reload(cid)  # runs on the actor before the call sent next
-                    pending[self._send(call)] = call
+                    pending[start(*call)] = call
                     continue
             if result.failure in (FailureKind.restarted, FailureKind.unavailable):
                 self.pool.mark_down(cid)
-            if cid in resent:  # the round's notes say so (`RESENT`)
-                result = dataclasses.replace(result, metrics={**result.metrics, RESENT: 1.0})
-            yield result
+            yield result, cid in resent
         for ref, call in pending.items():  # past the deadline: dropped
             ray.cancel(ref)
             ins = call.instructions
-            yield ClientResult(client_id=ins.client_id, server_round=ins.server_round,
-                               error="timed out", failure=FailureKind.timeout)
+            yield failed(client_id=ins.client_id, server_round=ins.server_round,
+                         error="timed out", failure=FailureKind.timeout), False
 
-    def _send(self, call: Call) -> ray.ObjectRef:
-        return self.pool.fit(call.instructions, call.send)
-
-    def _fetch(self, ref: ray.ObjectRef, call: Call) -> ClientResult:
+    def _fetch(self, ref: ray.ObjectRef, call, failed: type):
         """The client's result, or its failure as a typed result."""
         ins = call.instructions
         try:
@@ -89,8 +97,8 @@ class RayTransport:
             raise  # a bug on the client: the run stops with its traceback
         except (RayError, GetTimeoutError) as exc:
             kind = FailureKind.restarted if isinstance(exc, ActorUnavailableError) else FailureKind.unavailable
-            return ClientResult(client_id=ins.client_id, server_round=ins.server_round,
-                                error=_describe(exc), failure=kind)
+            return failed(client_id=ins.client_id, server_round=ins.server_round,
+                          error=_describe(exc), failure=kind)
         assert result.client_id == ins.client_id and result.server_round == ins.server_round, "result routed wrongly"
         return result
 
