@@ -285,6 +285,7 @@ class ClientActor:
         data = self._held_out_data(cid)
         spec = self._activate(cid, merges)
         set_flat(self.model, spec, payloads["params"])
+        self.personal.load(self.model, None)  # the global model's personal part is the server's: the initial one
         models = {"global": self.model, **self.personal_models(cid, self.model, ins.state)}
         metrics = {name: _evaluate_model(self.task, model, data) for name, model in models.items()}
         return EvaluateResult(cid, ins.server_round, num_examples=self.task.num_examples(data), models=metrics,
