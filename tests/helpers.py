@@ -15,7 +15,8 @@ def iid_with_an_empty_client(labels, num_clients, cfg, rng):
     return shards
 
 
-TIMING = {"round_wall_s", "wall_s", "encode_s", "decode_s", "downlink_encode_s", "downlink_decode_s", "contribution_s"}
+TIMING = {"round_wall_s", "wall_s", "encode_s", "decode_s", "downlink_encode_s", "downlink_decode_s", "contribution_s",
+          "fed_eval_s"}
 
 
 def untimed(rows):
