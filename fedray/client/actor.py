@@ -224,8 +224,8 @@ class ClientActor:
         regularizers = [_named(names[i], r) for i, (t, s) in enumerate(zip(terms, kept.terms))
                         if (r := in_component(names[i], t.objective, local, s)) is not None]
         self.personal.load(self.model, kept.personal)
-        fit = Fit(self.task, data, self.cfg.train, ins.seed, kept.optimizer, _sum(regularizers))
-        trained = self.personal.train(self.model, fit, train_local)
+        fit = Fit(self.task, data, self.cfg.train, ins.seed, kept.optimizer, _sum(regularizers), train_local)
+        trained = self.personal.train(self.model, fit)
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
         delta = get_delta(self.model, spec, params, out=out)
         local = local._replace(delta=delta, steps=trained.steps)
@@ -321,7 +321,7 @@ class ClientActor:
         seed = int(np.random.SeedSequence([self.cfg.seed, cid, PERSONAL_EVAL]).generate_state(1)[0])
         model = self.personal.personal_model(
             global_model, getattr(state, "personal", None),
-            lambda: Fit(self.task, self._data(cid), self.cfg.train, seed))
+            lambda: Fit(self.task, self._data(cid), self.cfg.train, seed, trainer=train_local))
         return {"personal": model}
 
     def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:

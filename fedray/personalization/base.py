@@ -64,6 +64,9 @@ class Fit(NamedTuple):
     seed: int
     optimizer_state: Any = None
     regularizer: Any = None
+    trainer: Any = None
+    """The local training loop (`fedray.client.train.train_local`), given by the client
+    layer above this package."""
 
 
 PERSONALIZATIONS: Registry[Callable[..., Personalization]] = Registry("personalization", returns=Personalization)

@@ -40,11 +40,11 @@ class PersonalParts:
                 value = self.initial[name] if state is None else torch.as_tensor(state[name])
                 tensors[name].copy_(value)
 
-    def train(self, model: torch.nn.Module, fit: Fit, default: Callable[..., Any]) -> Any:
-        """The client's local training: the method's own, else `default(model, *fit)`."""
+    def train(self, model: torch.nn.Module, fit: Fit) -> Any:
+        """The client's local training: the method's own, else `fit.trainer`'s."""
         if self.method is not None and self.method.train is not None:
             return self.method.train(model, self.local, fit)
-        return default(model, fit.task, fit.data, fit.train, seed=fit.seed, optimizer_state=fit.optimizer_state,
+        return fit.trainer(model, fit.task, fit.data, fit.train, seed=fit.seed, optimizer_state=fit.optimizer_state,
                        regularizer=fit.regularizer)
 
     def keep(self, model: torch.nn.Module, state: dict | None, anchor: Callable[[], dict],

@@ -33,7 +33,6 @@ def train_personal(lam: float, epochs: int | None):
     def personal(model, state: dict | None, anchor: dict, fit: Fit) -> dict:
         import torch
 
-        from fedray.client.train import train_local
         from fedray.models.flat import travelling
 
         tensors = travelling(model)
@@ -42,7 +41,7 @@ def train_personal(lam: float, epochs: int | None):
                 tensor.copy_(torch.as_tensor(state[name]) if state is not None else anchor[name])
         cfg = dataclasses.replace(fit.train, persist_optimizer_state=False, dp=None,
                                   **({} if epochs is None else {"local_epochs": epochs, "local_steps": None}))
-        train_local(model, fit.task, fit.data, cfg, seed=fit.seed ^ PERSONAL_SEED, regularizer=pull(lam, anchor))
+        fit.trainer(model, fit.task, fit.data, cfg, seed=fit.seed ^ PERSONAL_SEED, regularizer=pull(lam, anchor))
         return {name: t.detach().to("cpu").numpy().copy() for name, t in travelling(model).items()}
 
     return personal

@@ -36,15 +36,13 @@ def frozen(model, names: frozenset[str]):
 def train_head_then_body(head_epochs: int):
     """FedRep's local training: head alone, then body alone."""
     def train(model, local: frozenset[str], fit: Fit):
-        from fedray.client.train import train_local
-
         body = frozenset(n for n, p in model.named_parameters() if p.requires_grad) - local
         head_cfg = dataclasses.replace(fit.train, local_epochs=head_epochs, local_steps=None,
                                        persist_optimizer_state=False)
         with frozen(model, body):
-            train_local(model, fit.task, fit.data, head_cfg, seed=fit.seed ^ HEAD_SEED)
+            fit.trainer(model, fit.task, fit.data, head_cfg, seed=fit.seed ^ HEAD_SEED)
         with frozen(model, local):
-            return train_local(model, fit.task, fit.data, fit.train, seed=fit.seed,
+            return fit.trainer(model, fit.task, fit.data, fit.train, seed=fit.seed,
                                optimizer_state=fit.optimizer_state, regularizer=fit.regularizer)
 
     return train

@@ -23,10 +23,8 @@ def finetune(steps: int = 5, lr: float | None = None) -> Personalization:
         raise ValueError(f"lr must be > 0, got {lr}")
 
     def before_evaluation(model, fit: Fit) -> None:
-        from fedray.client.train import train_local
-
         cfg = dataclasses.replace(fit.train, local_steps=steps, lr=lr or fit.train.lr, dp=None,
                                   persist_optimizer_state=False)
-        train_local(model, fit.task, fit.data, cfg, seed=fit.seed)
+        fit.trainer(model, fit.task, fit.data, cfg, seed=fit.seed)
 
     return Personalization("finetune", before_evaluation=before_evaluation)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedray.client.train import train_local
 from fedray.config import load_config
 from fedray.config.schema import DataConfig, ModelConfig, Optimizer, TrainConfig
 from fedray.data.federated import build_federated_dataset
@@ -87,9 +88,9 @@ def test_pool_actor_model_holds_each_clients_own_layers(shard):
     model = mlp(data)
     initial = model[2].weight.detach().clone()
     parts = PersonalParts(PERSONALIZATIONS.build("fedper", patterns=["2"]), frozenset({"2.weight", "2.bias"}), model)
-    fit = Fit(task, tensors, ONE_STEP, seed=1)
+    fit = Fit(task, tensors, ONE_STEP, seed=1, trainer=train_local)
     parts.load(model, None)
-    parts.train(model, fit, __import__("fedray.client.train", fromlist=["train_local"]).train_local)
+    parts.train(model, fit)
     kept_a = parts.keep(model, None, dict, fit)
     np.testing.assert_array_equal(kept_a["2.weight"], model[2].weight.detach().numpy())
     assert not np.array_equal(kept_a["2.weight"], initial.numpy())
@@ -106,7 +107,7 @@ def test_fedrep_trains_head_then_body(shard):
     reference = copy.deepcopy(model)
     method = PERSONALIZATIONS.build("fedrep", patterns=["2"], head_epochs=1)
     head = frozenset({"2.weight", "2.bias"})
-    method.train(model, head, Fit(task, tensors, ONE_STEP, seed=1))
+    method.train(model, head, Fit(task, tensors, ONE_STEP, seed=1, trainer=train_local))
     grads = full_batch_grads(reference, task, tensors)
     with torch.no_grad():  # by hand: head <- head - lr grad_head L(body, head)
         for name in head:
@@ -130,7 +131,7 @@ def test_ditto_personal_step_is_pulled_to_the_global_model(shard):
     state = {n: (t + 0.05 * torch.randn(t.shape, generator=torch.Generator().manual_seed(3))).numpy()
              for n, t in anchor.items()}
     method = PERSONALIZATIONS.build("ditto", lam=lam)
-    got = method.personal(model, state, anchor, Fit(task, tensors, ONE_STEP, seed=1))
+    got = method.personal(model, state, anchor, Fit(task, tensors, ONE_STEP, seed=1, trainer=train_local))
     reference = mlp(data)
     with torch.no_grad():
         for n, t in travelling(reference).items():
@@ -154,7 +155,7 @@ def test_finetune_adapts_a_copy_and_leaves_the_global_model(shard):
     model = mlp(data)
     before = [p.detach().clone() for p in model.parameters()]
     parts = PersonalParts(PERSONALIZATIONS.build("finetune", steps=3), frozenset(), model)
-    personal = parts.personal_model(model, None, lambda: Fit(task, tensors, ONE_STEP, seed=1))
+    personal = parts.personal_model(model, None, lambda: Fit(task, tensors, ONE_STEP, seed=1, trainer=train_local))
     for p, b in zip(model.parameters(), before):
         torch.testing.assert_close(p, b, rtol=0, atol=0)
     assert task.evaluate(personal, tensors, 256)["loss"] < task.evaluate(model, tensors, 256)["loss"]
