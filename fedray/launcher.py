@@ -211,7 +211,22 @@ def personalization_problems(cfg: RunConfig) -> list[str]:
     if cfg.model.peft is not None:
         return [f"clients.personalization / server.strategy.name: {method.name} personalises the whole model, "
                 "but model.peft trains LoRA adapters over a frozen base; personal adapters are not supported yet"]
-    return method.problems(cfg)
+    return method.problems(cfg) + local_problems(cfg)
+
+
+def local_problems(cfg: RunConfig) -> list[str]:
+    """`server.strategy.name: local` sends nothing: pieces that act on what travels have
+    nothing to act on."""
+    if cfg.server.strategy.name != "local":
+        return []
+    acting = [key for key, on in (("clients.codec", cfg.clients.codec.name != "none"),
+                                  ("clients.transforms", bool(cfg.clients.transforms)),
+                                  ("server.transforms", bool(cfg.server.transforms)),
+                                  ("server.codec", cfg.server.codec.name != "none"),
+                                  ("server.privacy", cfg.server.privacy is not None),
+                                  ("server.secure_aggregation", cfg.server.secure_aggregation is not None)) if on]
+    return [f"server.strategy.name: local sends nothing between clients and server, so {', '.join(acting)} "
+            "would act on nothing; drop it or federate"] if acting else []
 
 
 def _staleness_weight(weight) -> None:

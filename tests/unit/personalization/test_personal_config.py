@@ -49,3 +49,10 @@ def test_fedrep_refuses_dp_sgd(tmp_path):
     cfg = cfg_with(tmp_path, "clients.personalization={name: fedrep, args: {patterns: ['2']}}",
                    "train.dp={noise_multiplier: 1.0}")
     assert any("fedrep trains its head outside DP-SGD's accounting" in p for p in component_problems(cfg))
+
+
+def test_local_refuses_pieces_that_act_on_what_travels(tmp_path):
+    problems = component_problems(cfg_with(tmp_path, "server.strategy.name=local", "clients.codec.name=top_k",
+                                           "server.privacy={name: fixed_clip, args: {clip: 1.0, noise: 0.5}}"))
+    assert "server.strategy.name: local sends nothing between clients and server, so clients.codec, " \
+           "server.privacy would act on nothing; drop it or federate" in problems
