@@ -14,6 +14,7 @@ held-out accuracy, for the global model and for each client's own (personal)
 model. One local Ray and warm actors for all runs; accuracies do not depend on the
 machine's load. Results go to benchmarks/results/personalization.json and a
 Markdown table to stdout (medians over seeds).
+benchmarks/results/personalization-r<rounds>.json holds every run.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> None:
     finally:
         warm.release()
         ray.shutdown()
-    out = HERE / "results" / "personalization.json"
+    out = HERE / "results" / f"personalization-r{args.rounds}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"seeds": args.seeds, "rounds": args.rounds, "results": results,
                                "wall_s": time.time() - began}, indent=1))
