@@ -3,7 +3,9 @@
 Time-to-accuracy is the simulated time (`sim_time_s` in metrics.parquet) at the
 end of the first evaluated round whose accuracy reaches the target: how long
 the federation would have taken on the simulated devices. Wall time and rounds
-to the target are shown beside it.
+to the target are shown beside it, and with federated evaluation the clients'
+last mean accuracy and its worst- and best-served 10 %. A run whose server
+evaluated nothing is timed on the clients' mean accuracy.
 """
 
 from __future__ import annotations
@@ -32,13 +34,27 @@ class TimeToAccuracy:
     round: int | None
     final_accuracy: float
     best_accuracy: float
+    clients_mean: float = math.nan
+    """Federated evaluation's last example-weighted client accuracy (NaN: none)."""
+    clients_worst10: float = math.nan
+    """... and the mean accuracy of its worst-served 10 % of clients."""
+    clients_best10: float = math.nan
+
+
+def accuracy_key(rows: Sequence[dict]) -> str:
+    """The server's accuracy column, or federated evaluation's where the server evaluated
+    nothing (`server.evaluation.where: clients`)."""
+    if any(not math.isnan(r.get("eval_accuracy", math.nan)) for r in rows):
+        return "eval_accuracy"
+    return "fed_global_accuracy" if any("fed_global_accuracy" in r for r in rows) else "eval_accuracy"
 
 
 def time_to_accuracy(rows: Sequence[dict], target: float) -> tuple[int | None, float, float]:
     """(round, simulated seconds, wall seconds) at the first evaluated round with
     accuracy >= target; (None, nan, nan) if none reached it."""
+    key = accuracy_key(rows)
     for row in rows:
-        accuracy = row.get("eval_accuracy", math.nan)
+        accuracy = row.get(key, math.nan)
         if not math.isnan(accuracy) and accuracy >= target:
             return row["round"], float(row.get("sim_time_s", math.nan)), float(row["wall_s"])
     return None, math.nan, math.nan
@@ -61,7 +77,9 @@ def summarize_run(run_dir: str | Path, target: float) -> TimeToAccuracy:
         raise ConfigError([f"{config_file} is not valid YAML: {err}"], "command line") from None
     server = (config or {}).get("server", {})
     reached, sim_s, wall_s = time_to_accuracy(rows, target)
-    accuracies = [r["eval_accuracy"] for r in rows if not math.isnan(r["eval_accuracy"])]
+    key = accuracy_key(rows)
+    accuracies = [r[key] for r in rows if not math.isnan(r.get(key, math.nan))]
+    clients = [r for r in rows if not math.isnan(r.get("fed_clients", math.nan))]
     return TimeToAccuracy(
         run=run_dir.name,
         selector=server.get("selection", {}).get("name", "?"),
@@ -72,6 +90,8 @@ def summarize_run(run_dir: str | Path, target: float) -> TimeToAccuracy:
         round=reached,
         final_accuracy=accuracies[-1] if accuracies else math.nan,
         best_accuracy=max(accuracies, default=math.nan),
+        **({f"clients_{k}": clients[-1][f"fed_global_accuracy{c}"] for k, c in
+            (("mean", ""), ("worst10", "_worst10"), ("best10", "_best10"))} if clients else {}),
     )
 
 
@@ -80,15 +100,17 @@ def format_table(results: Sequence[TimeToAccuracy], target: float) -> str:
     base = results[0].sim_s if results else math.nan
     lines = [
         f"time to accuracy {target:g} (simulated seconds; speed-up vs {results[0].run if results else '-'})",
-        "| run | selector | mode | sim s to target | speed-up | round | wall s | final acc | best acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | selector | mode | sim s to target | speed-up | round | wall s | final acc | best acc "
+        "| clients' acc | worst 10 % | best 10 % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         speedup = base / r.sim_s if r.round is not None and not math.isnan(base) else math.nan
         lines.append(
             f"| {r.run} | {r.selector} | {r.mode} | {_fmt(r.sim_s, '.1f')} | {_fmt(speedup, '.2f')}x | "
             f"{r.round if r.round is not None else f'not in {r.rounds}'} | {_fmt(r.wall_s, '.1f')} | "
-            f"{r.final_accuracy:.4f} | {r.best_accuracy:.4f} |"
+            f"{r.final_accuracy:.4f} | {r.best_accuracy:.4f} | {_fmt(r.clients_mean, '.4f')} | "
+            f"{_fmt(r.clients_worst10, '.4f')} | {_fmt(r.clients_best10, '.4f')} |"
         )
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from fedray.config.load import override_value
+from fedray.experiments.clients_view import clients_section
 from fedray.experiments.contributions import contribution_section
 from fedray.experiments.task_matrix import task_matrix_plots
 from fedray.server.rundir import RunDirectory, read_parquet
@@ -139,6 +140,9 @@ def write_report(records: Sequence[RunRecord], out_dir: str | os.PathLike) -> Re
     contributions, bars = contribution_section(records, out)  # runs that valued their clients
     table += f"\n{contributions}" if contributions else ""
     files += bars
+    per_client, cdf = clients_section(records, out)  # runs that evaluated on their clients
+    table += f"\n{per_client}" if per_client else ""
+    files += cdf
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
     runs = "\n".join(f"- `{r.label}`: {r.where}" for r in records)
     (out / "report.md").write_text(f"# fedray report\n\n{table}\n{images}\n\nRuns:\n{runs}\n", encoding="utf-8")

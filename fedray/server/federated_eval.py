@@ -79,6 +79,7 @@ def evaluate_on_clients(ctx: RoundContext, state: ServerState, clients: Transpor
             for r in ok for model, metrics in r.models.items()]
     columns = summarize_models(rows, cfg.server.evaluation.threshold)
     columns.update({"fed_clients": float(len(ok)), "fed_failed": float(len(results) - len(ok)),
+                    "fed_bytes_down": float(sum(sends[c].num_bytes for c in chosen.tolist())),
                     "fed_sim_s": sim_s, "fed_eval_s": time.perf_counter() - started})
     return rows, columns, notes
 
@@ -106,8 +107,8 @@ def summarize_models(rows: list[dict], threshold: float, models: tuple[str, ...]
 def no_evaluation() -> dict[str, float]:
     """The columns of a round in which clients did not evaluate: NaN (every round of a
     run with client evaluation has them)."""
-    return {**summarize_models([], math.nan), **dict.fromkeys(("fed_clients", "fed_failed", "fed_sim_s",
-                                                                "fed_eval_s"), math.nan)}
+    return {**summarize_models([], math.nan), **dict.fromkeys(("fed_clients", "fed_failed", "fed_bytes_down",
+                                                                "fed_sim_s", "fed_eval_s"), math.nan)}
 
 
 def _weighted(values: np.ndarray, weights: np.ndarray) -> float:

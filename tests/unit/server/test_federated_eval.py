@@ -96,6 +96,7 @@ def test_clients_evaluate_the_new_global_model_and_their_rows_are_recorded():
     assert last["fed_global_accuracy"] == pytest.approx(sum((c + 1) * c / 10 for c in ids) / sum(c + 1 for c in ids))
     assert last["fed_global_accuracy_worst10"] == pytest.approx(min(ids) / 10) and last["fed_clients"] == len(ids)
     assert last["fed_sim_s"] > 0 and rows[-1][0].sim_time_s == pytest.approx(state.sim_time_s)
+    assert last["fed_bytes_down"] == len(ids) * state.params.nbytes  # the model, to each evaluating client
 
 
 def test_a_failed_evaluation_is_a_note_and_the_round_stands():
