@@ -94,11 +94,12 @@ def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:
     from fedray.compress import codec_problems
     from fedray.lifecycle.watermark import watermark_problems
     from fedray.models.flat import param_spec
-    from fedray.personalization import local_names
+    from fedray.personalization import local_names, personalize
 
     try:
         with torch.device("meta"):
             model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
+            personalize(cfg, model)
         local = local_names(cfg, model)
         num_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in local)
         check_adapters(cfg, model, dataset)
@@ -208,9 +209,10 @@ def personalization_problems(cfg: RunConfig) -> list[str]:
     method = build_personalization(cfg)
     if method is None:
         return []
-    if cfg.model.peft is not None:
+    if cfg.model.peft is not None and not method.on_lora:
         return [f"clients.personalization / server.strategy.name: {method.name} personalises the whole model, "
-                "but model.peft trains LoRA adapters over a frozen base; personal adapters are not supported yet"]
+                "but model.peft trains LoRA adapters over a frozen base; use clients.personalization: "
+                "{name: personal_adapter}"]
     return method.problems(cfg) + local_problems(cfg)
 
 
@@ -239,13 +241,13 @@ def _staleness_weight(weight) -> None:
 def check_adapters(cfg: RunConfig, model, dataset: DataPlan) -> None:
     """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
     from fedray.models.adapters import client_ranks, lora_layout
-    from fedray.models.flat import param_spec
+    from fedray.personalization import shared_spec
     from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import build_exchange
 
     if cfg.model.peft is None:
         return
-    spec = param_spec(model)
+    spec = shared_spec(cfg, model)
     ranks = client_ranks(cfg.model.peft, dataset.sizes())
     build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
                    lambda cid: 0)

@@ -31,7 +31,8 @@ from fedray.models.device import assigned_device, limit_threads, peak_memory_mb
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.hf import enable_gradient_checkpointing
 from fedray.models.tasks import build_task
-from fedray.personalization import Fit, build_personalization, local_names
+from fedray.personalization import Fit, build_personalization, local_names, personalize
+from fedray.personalization.adapter import PERSONAL
 from fedray.personalization.client import PersonalParts
 from fedray.privacy import with_privacy
 from fedray.privacy.dpsgd import account
@@ -103,7 +104,9 @@ class ClientActor:
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
         self.task = build_task(info, cfg)
-        self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
+        self.model = build_model(cfg.model, info, cfg.seed)
+        personalize(cfg, self.model)  # a personal LoRA adapter, where the run has one
+        self.model = self.model.to(self.device)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         local = local_names(cfg, self.model)
@@ -114,7 +117,8 @@ class ClientActor:
         self.adapters = None
         if cfg.model.peft is not None:
             self.layout = lora_layout(self.spec, cfg.model.peft)
-            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
+            keep = (PERSONAL,) if self.personal.method is not None and self.personal.method.extend else ()
+            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values(), keep)
             self.merged = FoldedMerges()
         codecs = build_codecs(cfg)
         terms = client_terms(cfg, info.task) + watermark_terms(cfg)

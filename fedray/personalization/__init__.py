@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedray.personalization import ditto, fedbn, fedper, fedrep, finetune  # noqa: F401 - registers them
+from fedray.personalization import adapter, ditto, fedbn, fedper, fedrep, finetune  # noqa: F401 - registers them
 from fedray.personalization.base import PERSONALIZATIONS, Fit, Personalization
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fedray.types import ParamSpec
 
 __all__ = ["PERSONALIZATIONS", "Fit", "Personalization", "build_personalization", "local_names",
-           "shared_spec", "trains_alone"]
+           "personalize", "shared_spec", "trains_alone"]
 
 
 def trains_alone(cfg: "RunConfig") -> bool:
@@ -33,6 +33,14 @@ def build_personalization(cfg: "RunConfig") -> Personalization | None:
     if trains_alone(cfg):
         return Personalization("local", local=_everything)
     return None
+
+
+def personalize(cfg: "RunConfig", model) -> None:
+    """Add the method's own modules to a freshly built model (the personal LoRA adapter);
+    every process that builds the run's model calls it, right after `build_model`."""
+    method = build_personalization(cfg)
+    if method is not None and method.extend is not None:
+        method.extend(model, cfg)
 
 
 def local_names(cfg: "RunConfig", model) -> frozenset[str]:

@@ -46,6 +46,12 @@ class Personalization:
     (a {name: array} of every travelling tensor) after the shared fit."""
     before_evaluation: Callable[..., None] | None = None
     """`before_evaluation(model, fit)`: adapt a copy of the global model in place."""
+    extend: Callable[[Any, Any], None] | None = None
+    """`extend(model, cfg)`: add the personal part's own modules to a freshly built model,
+    the same on every process that builds it (the personal LoRA adapter)."""
+    on_lora: bool = False
+    """Whether the method works on a LoRA run (`model.peft`); the others personalise
+    the whole model."""
     problems: Callable[[Any], list[str]] = lambda cfg: []
     """Config problems of this method in a run (`RunConfig` -> messages naming keys)."""
     layer_problems: Callable[[Sequence[str]], list[str]] = lambda names: []
