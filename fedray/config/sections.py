@@ -488,7 +488,8 @@ class ClientsConfig:
     personalization: Optional[ComponentConfig] = None
     """The part of the model that is each client's own (`fedray.personalization`):
     `finetune` (args `steps`, `lr`), `fedper` (`patterns`), `fedrep` (`patterns`,
-    `head_epochs`), `ditto` (`lam`, `epochs`), `fedbn`, or a dotted path. The personal
+    `head_epochs`), `ditto` (`lam`, `epochs`), `fedbn`, `personal_adapter` (LoRA
+    runs: a second, personal adapter beside the shared one), or a dotted path. The personal
     part is client state: kept in the client store, never sent, never in a server
     checkpoint. null: none."""
     state_dir: Optional[str] = None

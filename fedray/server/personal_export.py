@@ -12,6 +12,12 @@ safetensors keyed by parameter name:
   FedRep's head, FedBN's norm layers, Ditto's or a local client's whole model);
 - `client_N/model.safetensors`: the global model with them in place: client N's own
   model, loadable with `model.load_state_dict(safetensors.torch.load_file(...))`.
+
+A LoRA run with `personal_adapter` exports as `fedray export` does (`base/`, the shared
+`adapter/`) and client N's personal adapter in PEFT format, `client_N/personal/`:
+`PeftModel.from_pretrained(base, out/"adapter")`, then
+`model.load_adapter(out/"client_N"/"personal", adapter_name="personal")` and
+`model.base_model.set_adapter(["default", "personal"])` is client N's model.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ def export_client(run_dir: str | Path, out: str | Path, client_id: int,
         raise ValueError(f"client {client_id} of {run_dir} keeps no personal tensors "
                          f"(clients.personalization {cfg.clients.personalization.name!r} makes its personal "
                          "model at evaluation time)")
+    if cfg.model.peft is not None:
+        return _export_adapter(run_dir, out, client_id, cfg, state.params, personal, allow_code)
     server_model = _server_model(cfg, state.params)
     shared = {n: t.detach().contiguous() for n, t in server_model.state_dict().items()}
     own = {**shared, **{n: _tensor(a) for n, a in personal.items()}}
@@ -79,6 +87,34 @@ def export_client(run_dir: str | Path, out: str | Path, client_id: int,
     save_file({n: _tensor(a) for n, a in personal.items()}, str(paths["personal"]), metadata=meta)
     save_file(own, str(paths["client_model"]), metadata=meta)
     return paths
+
+
+def _export_adapter(run_dir: Path, out: Path, client_id: int, cfg, params, personal: dict,
+                    allow_code: Sequence[str]) -> dict[str, Path]:
+    """A LoRA run: the shared export (`base/`, `adapter/`) and client N's personal adapter
+    in PEFT format (`client_N/personal/`), its base `base` relative to the export folder."""
+    import torch
+
+    from fedray.data.text import text_info
+    from fedray.data.tokenize import TOKENIZERS
+    from fedray.models.build import build_model
+    from fedray.models.flat import travelling
+    from fedray.personalization import personalize
+    from fedray.personalization.adapter import PERSONAL
+    from fedray.server.export import export_adapter
+
+    paths = export_adapter(run_dir, out, allow_code=allow_code)
+    info = text_info(cfg.data.seq_len, TOKENIZERS.build(cfg.data.tokenizer, cfg.model).vocab_size)
+    model = build_model(cfg.model, info, cfg.seed)
+    personalize(cfg, model)
+    tensors = travelling(model)
+    with torch.no_grad():
+        for name, array in personal.items():
+            tensors[name].copy_(_tensor(array))
+    model.peft_config[PERSONAL].base_model_name_or_path = "base"
+    folder = out / f"client_{client_id}"
+    model.save_pretrained(folder, selected_adapters=[PERSONAL])
+    return {**paths, "personal_adapter": folder / PERSONAL}
 
 
 def _server_model(cfg, params):

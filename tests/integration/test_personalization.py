@@ -1,6 +1,7 @@
 """Personalisation on a real local Ray: the personal part stays with its client, and resumes."""
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from safetensors.torch import load_file
@@ -83,3 +84,35 @@ def test_local_sends_nothing_and_dittos_personal_model_is_not_uploaded(ray_clust
     states = kept_states(ditto["run_dir"], cfg)
     assert all(sorted(s.personal) == ["0.bias", "0.weight", "2.bias", "2.weight"] for s in states.values())
     assert private_arrays_in_checkpoint(ditto["run_dir"], states) == []
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_personal_lora_adapter_stays_home_and_exports_for_peft(ray_cluster, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from fedray.cli.main import main
+    from tests.integration.test_lora import lora_config
+
+    cfg = lora_config(tmp_path, "clients.personalization={name: personal_adapter}", "server.rounds=2",
+                      "data.client_test_fraction=0.2", "server.evaluation={where: both}")
+    summary = run_quiet(cfg)
+    assert summary["status"] == "completed"
+    run_dir = summary["run_dir"]
+    states = kept_states(run_dir, cfg)
+    assert all(s.personal and all(".personal." in n for n in s.personal) for s in states.values())
+    shared = load_checkpoint(latest_checkpoint(f"{run_dir}/checkpoints")).params.size  # the shared adapter only
+    assert shared == sum(a.size for a in states[0].personal.values())  # same rank and targets as the personal one
+    rows = table(run_dir, "metrics")
+    assert [r["bytes_up"] for r in rows] == [4 * shared * len(r["clients"]) for r in rows]
+    assert private_arrays_in_checkpoint(run_dir, states) == []
+    assert {r["model"] for r in table(run_dir, "evaluation")} == {"global", "personal"}
+
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--out", str(out), "--client", "1"]) == 0
+    base = AutoModelForCausalLM.from_pretrained(out / "base", local_files_only=True)
+    model = PeftModel.from_pretrained(base, out / "adapter")
+    model.load_adapter(out / "client_1" / "personal", adapter_name="personal")
+    loaded = dict(model.named_parameters())
+    for name, array in states[1].personal.items():
+        np.testing.assert_array_equal(loaded[name].detach().numpy(), array)

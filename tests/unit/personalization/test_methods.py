@@ -174,5 +174,5 @@ def test_bad_arguments_name_the_method(name, args, match):
 
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"clients.personalization: Unknown personalization 'fedpr'; choose one "
-                                         r"of \['ditto', 'fedbn', 'fedper', 'fedrep', 'finetune'\]"):
+                                         r"of \['ditto', 'fedbn', 'fedper', 'fedrep', 'finetune', 'personal_adapter'\]"):
         build_personalization(cfg_with("clients.personalization={name: fedpr}"))

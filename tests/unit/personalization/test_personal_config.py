@@ -45,6 +45,17 @@ def test_personalisation_of_a_lora_run_is_refused(tmp_path):
                             "but model.peft trains LoRA adapters") for p in component_problems(cfg))
 
 
+def test_a_personal_adapter_needs_a_lora_run_with_one_rank(tmp_path):
+    plain = component_problems(cfg_with(tmp_path, "clients.personalization={name: personal_adapter}"))
+    assert plain == ["clients.personalization: personal_adapter needs a LoRA run (model.peft), but model.name=mlp "
+                     "trains its whole model; use fedper, fedrep, ditto or fedbn"]
+    cfg = load_config(None, [f"output_dir={tmp_path}", "model.name=hf_causal_lm",
+                             "model.peft={r: 4, aggregation: stack}", "clients.personalization={name: personal_adapter}",
+                             "data.dataset=shakespeare"])
+    assert "clients.personalization: personal_adapter needs model.peft.aggregation other than stack (stack folds " \
+           "the shared adapter into the base each round)" in component_problems(cfg)
+
+
 def test_fedrep_refuses_dp_sgd(tmp_path):
     cfg = cfg_with(tmp_path, "clients.personalization={name: fedrep, args: {patterns: ['2']}}",
                    "train.dp={noise_multiplier: 1.0}")
