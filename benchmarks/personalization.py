@@ -1,6 +1,7 @@
 """Personalisation on digits: what federation buys, and what a personal part adds.
 
     python benchmarks/personalization.py [--seeds 0 1 2] [--rounds 15]
+    python benchmarks/personalization.py --lora --seeds 0
 
 20 clients with Dirichlet alpha = 0.1 label skew, 10 per round, 1 local epoch of
 SGD (lr 0.05, momentum 0.5), an MLP with one hidden layer of 64; each client holds
@@ -61,6 +62,38 @@ def one_run(overrides: list[str], seed: int, warm) -> dict:
         return {c: last.get(c) for c in COLUMNS}
 
 
+LORA = ["server.rounds=5", "server.clients_per_round=8", "train.local_steps=10", "data.client_test_fraction=0.2",
+        "server.evaluation={where: clients, every: 1000}", "server.checkpoint_every=0", "ray.num_cpus=2"]
+"""configs/lora_tiny.yaml, shortened for a loaded 2-core machine: 5 rounds of 8 of the 16
+roles, 10 local steps; every role evaluates after the last round on its held-out 20 %."""
+
+
+def lora(seed: int) -> dict:
+    """Per-role held-out perplexity of the shared adapter alone and with a personal adapter:
+    {variant: {model: (weighted mean, worst-10 % mean)}} (worst: the highest perplexities)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    out = {}
+    for variant, extra in (("shared", []), ("shared + personal", ["clients.personalization={name: personal_adapter}"])):
+        with tempfile.TemporaryDirectory() as folder:
+            cfg = load_config(str(HERE.parent / "configs" / "lora_tiny.yaml"),
+                              [*LORA, *extra, f"seed={seed}", f"output_dir={folder}", "name=bench"])
+            summary = run(prepare(cfg), console=lambda line: None)
+            rows = pq.read_table(Path(summary["run_dir"]) / "evaluation.parquet").to_pylist()
+        last = max(r["round"] for r in rows)
+        out[variant] = {}
+        for model in sorted({r["model"] for r in rows}):
+            mine = [r for r in rows if r["round"] == last and r["model"] == model]
+            ppl = np.array([r["perplexity"] for r in mine])
+            weights = np.array([r["examples"] for r in mine], dtype=float)
+            tail = max(1, int(np.ceil(0.1 * len(ppl))))
+            out[variant][model] = (float((ppl * weights).sum() / weights.sum()), float(np.sort(ppl)[-tail:].mean()),
+                                   len(ppl))
+        print(variant, out[variant], flush=True)
+    return out
+
+
 def main() -> None:
     import ray
 
@@ -70,7 +103,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--lora", action="store_true", help="the Shakespeare-roles LoRA comparison instead")
     args = parser.parse_args()
+    if args.lora:
+        results = {seed: lora(seed) for seed in args.seeds}
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "personalization-lora.json").write_text(json.dumps(results, indent=1))
+        return
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              _system_config={"preload_python_modules": list(PRELOAD)})
     warm, results, began = WarmActors(), {}, time.time()
