@@ -131,6 +131,10 @@ def command(args: argparse.Namespace) -> int:
     cfg = unlearned_config(source, forget, list(args.overrides))
     started = time.perf_counter()
     prepared = prepare(cfg, source.config_path)
+    if not len(prepared.dataset.test_rows):  # a clients-only run (server.evaluation.where: clients)
+        raise ConfigError([f"{args.run_dir}: the run has no server split (data.test_fraction=0), and fedray unlearn "
+                           "compares the model before and after on it (a run without one cannot be unlearned yet)"],
+                          CLI)
     result = METHODS[args.method](source, forget, prepared, args)
     wall_s = time.perf_counter() - started
 

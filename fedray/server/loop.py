@@ -1,7 +1,8 @@
 """One synchronous federated round, top to bottom.
 
 select -> broadcast -> train -> collect -> admit -> validate -> aggregate ->
-apply -> evaluate -> commit -> evaluate on the clients (`fedray.server.federated_eval`). The round is a function of explicit data: the run's
+apply -> evaluate -> commit -> evaluate on the clients (`fedray.server.federated_eval`).
+The round is a function of explicit data: the run's
 `RoundContext` (config, selector, simulation, exchange, evaluation), the
 `Algorithm` (objective terms, client chain, aggregator, server chain), the
 `ServerState` it updates, and the `Transport` that reaches the clients (Ray's,
