@@ -48,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="YAML config file")
     validate.add_argument("overrides", nargs="*", help="key=value overrides")
 
-    export = sub.add_parser("export", help="write a LoRA run's global adapter in PEFT format")
+    export = sub.add_parser("export", help="write a LoRA run's global adapter in PEFT format, or with "
+                                           "--client N a personalised run's model and client N's personal part")
     export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--merged", action="store_true", help="also write the merged model")
+    export.add_argument("--client", type=int, default=None, metavar="N",
+                        help="a personalised run: write the global model and client N's personal tensors "
+                             "(read from its client store) as safetensors")
     add_allow_code(export)
 
     submit = sub.add_parser("submit", help="run a config as a Ray job on a cluster")
@@ -252,9 +256,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from fedray.server.export import export_run
+    from fedray.server.personal_export import export_client
 
     try:
-        paths = export_run(args.run_dir, args.out, merged=args.merged, allow_code=args.allow_code)
+        if args.client is not None:
+            paths = export_client(args.run_dir, args.out, args.client, allow_code=args.allow_code)
+        else:
+            paths = export_run(args.run_dir, args.out, merged=args.merged, allow_code=args.allow_code)
     except (ValueError, OSError) as err:
         print(f"fedray export: {err}", file=sys.stderr)
         return EXIT_USAGE

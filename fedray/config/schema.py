@@ -85,7 +85,8 @@ class ServerConfig:
     (dropped, or in `async` mode dropped as timed out). null: no deadline."""
     strategy: ComponentConfig = component("fedavg")
     """The named algorithm: `fedavg`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`,
-    `fedprox`, `scaffold`, or a dotted path; its hyper-parameters in `args`."""
+    `fedprox`, `scaffold`, `local` (no federation: each client trains its own model,
+    nothing travels), or a dotted path; its hyper-parameters in `args`."""
     aggregator: ComponentConfig = component("weighted_mean")
     """How the round's updates are combined: `weighted_mean`, `median`, `trimmed_mean`,
     `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""

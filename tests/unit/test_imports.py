@@ -20,6 +20,7 @@ LAYERS = [
     ["privacy"],
     ["cluster"],
     ["foundation", "lifecycle"],
+    ["personalization"],
     ["client"],
     ["transport"],
     ["server"],
