@@ -125,3 +125,22 @@ def test_forgetting_clients_deletes_their_states_from_every_file_and_keeps_the_o
             else:
                 assert digest(store.committed(cid, ref)) == ref.digest
     assert forget_clients(str(tmp_path), CODEC, {3}) == (0, 0)  # nothing of it is left
+
+
+def test_a_personal_part_commits_with_the_state_and_restores_on_a_fresh_actor(tmp_path):
+    """Personalisation's tensors (FedPer's head) are client state: committed only when the
+    update was aggregated, read back bit-identically by a restarted actor."""
+    rng = np.random.default_rng(7)
+    head = {"2.weight": rng.normal(size=(10, 16)).astype(np.float32), "2.bias": rng.normal(size=10).astype(np.float32)}
+    client = states(tmp_path)
+    before = kept(0)
+    mine = before._replace(personal=head)
+    client.stage(2, 11, mine, before)
+    client.stage(4, 12, kept(4)._replace(personal={"2.bias": np.zeros(10, np.float32)}), kept(4))
+    refs = client.commit(1, committed={2: 11}, spent={}, keep={})  # 4's update was not aggregated
+    assert set(refs) == {2}
+    state, _ = states(tmp_path).get(2, refs[2], lambda: pytest.fail("not lost"))
+    assert sorted(state.personal) == ["2.bias", "2.weight"]
+    for name, array in head.items():
+        np.testing.assert_array_equal(np.asarray(state.personal[name]), array)
+    assert digest(state) == digest(mine)
