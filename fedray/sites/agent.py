@@ -95,7 +95,7 @@ class SiteAgent:
             replies = self.transport.stage(messages, timeout_s)
             yield "stage", (replies.replies, replies.dropped)
         elif kind == "commit":
-            self._own({c for part in request[1:] for c in part})
+            self._own({c for part in request[1:4] for c in part})  # then the rounds to retain
             yield "commit", self.transport.commit(*request)
         else:
             raise Refused(f"unknown request kind {kind!r}")

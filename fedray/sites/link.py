@@ -94,8 +94,9 @@ class SiteLink:
         limit = self.fed.call_timeout_s if timeout_s is None else timeout_s + _GRACE_S
         return tuple(self._guarded("stage", server_round, (messages, timeout_s), limit))
 
-    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
-        return self._guarded("commit", server_round, (server_round, committed, spent, keep), self.fed.call_timeout_s)
+    def commit(self, server_round: int, committed: dict, spent: dict, keep: dict, retain: list | None = None) -> dict:
+        return self._guarded("commit", server_round, (server_round, committed, spent, keep, retain),
+                             self.fed.call_timeout_s)
 
     def close(self) -> None:
         if self._grpc is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -135,14 +135,17 @@ class GrpcTransport:
                 dropped.update({cid: f"site {link.site.name}: {err}" for cid, _ in by_site[link]})
         return StageReplies(dict(sorted(replies.items())), dropped)
 
-    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens) -> dict[ClientId, StateRef]:
-        """Every site hears the commit (its pending states are promoted or dropped); a site
-        that cannot be reached keeps its pending states out of date, and its clients are
-        found missing (`clients.state_lost`) when they next train, as with a lost actor."""
+    def commit(self, server_round: int, committed: Tokens, spent: Tokens, keep: Tokens,
+               retain: Collection[int] | None = None) -> dict[ClientId, StateRef]:
+        """Every site hears the commit (its pending states are promoted or dropped, its store
+        files of rounds not in `retain` deleted); a site that cannot be reached keeps its
+        pending states out of date, and its clients are found missing
+        (`clients.state_lost`) when they next train, as with a lost actor."""
         self._round = server_round
         parts = {link: tuple({c: t for c, t in part.items() if self.site_of[c] is link}
                              for part in (committed, spent, keep)) for link in self.links}
-        futures = [self._pool.submit(link.commit, server_round, *part) for link, part in parts.items()]
+        rounds = None if retain is None else sorted(retain)
+        futures = [self._pool.submit(link.commit, server_round, *part, rounds) for link, part in parts.items()]
         refs: dict[ClientId, StateRef] = {}
         for future in futures:
             try:
