@@ -18,6 +18,7 @@ from fedray.server.budget import MB, estimated_round_bytes
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 from fedray.server.export import global_model
 from tests.conftest import REPO
+from tests.helpers import assert_resumes_exactly
 
 QUIET = {"console": lambda line: None}
 
@@ -90,3 +91,9 @@ def test_the_budget_stops_the_run_after_the_last_round_that_fits(ray_cluster, tm
 
     with pytest.raises(Exception, match=r"server.budget_mb=0.0001 does not fit one round"):
         prepare(config(tmp_path / "small", "server.budget_mb=0.0001"))
+
+
+def test_a_stopped_instruction_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path, warm_actors):
+    """Ctrl-C after round 1, then --resume: the same metrics (generation scores included)
+    and adapters, byte for byte."""
+    assert_resumes_exactly(lambda folder: config(folder), tmp_path, warm_actors)
