@@ -22,7 +22,8 @@ class ChatTemplate(enum.Enum):
 @dataclasses.dataclass
 class InstructConfig:
     """Instruction rows (`data.dataset: instructions` or `reasoning_gym`): rendering,
-    response-only loss, and generation-based evaluation."""
+    response-only loss, and generation-based evaluation. Preference pairs
+    (`preferences`) are rendered with the same `template` and `system`."""
 
     template: ChatTemplate = ChatTemplate.auto
     """`auto` (the tokenizer's chat template, `plain` without one) or `plain`."""
