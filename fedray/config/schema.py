@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from fedray.config.errors import ConfigError
 from fedray.config.finetune import Objective, objective_problems  # noqa: F401
+from fedray.config.instruct import packing_problems
 from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
@@ -259,7 +260,7 @@ class RunConfig:
                                       for i, p in enumerate(self.clients.pinned))) if r.memory_gb == "auto"]
         if autos:
             out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
-        out += objective_problems(self)
+        out += objective_problems(self) + packing_problems(self)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
         out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,

@@ -93,7 +93,8 @@ def test_the_budget_stops_the_run_after_the_last_round_that_fits(ray_cluster, tm
         prepare(config(tmp_path / "small", "server.budget_mb=0.0001"))
 
 
-def test_a_stopped_instruction_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path, warm_actors):
-    """Ctrl-C after round 1, then --resume: the same metrics (generation scores included)
-    and adapters, byte for byte."""
-    assert_resumes_exactly(lambda folder: config(folder), tmp_path, warm_actors)
+def test_a_stopped_packed_instruction_run_resumes_to_the_uninterrupted_result(ray_cluster, tmp_path, warm_actors):
+    """Ctrl-C after round 1, then --resume, training on packed rows: the same metrics
+    (generation scores included) and adapters, byte for byte."""
+    assert_resumes_exactly(lambda folder: config(folder, "data.seq_len=128", "data.instruct.packing=true"),
+                           tmp_path, warm_actors)
