@@ -54,7 +54,7 @@ def write_pairs(folder: Path, sites: int, per_site: int, seed: int) -> Path:
 def overrides(pairs: Path, out: Path, args) -> list[str]:
     return [
         f"output_dir={out}", "name=dpo_arithmetic", "seed=0",
-        "data.dataset=preferences", f"data.path={pairs}", "data.partition=natural", "data.seq_len=16",
+        "data.dataset=preferences", f"data.path={pairs}", "data.partition=natural", "data.seq_len=48",
         "data.test_fraction=0.25", "data.tokenizer=model",
         "model.name=hf_causal_lm", f"model.path={GGUF}",
         "model.peft.r=8", "model.peft.alpha=16", "model.peft.target_modules=[q_proj,v_proj]",

@@ -186,10 +186,11 @@ def stop_after_round_1(line):
         raise KeyboardInterrupt
 
 
-def assert_resumes_exactly(make_config, root, warm=None):
-    """Run `make_config(folder)` uninterrupted, and again stopped by Ctrl-C after round 1
-    then resumed: the same metrics (timings aside) and the same trained parameters, byte
-    for byte. The config must checkpoint every round; `warm`: the `warm_actors` fixture."""
+def assert_resumes_exactly(make_config, root, warm=None, reference=None):
+    """Run `make_config(folder)` uninterrupted (or take `reference`, the summary of such a
+    run), and again stopped by Ctrl-C after round 1 then resumed: the same metrics
+    (timings aside) and the same trained parameters, byte for byte. The config must
+    checkpoint every round; `warm`: the `warm_actors` fixture."""
     import pytest
 
     from fedray.launcher import prepare, run
@@ -198,7 +199,8 @@ def assert_resumes_exactly(make_config, root, warm=None):
     def quiet(line):
         pass
 
-    reference = run(prepare(make_config(root / "ref")), console=quiet, warm=warm)
+    if reference is None:
+        reference = run(prepare(make_config(root / "ref")), console=quiet, warm=warm)
     cfg = make_config(root / "stopped")
     with pytest.raises(KeyboardInterrupt):
         run(prepare(cfg), console=stop_after_round_1, warm=warm)
