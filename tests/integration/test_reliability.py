@@ -193,12 +193,12 @@ def test_run_stops_with_its_checkpoint_when_retries_run_out(ray_cluster, tmp_pat
 
 @pytest.mark.slow
 def test_chaos_killing_client_actors_in_most_rounds(ray_cluster, tmp_path):
-    """20 rounds, ten single-client actors; most rounds a random actor is killed mid-round."""
+    """10 rounds, ten single-client actors; most rounds a random actor is killed mid-round."""
     import ray
 
     common = ["clients.num_clients=10", "clients.placement=actor_per_client",
               "clients.resources.num_cpus=0.2", "server.clients_per_round=10",
-              "server.rounds=20", "server.min_clients=3", "clients.max_restarts=-1",
+              "server.rounds=10", "server.min_clients=3", "clients.max_restarts=-1",
               "data.partition=dirichlet", "train.local_epochs=2", "train.momentum=0.5"]
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -224,10 +224,11 @@ def test_chaos_killing_client_actors_in_most_rounds(ray_cluster, tmp_path):
         stop.set()
     kills = sum(thread.killed for thread, _ in watchers)
     rows = metrics(chaos["run_dir"])
-    assert chaos["status"] == "completed" and len(rows) == 20
-    # 0.8 of 19 rounds pick a victim; one still restarting from an earlier kill (it re-imports
-    # torch, seconds) takes no part in the round, so it is not killed again
-    assert len(watchers) >= 12 and kills >= 3
+    assert chaos["status"] == "completed" and len(rows) == 10
+    # 0.8 of rounds 2-10 pick a victim (this seed: six, five distinct actors); one still
+    # restarting from an earlier kill (it re-imports torch, seconds) takes no part in the
+    # round, so it is not killed again
+    assert len(watchers) >= 5 and kills >= 3
     # a call lost to a restart is sent again once the server's own handle sees the actor
     # back (a second loss is a failure): every kill, landing mid-round, shows up as one or the other
     log = (tmp_path / "chaos" / "test" / "log.txt").read_text()
