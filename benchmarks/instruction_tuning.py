@@ -107,7 +107,15 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "instruction_tuning.json"
     saved = json.loads(out.read_text()) if out.is_file() else {"results": {}}  # earlier variants are kept
     results = {}
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-start wait
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001  (Ray raises a bare Exception here)
+            print(f"ray.init attempt {attempt + 1} failed: {err}", flush=True)
+            ray.shutdown()
+    else:
+        raise SystemExit("could not start a local Ray")
     try:
         for name in args.variants.split(","):
             if name == "local":
