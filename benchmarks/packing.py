@@ -2,7 +2,9 @@
 epoch and the share of real (non-PAD) tokens, padded vs packed, per client, with
 SmolLM2's tokenizer and chat template; and the seconds of one local epoch of a small
 llama (random weights, the example's vocabulary and seq_len) on client 0's shard, padded
-vs packed, with the loss of both (the same, by the parity test, up to batch order).
+vs packed, with its steps and mean training loss (not comparable: a packed epoch takes
+fewer steps of the same `train.batch_size` rows; the parity test is where a packed batch's
+loss is checked against the padded one's).
 
     python benchmarks/packing.py [key=value ...]
 
