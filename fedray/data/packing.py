@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-PAD = -1
+from fedray.data.text import PAD
 
 
 @dataclasses.dataclass(frozen=True)
