@@ -54,7 +54,7 @@ def write_pairs(folder: Path, sites: int, per_site: int, seed: int) -> Path:
 def overrides(pairs: Path, out: Path, args) -> list[str]:
     return [
         f"output_dir={out}", "name=dpo_arithmetic", "seed=0",
-        "data.dataset=preferences", f"data.path={pairs}", "data.partition=natural", "data.seq_len=16",
+        "data.dataset=preferences", f"data.path={pairs}", "data.partition=natural", "data.seq_len=48",
         "data.test_fraction=0.25", "data.tokenizer=model",
         "model.name=hf_causal_lm", f"model.path={GGUF}",
         "model.peft.r=8", "model.peft.alpha=16", "model.peft.target_modules=[q_proj,v_proj]",
@@ -95,6 +95,26 @@ def local_only(prepared, steps: int) -> list[dict]:
     return out
 
 
+def only_local(args) -> None:
+    """The base model and every site trained alone for rounds x local_steps steps."""
+    from fedray.config import load_config
+    from fedray.launcher import prepare
+    from fedray.models.build import build_model
+
+    work = Path(tempfile.mkdtemp(prefix="dpo_arithmetic-local-"))
+    pairs = write_pairs(work / "pairs", args.sites, args.per_site, seed=0)
+    prepared = prepare(load_config(None, overrides(pairs, work / "runs", args)))
+    before = held_out(prepared, build_model(prepared.cfg.model, prepared.dataset.info, prepared.cfg.seed))
+    alone = local_only(prepared, args.rounds * args.local_steps)
+    mean_alone = {k: sum(r[k] for r in alone) / len(alone) for k in before}
+    result = {"settings": vars(args), "held_out_pairs": prepared.dataset.test.num_rows, "before": before,
+              "local_only": alone, "local_only_mean": mean_alone}
+    target = REPO / "benchmarks" / "results" / "dpo_arithmetic_local.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sites", type=int, default=4)
@@ -103,8 +123,13 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--only-local", action="store_true",
+                        help="skip the FedAvg run: the base and local-only figures alone "
+                             "(results/dpo_arithmetic_local.json), e.g. beside a FedAvg run going on")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
+    if args.only_local:
+        return only_local(args)
 
     import pyarrow.parquet as pq
 

@@ -7,7 +7,9 @@ One local Ray, the example's config and seed for every variant:
   base     the model as shipped: one round at lr 1e-12 (LoRA's B starts at zero, so the
            adapter changes nothing) and its evaluation;
   local    each family's client alone (num_clients 1, that family's data only), for
-           the same rounds and local steps as the federated runs: local-only training;
+           the same rounds and local steps as the federated runs: local-only training,
+           computed as one single-client run per client (not a `local` strategy), scored
+           on as many of its family's held-out prompts as the federated runs use;
   fedavg   the example as it is (8 clients, one family each);
   fedprox  the same with FedProx (mu 0.01).
 Accuracy is the mean verifier score of the greedily generated answers to the same
@@ -67,12 +69,15 @@ def local_only(overrides: list[str], output_dir: Path) -> dict:
     """Each family trained by its client alone; the per-family accuracies of those runs."""
     from fedray.config import load_config
 
-    families = load_config(CONFIG).data.reasoning_gym.tasks
+    federated = load_config(CONFIG, overrides)
+    families = federated.data.reasoning_gym.tasks
+    per_family = max(1, federated.data.instruct.eval_examples // len(families))  # as many prompts as FedAvg's
     per_task, runs = {}, {}
     for family in families:
         runs[family] = one_run(f"local-{family}", [
-            f"data.reasoning_gym.tasks=[{family}]", "clients.num_clients=1", "clients.pool_size=1",
-            "server.clients_per_round=1", "server.budget_mb=null", *overrides], output_dir)
+            *overrides, f"data.reasoning_gym.tasks=[{family}]", "clients.num_clients=1", "clients.pool_size=1",
+            "server.clients_per_round=1", "server.budget_mb=null", f"data.instruct.eval_examples={per_family}"],
+            output_dir)
         per_task[family] = runs[family]["per_task"][family]
     return {"accuracy": statistics.mean(per_task.values()), "per_task": per_task,
             "median_round_s": statistics.median(r["median_round_s"] for r in runs.values()),
@@ -102,13 +107,21 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "instruction_tuning.json"
     saved = json.loads(out.read_text()) if out.is_file() else {"results": {}}  # earlier variants are kept
     results = {}
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-start wait
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001  (Ray raises a bare Exception here)
+            print(f"ray.init attempt {attempt + 1} failed: {err}", flush=True)
+            ray.shutdown()
+    else:
+        raise SystemExit("could not start a local Ray")
     try:
         for name in args.variants.split(","):
             if name == "local":
                 results[name] = local_only(args.overrides, args.output_dir)
             else:
-                results[name] = one_run(name, VARIANTS[name] + args.overrides, args.output_dir)
+                results[name] = one_run(name, args.overrides + VARIANTS[name], args.output_dir)
             saved["results"][name] = {**results[name], "uptime": load, "overrides": args.overrides}
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(saved, indent=2))

@@ -179,3 +179,45 @@ def private_arrays_in_checkpoint(run_dir, states) -> list[str]:
     path = latest_checkpoint(f"{run_dir}/checkpoints")
     tensors = load(open(path, "rb").read())
     return [name for name, t in tensors.items() if next(arrays(t), None) in private]
+
+
+def stop_after_round_1(line):
+    """A console hook: Ctrl-C (what it raises in the driver) once round 1 is reported."""
+    if line.startswith("round 1/"):
+        raise KeyboardInterrupt
+
+
+def assert_resumes_exactly(make_config, root, warm=None, reference=None):
+    """Run `make_config(folder)` uninterrupted (or take `reference`, the summary of such a
+    run), and again stopped by Ctrl-C after round 1 then resumed: the same metrics
+    (timings aside) and the same trained parameters, byte for byte. The config must
+    checkpoint every round; `warm`: the `warm_actors` fixture."""
+    import pytest
+
+    from fedray.launcher import prepare, run
+    from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
+
+    def quiet(line):
+        pass
+
+    if reference is None:
+        reference = run(prepare(make_config(root / "ref")), console=quiet, warm=warm)
+    cfg = make_config(root / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        run(prepare(cfg), console=stop_after_round_1, warm=warm)
+    run_dir = cfg.output_dir + "/" + cfg.name
+    assert len(pq_rows(run_dir)) == 1
+    resumed = run(prepare(cfg), console=quiet, resume=run_dir, warm=warm)
+    assert resumed["status"] == reference["status"] == "completed"
+    assert untimed(pq_rows(run_dir)) == untimed(pq_rows(reference["run_dir"]))
+    ours, theirs = (load_checkpoint(latest_checkpoint(f"{d}/checkpoints")) for d in (run_dir, reference["run_dir"]))
+    assert ours.server_round == theirs.server_round == cfg.server.rounds
+    assert ours.params.tobytes() == theirs.params.tobytes()
+    return reference
+
+
+def pq_rows(run_dir):
+    """metrics.parquet's rows."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()

@@ -22,7 +22,8 @@ class ChatTemplate(enum.Enum):
 @dataclasses.dataclass
 class InstructConfig:
     """Instruction rows (`data.dataset: instructions` or `reasoning_gym`): rendering,
-    response-only loss, and generation-based evaluation."""
+    response-only loss, and generation-based evaluation. Preference pairs
+    (`preferences`) are rendered with the same `template` and `system`."""
 
     template: ChatTemplate = ChatTemplate.auto
     """`auto` (the tokenizer's chat template, `plain` without one) or `plain`."""
@@ -35,6 +36,13 @@ class InstructConfig:
     0 turns generation off (eval_accuracy is then next-token accuracy)."""
     eval_batch_size: int = 16
     """Prompts decoded together (left-padded, KV cache)."""
+    packing: bool = False
+    """Train on packed rows: conversations one after another in rows of
+    `data.seq_len`, each with position ids from 0 and attention kept inside it (a
+    block-diagonal causal mask), so a batch holds fewer PAD tokens; `train.batch_size`
+    then counts packed rows. The loss stays response-only; evaluation is unpacked.
+    For models whose transformers implementation derives its mask from position ids
+    (llama, qwen2, mistral, ...); not with `train.dp` (a row is no longer one example)."""
 
     def errors(self) -> list[str]:
         out = []
@@ -75,3 +83,23 @@ class ReasoningGymConfig:
         if len(set(names)) != len(names):
             out.append(f"data.reasoning_gym.tasks names a family twice: {list(self.tasks)}")
         return out
+
+
+INSTRUCTION_DATASETS = ("instructions", "reasoning_gym")
+
+
+def packing_problems(cfg) -> list[str]:
+    """`data.instruct.packing` against the rest of the run (`cfg`: a RunConfig)."""
+    if not cfg.data.instruct.packing:
+        return []
+    out = []
+    if cfg.data.dataset not in INSTRUCTION_DATASETS:
+        out.append(f"data.instruct.packing packs conversations: it needs data.dataset in "
+                   f"{list(INSTRUCTION_DATASETS)}, got {cfg.data.dataset}")
+    if cfg.model.name != "hf_causal_lm":
+        out.append(f"data.instruct.packing needs model.name=hf_causal_lm (position ids mark the conversations), "
+                   f"got {cfg.model.name}")
+    if cfg.train.dp is not None:
+        out.append("data.instruct.packing cannot be combined with train.dp: a packed row holds several "
+                   "conversations, so clipping per row would not bound one example's influence")
+    return out

@@ -16,6 +16,7 @@ from fedray.config.errors import ConfigError
 from fedray.config.evaluation import EvalWhere, EvaluationConfig, evaluation_problems  # noqa: F401  (re-exported)
 from fedray.config.finetune import Objective, objective_problems  # noqa: F401
 from fedray.config.federation import FederationConfig, FederationSite, TlsConfig  # noqa: F401
+from fedray.config.instruct import packing_problems
 from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
@@ -268,7 +269,7 @@ class RunConfig:
                                       for i, p in enumerate(self.clients.pinned))) if r.memory_gb == "auto"]
         if autos:
             out.append(f"memory_gb: auto is measured for clients.resources only; give a number for {autos}")
-        out += objective_problems(self)
+        out += objective_problems(self) + packing_problems(self)
         out += evaluation_problems(self.server.evaluation, self.data.test_fraction, self.data.client_test_fraction,
                                    False, self.server.mode.value, self.server.contribution.name)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":

@@ -28,6 +28,7 @@ from fedray.data.granular.segment import NODE_FEATURES
 from fedray.data.shards import ClientShards
 from fedray.data.split import deal, split_rows, take_public
 from fedray.data.instructions import Conversations, encode_conversations
+from fedray.data.chat import ChatFormat
 from fedray.data.preferences import PreferenceTexts, tokenize_pairs
 from fedray.data.text import TextCorpus, pack, select_owners
 
@@ -58,7 +59,8 @@ class DataSource:
         if isinstance(data, PerClientData):
             data = data.for_clients(self.num_clients, self.seed)
         if isinstance(data, PreferenceTexts):
-            return tokenize_pairs(data, self._tokenizer(), cfg.seq_len)
+            fmt = ChatFormat.for_tokenizer(self._tokenizer(), cfg.instruct.template.value, cfg.instruct.system)
+            return tokenize_pairs(data, fmt, cfg.seq_len)
         if not isinstance(data, (ArrayDataset, TextCorpus, Conversations)):
             raise ValueError(f"data.dataset={cfg.dataset!r} returned a {type(data).__name__}, expected an "
                              "ArrayDataset, a TextCorpus or Conversations (fedray.data.datasets, .text, "

@@ -2,8 +2,10 @@
 
 `data.path` is one .jsonl file (one owner) or a folder of them (one owner each, a
 natural partition). Each pair becomes two token rows of `data.seq_len`, prompt then
-completion (`render`), and the prompt's length, from which the task masks the prompt
-out: only completion tokens are scored.
+completion, and the prompt's length, from which the task masks the prompt out: only
+completion tokens are scored. A pair is the conversation (user: prompt, assistant:
+completion) rendered by `fedray.data.chat.ChatFormat` with `data.instruct`'s template,
+exactly as instruction tuning renders it, so DPO after SFT sees the same layout.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import pyarrow as pa
 
 from fedray.config.schema import DataConfig
 from fedray.data.arrow import _rows, _rows_column, _values
+from fedray.data.chat import ChatFormat
 from fedray.data.datasets import DATASETS, DataIndex, DataInfo
 from fedray.data.text import PAD
-from fedray.data.tokenize import Tokenizer
 
 FIELDS = ("prompt", "chosen", "rejected")
 
@@ -72,21 +74,22 @@ def pair_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _rows(table, "chosen"), _rows(table, "rejected"), _values(table, "prompt_len")
 
 
-def render(prompt: str, completion: str, tokenizer: Tokenizer) -> tuple[np.ndarray, int]:
-    """Token ids of prompt + completion + end of sequence, and the prompt's length: a
-    plain concatenation. (A chat template, where the model has one, goes here.)"""
-    prompt_ids, completion_ids = tokenizer.encode([prompt, completion])
-    ids = np.concatenate([prompt_ids, completion_ids, [tokenizer.eos_id]]).astype(np.int32)
-    return ids, len(prompt_ids)
+def render(prompt: str, completion: str, fmt: ChatFormat) -> tuple[np.ndarray, int]:
+    """Token ids of the conversation (user: `prompt`, assistant: `completion`) and the
+    prompt's length: the prompt as the chat format renders it for generation, the
+    completion with the template's end-of-turn marker (plain layout: the end token)."""
+    prompt_ids, completion_ids = fmt.encode([{"role": "user", "content": prompt},
+                                             {"role": "assistant", "content": completion}])
+    return np.concatenate([prompt_ids, completion_ids]).astype(np.int32), len(prompt_ids)
 
 
-def tokenize_pairs(texts: PreferenceTexts, tokenizer: Tokenizer, seq_len: int) -> PreferencePairs:
+def tokenize_pairs(texts: PreferenceTexts, fmt: ChatFormat, seq_len: int) -> PreferencePairs:
     """Every pair as two PAD-filled rows of `seq_len`; a pair whose prompt leaves no room
     for a completion token is an error naming it (raise data.seq_len)."""
     chosen, rejected, prompt_len, owner = [], [], [], []
     for index, pairs in enumerate(texts.pairs):
         for number, (prompt, good, bad) in enumerate(pairs, start=1):
-            rows = [render(prompt, completion, tokenizer) for completion in (good, bad)]
+            rows = [render(prompt, completion, fmt) for completion in (good, bad)]
             start = rows[0][1]
             if start >= seq_len - 1:
                 raise ValueError(f"data.seq_len={seq_len}: the prompt of pair {number} of {texts.owners[index]} "
@@ -98,7 +101,7 @@ def tokenize_pairs(texts: PreferenceTexts, tokenizer: Tokenizer, seq_len: int) -
             prompt_len.append(start)
             owner.append(index)
     return PreferencePairs(np.stack(chosen), np.stack(rejected), np.asarray(prompt_len, np.int32),
-                           np.asarray(owner, np.int64), texts.owners, tokenizer.vocab_size)
+                           np.asarray(owner, np.int64), texts.owners, fmt.tokenizer.vocab_size)
 
 
 @DATASETS.register("preferences")

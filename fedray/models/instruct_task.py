@@ -6,6 +6,11 @@ Evaluation reports that loss (`loss`, `perplexity`, `token_accuracy`) and, for t
 first `data.instruct.eval_examples` held-out prompts, greedily generated answers
 scored by exact match or the task's verifier: `accuracy` is their mean, and
 `acc/<task>` the mean per task (owner: a file, a reasoning-gym family).
+
+With `data.instruct.packing`, training batches are packed rows
+(`fedray.data.packing`): a batch is `batch_size` packed rows, each holding several
+conversations with their own position ids. Evaluation and generation always use
+the padded rows, and `num_examples` counts conversations (what FedAvg weighs).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from fedray.data.arrow import matrix_values
+from fedray.data.packing import pack_rows
 from fedray.models.generate import greedy_generate
 from fedray.models.tasks import masked_lm_loss, masked_row_scores, perplexity
 
@@ -38,6 +44,8 @@ class InstructData:
     tasks: list[str]
     references: list[str]
     entries: list[str]
+    packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    """(ids, loss mask, position ids) of the conversations packed into rows, when packing."""
 
 
 def normalise(text: str) -> str:
@@ -58,8 +66,9 @@ def score_answer(answer: str, reference: str, entry: str) -> float:
 class InstructLM:
     """Response-only loss; accuracy of generated answers (see the module docstring)."""
 
-    def __init__(self, tokenizer: Any, max_new_tokens: int = 32, eval_examples: int = 64, eval_batch_size: int = 16):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Any, max_new_tokens: int = 32, eval_examples: int = 64, eval_batch_size: int = 16,
+                 packing: bool = False):
+        self.tokenizer, self.packing = tokenizer, packing
         self.max_new_tokens, self.eval_examples, self.eval_batch_size = max_new_tokens, eval_examples, eval_batch_size
 
     @classmethod
@@ -68,7 +77,7 @@ class InstructLM:
 
         ins = cfg.data.instruct
         return cls(TOKENIZERS.build(cfg.data.tokenizer, cfg.model), ins.max_new_tokens, ins.eval_examples,
-                   ins.eval_batch_size)
+                   ins.eval_batch_size, ins.packing)
 
     def prepare(self, table: pa.Table, device: torch.device) -> InstructData:
         ids = torch.tensor(matrix_values(table, "input_ids"), dtype=torch.long, device=device)
@@ -77,20 +86,25 @@ class InstructLM:
         host = ids.cpu().numpy()
         prompts = [host[i, :n].astype(np.int64) for i, n in enumerate(prompt_len)]
         strings = [table.column(k).to_pylist() for k in ("task", "reference", "entry")]
-        return InstructData(ids, mask, prompts, *strings)
+        packed = None
+        if self.packing:
+            rows = pack_rows(host, mask.cpu().numpy())
+            packed = tuple(torch.as_tensor(a, device=device) for a in (rows.ids, rows.loss_mask, rows.position_ids))
+        return InstructData(ids, mask, prompts, *strings, packed=packed)
 
     def num_examples(self, data: InstructData) -> int:
         return int(data.ids.shape[0])
 
     def batches(self, data: InstructData, batch_size: int, generator: torch.Generator):
-        order = torch.randperm(len(data.ids), generator=generator).to(data.ids.device)
+        rows = data.packed or (data.ids, data.loss_mask)
+        order = torch.randperm(len(rows[0]), generator=generator).to(data.ids.device)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            yield data.ids[idx], data.loss_mask[idx]
+            yield tuple(t[idx] for t in rows)
 
     def loss(self, model, batch) -> torch.Tensor:
-        ids, mask = batch
-        return masked_lm_loss(model, ids, mask)
+        """Padded rows (ids, mask) or packed ones (ids, mask, position ids)."""
+        return masked_lm_loss(model, *batch)
 
     def columns(self, data: InstructData) -> tuple[str, ...]:
         """The per-task accuracy columns evaluation reports (one per task in `data`)."""

@@ -140,11 +140,16 @@ class CausalLM:
         return masked_row_scores(model, data, data >= 0, batch_size)
 
 
-def masked_lm_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+def masked_lm_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor,
+                   position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token loss over the tokens where `loss_mask` is True (their prediction
     from the token before). Padding (id < 0) is never attended to; right padding keeps
-    every row's positions counting from 0."""
+    every row's positions counting from 0. With `position_ids` (packed rows,
+    `fedray.data.packing`) no 2D mask is passed: transformers reads each restart of the
+    positions as a sequence boundary and masks attention across it."""
     labels = ids.masked_fill(~loss_mask, -100)
+    if position_ids is not None:
+        return model(input_ids=ids.clamp_min(0), position_ids=position_ids, labels=labels, use_cache=False).loss
     return model(input_ids=ids.clamp_min(0), attention_mask=ids >= 0, labels=labels, use_cache=False).loss
 
 

@@ -1,5 +1,6 @@
-"""Federated DPO on a real local Ray: a tiny llama, arithmetic preference pairs at two
-sites, clients' memory reserved from a probe fit (`memory_gb: auto`)."""
+"""Federated DPO on a real local Ray: a tiny llama on a 4-bit base, arithmetic preference
+pairs at two sites, clients' memory reserved from a probe fit (`memory_gb: auto`), and a
+run stopped after round 1 that resumes to the same result."""
 
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 
 from fedray.config import load_config
 from fedray.launcher import prepare, run
+from tests.helpers import assert_resumes_exactly
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 def write_pairs(folder: Path, sites: int = 2, per_site: int = 24, seed: int = 0) -> Path:
     """`a+b=` prompts; chosen: the sum, rejected: the sum off by one to nine."""
     rng = random.Random(seed)
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for site in range(sites):
         rows = []
         for _ in range(per_site):
@@ -28,22 +30,31 @@ def write_pairs(folder: Path, sites: int = 2, per_site: int = 24, seed: int = 0)
     return folder
 
 
-def test_dpo_trains_adapters_against_the_base_and_reports_preferences(ray_cluster, tmp_path):
-    cfg = load_config(None, [
+def dpo_config(tmp_path, *overrides):
+    pairs = tmp_path / "pairs"
+    return load_config(None, [
         f"output_dir={tmp_path}", "name=dpo",
-        "data.dataset=preferences", f"data.path={write_pairs(tmp_path / 'pairs')}", "data.partition=natural",
-        "data.seq_len=12", "data.test_fraction=0.25",
+        "data.dataset=preferences", f"data.path={pairs if pairs.exists() else write_pairs(pairs)}",
+        "data.partition=natural",
+        "data.seq_len=40", "data.test_fraction=0.25",
         "model.name=hf_causal_lm", "model.config.model_type=llama", "model.config.hidden_size=32",
         "model.config.intermediate_size=64", "model.config.num_hidden_layers=1",
         "model.config.num_attention_heads=4", "model.config.num_key_value_heads=2",
-        "model.config.max_position_embeddings=32",
+        "model.config.max_position_embeddings=48",
         "model.peft.r=4", "model.peft.alpha=8", "model.peft.target_modules=[q_proj,v_proj]",
         "clients.num_clients=2", "clients.placement=pool", "clients.pool_size=1",
-        "clients.resources.num_cpus=1", "clients.resources.memory_gb=auto",
+        "clients.resources.num_cpus=1",
         "train.objective=dpo", "train.beta=0.5", "train.local_steps=4", "train.batch_size=8",
         "train.optimizer=adamw", "train.lr=0.01",
-        "server.rounds=2", "server.clients_per_round=2",
+        "server.rounds=2", "server.clients_per_round=2", *overrides,
     ])
+
+
+QUANTISED = ("model.quantization.bits=4", "model.quantization.type=nf4", "server.checkpoint_every=1")
+
+
+def test_dpo_on_a_4bit_base_trains_reports_preferences_and_resumes_exactly(ray_cluster, tmp_path):
+    cfg = dpo_config(tmp_path, *QUANTISED, "clients.resources.memory_gb=auto")
     lines = []
     summary = run(prepare(cfg), console=lines.append)
     assert summary["status"] == "completed"
@@ -58,3 +69,7 @@ def test_dpo_trains_adapters_against_the_base_and_reports_preferences(ray_cluste
         assert math.isfinite(row["reward_margin"]) and math.isfinite(row["eval_loss"])
     clients = pq.read_table(Path(summary["run_dir"]) / "clients.parquet").to_pydict()
     assert all(p > 0 for p in clients["peak_memory_mb"])
+
+    # Ctrl-C after round 1, then --resume: the same metrics and adapters, byte for byte
+    # (the reservation is a resumable key: the stopped run reserves nothing)
+    assert_resumes_exactly(lambda folder: dpo_config(folder, *QUANTISED), tmp_path / "again", reference=summary)

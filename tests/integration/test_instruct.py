@@ -1,6 +1,7 @@
-"""Instruction tuning end to end on a local Ray: JSONL conversations per owner, LoRA on a
-tiny byte-level llama, generation-scored evaluation, the communication budget, and an
-export that loads from a copied folder with transformers and peft alone."""
+"""Instruction tuning end to end on a local Ray: JSONL conversations per owner packed into
+rows, LoRA on a tiny byte-level llama, generation-scored evaluation, the communication
+budget, an export that loads from a copied folder with transformers and peft alone, and
+a run stopped after round 1 that resumes to the same result."""
 
 import json
 import shutil
@@ -18,6 +19,7 @@ from fedray.server.budget import MB, estimated_round_bytes
 from fedray.server.checkpoint import list_checkpoints, load_checkpoint
 from fedray.server.export import global_model
 from tests.conftest import REPO
+from tests.helpers import assert_resumes_exactly
 
 QUIET = {"console": lambda line: None}
 
@@ -39,12 +41,15 @@ def config(tmp_path, *overrides):
         "data.seq_len=64", *overrides])
 
 
-def test_instructions_train_evaluate_by_generation_and_export_to_a_copied_folder(ray_cluster, tmp_path):
-    prepared = prepare(config(tmp_path))
+PACKED = ("data.seq_len=128", "data.instruct.packing=true")
+
+
+def test_packed_instructions_train_evaluate_by_generation_export_and_resume_exactly(ray_cluster, tmp_path):
+    prepared = prepare(config(tmp_path, *PACKED))
     lines = []
     summary = run(prepared, console=lines.append)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
-    assert any(line.startswith("data: 0 of 22 responses cut to fit data.seq_len=64 (0 tokens); 0 conversations "
+    assert any(line.startswith("data: 0 of 22 responses cut to fit data.seq_len=128 (0 tokens); 0 conversations "
                                "dropped") for line in lines)  # the truncation count, said once at start
     rows = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()
     for row in rows:
@@ -72,6 +77,10 @@ def test_instructions_train_evaluate_by_generation_and_export_to_a_copied_folder
         torch.testing.assert_close(exported(input_ids=ids).logits, ours(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     assert main(["generate", str(copied), "--prompt", "Echo red", "--max-new-tokens", "4"]) == 0
 
+    # trained on packed rows, stopped by Ctrl-C after round 1 and resumed: the same
+    # metrics (generation scores included) and adapters, byte for byte
+    assert_resumes_exactly(lambda folder: config(folder, *PACKED), tmp_path / "again", reference=summary)
+
 
 def test_the_budget_stops_the_run_after_the_last_round_that_fits(ray_cluster, tmp_path, capsys):
     probe = prepare(config(tmp_path / "probe"))
@@ -90,3 +99,4 @@ def test_the_budget_stops_the_run_after_the_last_round_that_fits(ray_cluster, tm
 
     with pytest.raises(Exception, match=r"server.budget_mb=0.0001 does not fit one round"):
         prepare(config(tmp_path / "small", "server.budget_mb=0.0001"))
+

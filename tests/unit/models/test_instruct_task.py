@@ -88,3 +88,51 @@ def test_generated_answers_are_scored_per_task_by_exact_match():
     assert scores == {"accuracy": pytest.approx(2 / 3), "acc/add": 0.5, "acc/more": 1.0}
     assert task.columns(data) == ("acc/add", "acc/more")
     assert score_answer(" Paris\n", "paris", "") == 1.0 and score_answer("Lyon", "Paris", "") == 0.0
+
+
+def test_a_packed_batch_has_the_loss_and_gradients_of_the_same_conversations_padded():
+    """data.instruct.packing: conversations one after another in a row, positions from 0
+    each; attention does not cross them, so loss and gradients are the padded batch's."""
+    pairs = [("2+2?", "4"), ("Name a colour", "red"), ("Echo hello there", "hello there"), ("1+1?", "2"),
+             ("Spell cat backwards", "tac")]
+    data, table = rows(pairs, seq_len=128)
+    padded = InstructLM(ByteTokenizer()).prepare(table, torch.device("cpu"))
+    ids, mask, positions = InstructLM(ByteTokenizer(), packing=True).prepare(table, torch.device("cpu")).packed
+    lengths = (padded.ids >= 0).sum(1)
+    assert len(ids) < len(pairs) and ids.shape[1] == 128 and (ids >= 0).sum() == lengths.sum()
+    starts = torch.nonzero((positions == 0) & (ids >= 0)).tolist()
+    assert len(starts) == len(pairs) and any(r > 0 for r, c in starts) and any(c > 0 for r, c in starts)
+    # the response-only mask is kept: the same target tokens, in the same order
+    assert ids[mask].tolist() == padded.ids[padded.loss_mask].tolist()
+
+    model = tiny_llama()
+
+    def loss_and_grads(*batch):
+        model.zero_grad()
+        loss = masked_lm_loss(model, *batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = loss_and_grads(padded.ids, padded.loss_mask)
+    packed_loss, packed_grads = loss_and_grads(ids, mask, positions)
+    torch.testing.assert_close(packed_loss, loss, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(packed_grads, grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # one causal sequence per row instead: conversations see each other
+        assert not torch.isclose(masked_lm_loss(model, ids, mask), loss)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.instruct.packing=true"], r"data.instruct.packing packs conversations: it needs data.dataset in "
+                                      r"\['instructions', 'reasoning_gym'\], got digits"),
+    (["data.instruct.packing=true", "data.dataset=reasoning_gym", "model.name=mlp"],
+     "data.instruct.packing needs model.name=hf_causal_lm"),
+    (["data.instruct.packing=true", "data.dataset=reasoning_gym", "model.name=hf_causal_lm",
+      "model.config.model_type=llama", "train.dp.noise_multiplier=1.0"],
+     "data.instruct.packing cannot be combined with train.dp"),
+])
+def test_packing_config_errors(overrides, message):
+    from fedray.config import load_config
+
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)

@@ -1,5 +1,5 @@
 """DPO and preference metrics: parity with trl's DPO loss and reward figures, a hand-made
-example, the reference as the base with adapters off, and the JSONL pairs."""
+example, the reference as the base with adapters off, and the JSONL pairs rendered through the chat templates."""
 
 import json
 import math
@@ -13,11 +13,13 @@ import torch
 from fedray.config import load_config
 from fedray.config.finetune import Objective
 from fedray.config.schema import DataConfig, ModelConfig, PeftConfig
-from fedray.data.preferences import pair_arrays, preferences, render, tokenize_pairs
+from fedray.data.chat import ChatFormat
+from fedray.data.preferences import PreferenceTexts, pair_arrays, preferences, render, tokenize_pairs
 from fedray.data.text import PAD, text_info
 from fedray.data.tokenize import ByteTokenizer
 from fedray.models.build import build_model
 from fedray.models.preference import Preference, dpo_loss, preference_metrics, reference, sequence_logps
+from tests.unit.data.test_instructions import chatml_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
@@ -124,18 +126,42 @@ def test_pairs_from_jsonl_tokenise_prompt_then_completion(tmp_path):
     (tmp_path / "site_a.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     texts = preferences(DataConfig(dataset="preferences", path=str(tmp_path)))
     assert texts.owners == ("site_a",)
-    tokenizer = ByteTokenizer()
-    pairs = tokenize_pairs(texts, tokenizer, seq_len=16)
+    fmt = ChatFormat.for_tokenizer(ByteTokenizer())  # no template of its own: the plain layout
+    prompt = "### User:\n3*3=\n\n### Assistant:\n"
+    pairs = tokenize_pairs(texts, fmt, seq_len=48)
     chosen, rejected, prompt_len = pair_arrays(pairs.table(np.arange(2)))
-    assert list(prompt_len) == [4, 4]
-    ids, start = render("3*3=", "6 (wrong)", tokenizer)
-    assert start == 4 and list(rejected[1, : len(ids)]) == list(ids) and (rejected[1, len(ids):] == PAD).all()
-    assert ids[-1] == tokenizer.eos_id and bytes(chosen[0, :5].astype(np.uint8)).decode() == "2+2=4"
-    with pytest.raises(ValueError, match="data.seq_len=4: the prompt of pair 1 of site_a takes 4 tokens"):
-        tokenize_pairs(texts, tokenizer, seq_len=4)
+    assert list(prompt_len) == [len(prompt)] * 2
+    ids, start = render("3*3=", "6 (wrong)", fmt)
+    assert start == len(prompt) and list(rejected[1, : len(ids)]) == list(ids) and (rejected[1, len(ids):] == PAD).all()
+    assert ids[-1] == ByteTokenizer.eos_id and bytes(chosen[1, :start + 1].astype(np.uint8)).decode() == prompt + "9"
+    with pytest.raises(ValueError, match=f"data.seq_len=20: the prompt of pair 1 of site_a takes {start} tokens"):
+        tokenize_pairs(texts, fmt, seq_len=20)
     (tmp_path / "site_a.jsonl").write_text(json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
     with pytest.raises(ValueError, match=r"site_a.jsonl:1 needs string fields \['prompt', 'chosen', 'rejected'\]"):
         preferences(DataConfig(dataset="preferences", path=str(tmp_path)))
+
+
+def test_pairs_render_through_the_chat_template_and_only_the_replies_are_scored():
+    """A tokenizer with its own (ChatML) template: each row is what chat.py renders for
+    the conversation user: prompt, assistant: completion, and DPO's log-probabilities
+    take gradient from the reply tokens' predictions alone."""
+    fmt = ChatFormat.for_tokenizer(chatml_tokenizer())
+    texts = PreferenceTexts(("site",), ((("2+2?", "4", "five"),),))
+    pairs = tokenize_pairs(texts, fmt, seq_len=96)
+    chosen, rejected, prompt_len = (torch.as_tensor(a) for a in pair_arrays(pairs.table(np.arange(1))))
+    for row, reply in ((chosen[0], "4"), (rejected[0], "five")):
+        prompt, response = fmt.encode([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": reply}])
+        assert bytes(prompt.astype(np.uint8)).decode() == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+        assert bytes(response.astype(np.uint8)).decode() == f"{reply}<|im_end|>\n"
+        end = len(prompt) + len(response)
+        assert row[:end].tolist() == [*prompt, *response] and (row[end:] == PAD).all()
+        assert prompt_len.item() == len(prompt)
+        logits = torch.randn(1, 96, 258, requires_grad=True)
+        total, count = sequence_logps(logits, row[None], prompt_len)
+        total.sum().backward()
+        # position t predicts token t+1: the reply's tokens are predicted from prompt_len-1 on
+        scored = torch.nonzero(logits.grad.abs().sum(-1)[0]).flatten().tolist()
+        assert scored == list(range(len(prompt) - 1, end - 1)) and count.item() == len(response)
 
 
 @pytest.mark.parametrize("overrides, message", [
