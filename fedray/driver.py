@@ -9,11 +9,12 @@ claiming only rounds whose checkpoint is on disk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
-import dataclasses
 from typing import TYPE_CHECKING, Callable
 
 from fedray.config.schema import RunConfig
@@ -253,6 +254,13 @@ class Driver:
         from fedray.models.adapters import client_ranks
 
         cfg, dataset = self.cfg, self.prepared.dataset
+        if cfg.federation.enabled:  # the clients are the sites': reach them now (exit 2 if one refuses)
+            from fedray.sites.transport import SitesPool
+
+            pool = SitesPool(cfg, os.path.join(str(self.run_dir), "audit.jsonl"))
+            pool.describe()
+            pool.shutdown()
+            return pool
         ranks = None if cfg.model.peft is None else client_ranks(cfg.model.peft, dataset.sizes())
         # The public inputs of knowledge transfer come later, from the server's foundation
         # model (`ClientPool.share_public`): it may generate them.

@@ -94,13 +94,16 @@ def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:
     from fedray.compress import codec_problems
     from fedray.lifecycle.watermark import watermark_problems
     from fedray.models.flat import param_spec
+    from fedray.personalization import local_names, personalize
 
     try:
         with torch.device("meta"):
             model = MODELS.build(cfg.model.name, cfg.model, dataset.info)
-        num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            personalize(cfg, model)
+        local = local_names(cfg, model)
+        num_params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in local)
         check_adapters(cfg, model, dataset)
-        problems = codec_problems(cfg, param_spec(model))
+        problems = codec_problems(cfg, param_spec(model)) + personal_layer_problems(cfg, model, local)
     except (ValueError, TypeError, RuntimeError) as err:
         return 0, [f"model: {err}"]
     if not problems:
@@ -113,7 +116,25 @@ def model_problems(cfg: RunConfig, dataset: DataPlan) -> tuple[int, list[str]]:
 def _needs_layout(cfg: RunConfig) -> bool:
     """Whether checking the config needs the model's tensors (names and shapes)."""
     return (cfg.server.foundation_model.model is not None or cfg.server.watermark.name is not None
-            or cfg.clients.codec.name == "content")
+            or cfg.clients.codec.name == "content" or cfg.clients.personalization is not None
+            or cfg.server.strategy.name == "local")
+
+
+def personal_layer_problems(cfg: RunConfig, model, local: frozenset[str]) -> list[str]:
+    """A method's personal tensors checked against the model: patterns that match nothing,
+    a method that keeps nothing local (FedBN on a model without norm layers)."""
+    from fedray.models.flat import travelling
+    from fedray.personalization import build_personalization
+
+    method = build_personalization(cfg)
+    if method is None or method.name == "local":
+        return []
+    names = list(travelling(model))
+    problems = method.layer_problems(names)
+    if not problems and method.local is not None and not local:
+        problems.append(f"clients.personalization: {method.name} keeps no tensor of model.name={cfg.model.name} "
+                        "local (it has no layers of the kind it keeps personal)")
+    return problems
 
 
 def component_problems(cfg: RunConfig) -> list[str]:
@@ -168,6 +189,7 @@ def component_problems(cfg: RunConfig) -> list[str]:
         check("model.peft.aggregation", lambda: ADAPTER_AGGREGATIONS.get(cfg.model.peft.aggregation))
     if cfg.clients.attack.name is not None:
         check("clients.attack.name", lambda: ATTACKS.build(cfg.clients.attack.name))
+    check("clients.personalization", lambda: problems.extend(personalization_problems(cfg)))
     if cfg.server.contribution.enabled:
         check("server.contribution", lambda: CONTRIBUTIONS.build(cfg.server.contribution.name,
                                                                  **cfg.server.contribution.args))
@@ -180,6 +202,35 @@ def component_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
+def personalization_problems(cfg: RunConfig) -> list[str]:
+    """The method builds and fits the rest of the run."""
+    from fedray.personalization import build_personalization
+
+    method = build_personalization(cfg)
+    if method is None:
+        return []
+    if cfg.model.peft is not None and not method.on_lora:
+        return [f"clients.personalization / server.strategy.name: {method.name} personalises the whole model, "
+                "but model.peft trains LoRA adapters over a frozen base; use clients.personalization: "
+                "{name: personal_adapter}"]
+    return method.problems(cfg) + local_problems(cfg)
+
+
+def local_problems(cfg: RunConfig) -> list[str]:
+    """`server.strategy.name: local` sends nothing: pieces that act on what travels have
+    nothing to act on."""
+    if cfg.server.strategy.name != "local":
+        return []
+    acting = [key for key, on in (("clients.codec", cfg.clients.codec.name != "none"),
+                                  ("clients.transforms", bool(cfg.clients.transforms)),
+                                  ("server.transforms", bool(cfg.server.transforms)),
+                                  ("server.codec", cfg.server.codec.name != "none"),
+                                  ("server.privacy", cfg.server.privacy is not None),
+                                  ("server.secure_aggregation", cfg.server.secure_aggregation is not None)) if on]
+    return [f"server.strategy.name: local sends nothing between clients and server, so {', '.join(acting)} "
+            "would act on nothing; drop it or federate"] if acting else []
+
+
 def _staleness_weight(weight) -> None:
     """A staleness weighting maps a staleness (int) to a weight in (0, 1]."""
     value = weight(0) if callable(weight) else None
@@ -190,13 +241,13 @@ def _staleness_weight(weight) -> None:
 def check_adapters(cfg: RunConfig, model, dataset: DataPlan) -> None:
     """Build the LoRA aggregation once (on the dry model) so its errors surface now."""
     from fedray.models.adapters import client_ranks, lora_layout
-    from fedray.models.flat import param_spec
+    from fedray.personalization import shared_spec
     from fedray.strategy.algorithm import build_algorithm
     from fedray.strategy.lora import build_exchange
 
     if cfg.model.peft is None:
         return
-    spec = param_spec(model)
+    spec = shared_spec(cfg, model)
     ranks = client_ranks(cfg.model.peft, dataset.sizes())
     build_exchange(cfg, build_algorithm(cfg), spec.num_params, lora_layout(spec, cfg.model.peft), ranks,
                    lambda cid: 0)

@@ -219,6 +219,9 @@ class EvaluateInstructions:
     payloads: tuple[str, ...] = ("params",)
     """Names of the broadcast payloads that follow the instructions in the call
     (`params`, the global parameters in this client's layout, first)."""
+    state: StateRef | None = None
+    """The client's committed kept state (its personal part is evaluated), as the
+    server recorded it; None: it has none yet."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ REGISTRIES = [
     ("server.aggregator", "fedray.strategy.aggregate:AGGREGATORS"),
     ("clients.transforms, server.transforms", "fedray.transforms:TRANSFORMS"),
     ("clients.objective", "fedray.strategy.terms:TERMS"),
+    ("clients.personalization", "fedray.personalization.base:PERSONALIZATIONS"),
     ("clients.codec, server.codec", "fedray.compress.codec:CODECS"),
     ("server.selection.name", "fedray.selection.base:SELECTORS"),
     ("server.staleness", "fedray.strategy.staleness:STALENESS"),
@@ -41,7 +42,7 @@ REGISTERING = ["fedray.strategy", "fedray.selection", "fedray.compress", "fedray
                "fedray.lifecycle.continual", "fedray.lifecycle.contribution", "fedray.lifecycle.watermark",
                "fedray.data.datasets", "fedray.data.images", "fedray.data.text", "fedray.data.shakespeare",
                "fedray.data.synthetic", "fedray.models.build", "fedray.models.hf", "fedray.client.attacks",
-               "fedray.hetero.devices", "fedray.hetero.availability"]
+               "fedray.hetero.devices", "fedray.hetero.availability", "fedray.personalization"]
 
 
 def _registry(spec: str) -> tuple[Any, str]:

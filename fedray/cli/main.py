@@ -1,5 +1,5 @@
 """`fedray run | validate | export | submit | jobs | logs | stop | sweep | report | compare | unlearn |
-watermark | generate | show-granules`: the command line.
+watermark | generate | show-granules | site | ca`: the command line.
 
 User mistakes (bad config, missing or damaged files, resources the cluster
 lacks, an unreachable or refusing cluster) print one clear paragraph to stderr
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from fedray.cli import generate, jobs, unlearn, watermark
+from fedray.cli import generate, jobs, sites, unlearn, watermark
 from fedray.cli.trust import add_allow_code
 from fedray.cluster.errors import ClusterError
 from fedray.config.errors import ConfigError
@@ -48,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="YAML config file")
     validate.add_argument("overrides", nargs="*", help="key=value overrides")
 
-    export = sub.add_parser("export", help="write a LoRA run's global adapter in PEFT format")
+    export = sub.add_parser("export", help="write a LoRA run's global adapter in PEFT format, or with "
+                                           "--client N a personalised run's model and client N's personal part")
     export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--merged", action="store_true", help="also write the merged model")
+    export.add_argument("--client", type=int, default=None, metavar="N",
+                        help="a personalised run: write the global model and client N's personal tensors "
+                             "(read from its client store) as safetensors")
     add_allow_code(export)
 
     submit = sub.add_parser("submit", help="run a config as a Ray job on a cluster")
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_parser(sub)
     watermark.add_parser(sub)
     generate.add_parser(sub)
+    sites.add_parser(sub)
     return parser
 
 
@@ -251,9 +256,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from fedray.server.export import export_run
+    from fedray.server.personal_export import export_client
 
     try:
-        paths = export_run(args.run_dir, args.out, merged=args.merged, allow_code=args.allow_code)
+        if args.client is not None:
+            paths = export_client(args.run_dir, args.out, args.client, allow_code=args.allow_code)
+        else:
+            paths = export_run(args.run_dir, args.out, merged=args.merged, allow_code=args.allow_code)
     except (ValueError, OSError) as err:
         print(f"fedray export: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -303,6 +312,8 @@ COMMANDS = {
     "compare": _compare,
     "unlearn": unlearn.command,
     "watermark": watermark.main,
+    "site": sites.site_command,
+    "ca": sites.ca_command,
     "generate": generate.main,
     "show-granules": _show_granules,
 }

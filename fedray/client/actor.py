@@ -31,14 +31,19 @@ from fedray.models.device import assigned_device, limit_threads, peak_memory_mb
 from fedray.models.flat import get_delta, param_spec, set_flat
 from fedray.models.hf import enable_gradient_checkpointing
 from fedray.models.tasks import build_task
+from fedray.personalization import Fit, build_personalization, local_names, personalize
+from fedray.personalization.adapter import PERSONAL
+from fedray.personalization.client import PersonalParts
 from fedray.privacy import with_privacy
 from fedray.privacy.dpsgd import account
 from fedray.privacy.secagg.sessions import Sessions
 from fedray.strategy.algorithm import KeptState, build_algorithm, initial_client_state
 from fedray.strategy.terms import LocalRound
 from fedray.types import (ClientId, ClientResult, Context, EvaluateInstructions, EvaluateResult, FailureKind,
-                          FitInstructions)
+                          FitInstructions, StateRef)
 
+PERSONAL_EVAL = 0xE7A1
+"""Mixed into the seed of a personal model's pre-evaluation training (finetune)."""
 NOT_LOADED = "the client's shard is not loaded on its actor (restarted?)"
 _EVAL_BATCH = 256
 """Held-out rows per forward pass of a client's evaluation."""
@@ -99,15 +104,21 @@ class ClientActor:
         self.cfg, self.info, self.hosted = cfg, info, sorted(hosted)
         self.device = assigned_device()
         self.task = build_task(info, cfg)
-        self.model = build_model(cfg.model, info, cfg.seed).to(self.device)
+        self.model = build_model(cfg.model, info, cfg.seed)
+        personalize(cfg, self.model)  # a personal LoRA adapter, where the run has one
+        self.model = self.model.to(self.device)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
-        self.spec = param_spec(self.model)
+        local = local_names(cfg, self.model)
+        self.spec = param_spec(self.model, exclude=local)
+        self.personal = PersonalParts(build_personalization(cfg), local, self.model)
+        """Each client's own part of the model (`clients.personalization`): never sent."""
         self.ranks = dict(ranks or {})
         self.adapters = None
         if cfg.model.peft is not None:
             self.layout = lora_layout(self.spec, cfg.model.peft)
-            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values())
+            keep = (PERSONAL,) if self.personal.method is not None and self.personal.method.extend else ()
+            self.adapters = RankedAdapters(self.model, cfg.model.peft, self.ranks.values(), keep)
             self.merged = FoldedMerges()
         codecs = build_codecs(cfg)
         terms = client_terms(cfg, info.task) + watermark_terms(cfg)
@@ -216,8 +227,9 @@ class ClientActor:
         names = [self.algorithm.term_name(i) for i in range(len(terms))]
         regularizers = [_named(names[i], r) for i, (t, s) in enumerate(zip(terms, kept.terms))
                         if (r := in_component(names[i], t.objective, local, s)) is not None]
-        trained = train_local(self.model, self.task, data, self.cfg.train, seed=ins.seed,
-                              optimizer_state=kept.optimizer, regularizer=_sum(regularizers))
+        self.personal.load(self.model, kept.personal)
+        fit = Fit(self.task, data, self.cfg.train, ins.seed, kept.optimizer, _sum(regularizers), train_local)
+        trained = self.personal.train(self.model, fit)
         out = self._delta if spec.num_params == self._delta.size else np.empty(spec.num_params, np.float32)
         delta = get_delta(self.model, spec, params, out=out)
         local = local._replace(delta=delta, steps=trained.steps)
@@ -238,7 +250,10 @@ class ClientActor:
         privacy = kept.privacy
         if self.cfg.train.dp is not None:
             privacy = account(kept.privacy, self.cfg.train.dp, trained.sample_rate, trained.steps)
-        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy)
+        anchor = lambda: {n: torch.from_numpy(np.array(v)).to(self.device)  # noqa: E731 - Ditto's only
+                          for n, v in spec.unflatten(params).items()}
+        personal = self.personal.keep(self.model, kept.personal, anchor, fit)
+        new_state = KeptState(trained.optimizer_state, tuple(term_states), chain_state, privacy, personal)
         pending = self.states.stage(cid, ins.seed, None if new_state.is_empty() else new_state, kept)
         return ClientResult(
             client_id=cid,
@@ -274,17 +289,11 @@ class ClientActor:
         data = self._held_out_data(cid)
         spec = self._activate(cid, merges)
         set_flat(self.model, spec, payloads["params"])
-        models = {"global": self.model, **self.personal_models(cid, self.model)}
+        self.personal.load(self.model, None)  # the global model's personal part is the server's: the initial one
+        models = {"global": self.model, **self.personal_models(cid, self.model, ins.state)}
         metrics = {name: _evaluate_model(self.task, model, data) for name, model in models.items()}
         return EvaluateResult(cid, ins.server_round, num_examples=self.task.num_examples(data), models=metrics,
                               wall_s=time.perf_counter() - start)
-
-    def personal_models(self, cid: ClientId, global_model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-        """Client `cid`'s own models to evaluate beside the global one, by name (e.g.
-        `personal`): the hook personalisation fills. None by default. `global_model` holds
-        the broadcast global parameters; a returned model must not be `global_model`
-        changed in place (evaluation is read-only)."""
-        return {}
 
     def _held_out_data(self, cid: ClientId) -> Any:
         """The client's held-out rows on this actor's device, prepared once."""
@@ -298,6 +307,26 @@ class ClientActor:
         if cid not in self._held_tensors:
             self._held_tensors[cid] = self.task.prepare(self.held_out[cid], self.device)
         return self._held_tensors[cid]
+
+    def personal_models(self, cid: ClientId, global_model: torch.nn.Module,
+                        ref: StateRef | None = None) -> dict[str, torch.nn.Module]:
+        """Client `cid`'s own models to evaluate beside `global_model` ({"personal": model}
+        with `clients.personalization` or `server.strategy.name: local`, else {}): a copy
+        of the global model with the client's personal part from its committed state
+        (`ref`, else the one this actor holds; the initial part before it first trained),
+        and the method's pre-evaluation step (finetune's local steps) on its own data."""
+        if not self.personal.active:
+            return {}
+        state = None
+        if ref is not None:
+            state = self.states.get(cid, ref, lambda: None)[0]
+        elif cid in self.states.current:
+            state = self.states.current[cid][1]
+        seed = int(np.random.SeedSequence([self.cfg.seed, cid, PERSONAL_EVAL]).generate_state(1)[0])
+        model = self.personal.personal_model(
+            global_model, getattr(state, "personal", None),
+            lambda: Fit(self.task, self._data(cid), self.cfg.train, seed, trainer=train_local))
+        return {"personal": model}
 
     def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> dict:
         """The round's commit ({client: fit token} each): `committed`'s pending states become

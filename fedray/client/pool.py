@@ -26,7 +26,7 @@ instead of paying for new processes and their imports.
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -84,8 +84,9 @@ class PoolData(NamedTuple):
 
     @classmethod
     def put(cls, cfg: RunConfig, dataset: DataPlan, public: np.ndarray | None = None,
-            schedule: Any = None) -> "PoolData":
-        shards = [ray.put(dataset.shard_plan(hosted_clients(cfg, i))) for i in range(cfg.clients.num_actors)]
+            schedule: Any = None, only: Sequence[int] | None = None) -> "PoolData":
+        indices = range(cfg.clients.num_actors) if only is None else only
+        shards = [ray.put(dataset.shard_plan(hosted_clients(cfg, i))) for i in indices]
         return cls(shards, None if public is None else ray.put(public), schedule)
 
 
@@ -95,19 +96,23 @@ class ClientPool:
     def __init__(self, cfg: RunConfig, dataset: DataPlan, name_prefix: str,
                  public: "pa.Table | None" = None, ranks: np.ndarray | None = None,
                  warm: "WarmActors | None" = None, data: PoolData | None = None, schedule=None,
-                 codec: StateCodec | None = None):
+                 codec: StateCodec | None = None, only: Sequence[int] | None = None):
         """`dataset`: the run's data plan. `ranks`: the LoRA rank of every client (None
         without adapters). `warm`: actors to take over where their resources match.
         `data`: shard plans already in the object store (the pool of a restarted server
         reuses the first pool's). `schedule`: the data schedule
         (`fedray.lifecycle.continual.Schedule`), sent with the shard plans. `codec`: how
         the actors write their state stores (`fedray.client.store`; None: the states stay
-        in the actors' memory only)."""
+        in the actors' memory only). `only`: the actors to create, by index (a site hosts
+        only its own clients' actors, `fedray.sites`); None: all of them."""
         self.cfg = cfg
-        self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule)
+        self.indices = list(range(cfg.clients.num_actors) if only is None else only)
+        """The actor numbers this pool holds, in order: `self.actors[k]` is actor `indices[k]`."""
+        self._slot = {index: k for k, index in enumerate(self.indices)}
+        self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule, self.indices)
         remote_cls = remote_class("fedray.client.actor:ClientActor")  # the driver imports no torch
         self.actors, self._setups, self.keys = [], [], []
-        for i in range(cfg.clients.num_actors):
+        for i in self.indices:
             hosted = hosted_clients(cfg, i)
             hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
             # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
@@ -154,18 +159,18 @@ class ClientPool:
     def fit(self, ins: FitInstructions, send) -> ray.ObjectRef:
         """Start `ins.client_id`'s round on its actor with its share of the broadcast
         (`fedray.strategy.exchange.Send`)."""
-        actor = self.actors[actor_index(ins.client_id, self.cfg)]
+        actor = self.actors[self._slot_of(ins.client_id)]
         return actor.fit.remote(ins, send.merges, *send.refs.values())
 
     def evaluate(self, ins: EvaluateInstructions, send) -> ray.ObjectRef:
         """Start `ins.client_id`'s evaluation on its actor with its share of the broadcast."""
-        actor = self.actors[actor_index(ins.client_id, self.cfg)]
+        actor = self.actors[self._slot_of(ins.client_id)]
         return actor.evaluate.remote(ins, send.merges, *send.refs.values())
 
     def stage(self, client_id: ClientId, message) -> ray.ObjectRef:
         """Send `client_id` one stage of a protocol around the round (secure aggregation);
         the reference of its answer."""
-        return self.actors[actor_index(client_id, self.cfg)].stage.remote(client_id, message)
+        return self.actors[self._slot_of(client_id)].stage.remote(client_id, message)
 
     def commit(self, server_round: int, committed: dict, spent: dict, keep: dict) -> list[ray.ObjectRef]:
         """Send every actor the round's commit, each part cut to the clients it hosts
@@ -173,19 +178,19 @@ class ClientPool:
         parts = [({}, {}, {}) for _ in self.actors]
         for i, part in enumerate((committed, spent, keep)):
             for cid, token in part.items():
-                parts[actor_index(cid, self.cfg)][i][cid] = token
+                parts[self._slot_of(cid)][i][cid] = token
         return [actor.commit.remote(server_round, *part) for actor, part in zip(self.actors, parts)]
 
     def reload(self, client_id: ClientId) -> None:
         """Send `client_id`'s actor its shards again (it was restarted); calls made after
         this one run after it, on the actor."""
-        self._load(actor_index(client_id, self.cfg))
+        self._load(self._slot_of(client_id))
 
     def wait_until_up(self, client_id: ClientId, limit_s: float = 120.0) -> bool:
         """Block until `client_id`'s actor answers a call made through this process's own
         handle (at most `limit_s`): after Ray restarts an actor, a caller's handle may hear
         of it later than the process that saw it come back. False if it did not answer."""
-        actor = self.actors[actor_index(client_id, self.cfg)]
+        actor = self.actors[self._slot_of(client_id)]
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
             try:
@@ -200,14 +205,17 @@ class ClientPool:
     def mark_down(self, client_id: ClientId) -> None:
         """The actor of `client_id` died or restarted: take its clients out until it has
         its shards again (the probe re-sends them)."""
-        index = actor_index(client_id, self.cfg)
+        index = self._slot_of(client_id)
         if index not in self._probes:
             self._probes[index] = self._load(index)
 
     def available_clients(self) -> np.ndarray:
         """Ids of clients whose actor is up, sorted."""
+        up = np.zeros(self.cfg.clients.num_clients, dtype=bool)
+        for index in self.indices:
+            up[list(hosted_clients(self.cfg, index))] = True
         if not self._probes:
-            return np.arange(self.cfg.clients.num_clients, dtype=np.int64)
+            return np.flatnonzero(up).astype(np.int64)
         refs = list(self._probes.values())
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for index, probe in list(self._probes.items()):
@@ -217,10 +225,13 @@ class ClientPool:
                     del self._probes[index]  # back, with its shards
                 except RayError:
                     self._probes[index] = self._load(index)
-        up = np.ones(self.cfg.clients.num_clients, dtype=bool)
-        for index in self._probes:
-            up[list(hosted_clients(self.cfg, index))] = False
+        for slot in self._probes:
+            up[list(hosted_clients(self.cfg, self.indices[slot]))] = False
         return np.flatnonzero(up).astype(np.int64)
+
+    def _slot_of(self, client_id: ClientId) -> int:
+        """Where in `self.actors` the actor of `client_id` is."""
+        return self._slot[actor_index(client_id, self.cfg)]
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -60,9 +60,8 @@ def label_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> boo
 def run_demands(cfg: RunConfig) -> list[Demand]:
     """Everything the run asks Ray for: server actor, client actors, server workers."""
     demands = [Demand.of("server actor", cfg.server.resources)]
-    demands += [
-        Demand.of(f"client actor {i}", cfg.clients.actor_resources(i)) for i in range(cfg.clients.num_actors)
-    ]
+    hosted = () if cfg.federation.enabled else range(cfg.clients.num_actors)  # sites host theirs
+    demands += [Demand.of(f"client actor {i}", cfg.clients.actor_resources(i)) for i in hosted]
     workers = cfg.server.foundation_model
     if workers.model is not None:
         label = f"foundation model ranks ({workers.placement_strategy.value})"

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from fedray.config.errors import ConfigError
 from fedray.config.evaluation import EvalWhere, EvaluationConfig, evaluation_problems  # noqa: F401  (re-exported)
 from fedray.config.finetune import Objective, objective_problems  # noqa: F401
+from fedray.config.federation import FederationConfig, FederationSite, TlsConfig  # noqa: F401
 from fedray.config.sites import site_problems
 from fedray.config.lifecycle import ContributionConfig, LedgerConfig, Utility, record_problems  # noqa: F401
 from fedray.config.ownership import ScheduleConfig, WatermarkConfig  # noqa: F401  (re-exported)
@@ -84,7 +85,8 @@ class ServerConfig:
     (dropped, or in `async` mode dropped as timed out). null: no deadline."""
     strategy: ComponentConfig = component("fedavg")
     """The named algorithm: `fedavg`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`,
-    `fedprox`, `scaffold`, or a dotted path; its hyper-parameters in `args`."""
+    `fedprox`, `scaffold`, `local` (no federation: each client trains its own model,
+    nothing travels), or a dotted path; its hyper-parameters in `args`."""
     aggregator: ComponentConfig = component("weighted_mean")
     """How the round's updates are combined: `weighted_mean`, `median`, `trimmed_mean`,
     `krum`, `multi_krum`, `centered_clip`, `norm_bound`, or a dotted path."""
@@ -231,6 +233,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    """Clients hosted by other organisations' Ray clusters (sites), reached over mutual TLS."""
 
     def __post_init__(self) -> None:
         problems = self.errors()
@@ -269,6 +273,14 @@ class RunConfig:
                                    False, self.server.mode.value, self.server.contribution.name)
         if self.train.gradient_checkpointing and self.model.name != "hf_causal_lm":
             out.append(f"train.gradient_checkpointing needs model.name=hf_causal_lm, got {self.model.name}")
+        out += self.federation.errors(self.clients.num_clients, self._actor_of)
+        if self.federation.enabled and self.server.foundation_model.model is not None:
+            out.append("federation.sites: knowledge transfer from server.foundation_model sends public inputs to "
+                       "the client actors, which sites do not take yet; run it in one cluster")
         out += site_problems(self.data.sites, self.clients.num_clients, self.data.dataset, self.data.path,
                              None if peft is None or peft.client_ranks else peft.rank_rule, self.data.schedule.name)
         return out
+
+    def _actor_of(self, client: int) -> int:
+        """The actor hosting `client` (`fedray.client.pool.actor_index`, which imports Ray)."""
+        return client % self.clients.num_actors if self.clients.placement is Placement.pool else client

@@ -485,6 +485,13 @@ class ClientsConfig:
     """How each update travels: the last step of the client chain, decoded by the server
     before it checks and aggregates (`none`, `fp16`, `bf16`, `int8`, `qsgd`, `top_k`,
     `random_k`, `sign`, `gain`, `content`, `content_auto`, or a dotted path)."""
+    personalization: Optional[ComponentConfig] = None
+    """The part of the model that is each client's own (`fedray.personalization`):
+    `finetune` (args `steps`, `lr`), `fedper` (`patterns`), `fedrep` (`patterns`,
+    `head_epochs`), `ditto` (`lam`, `epochs`), `fedbn`, `personal_adapter` (LoRA
+    runs: a second, personal adapter beside the shared one), or a dotted path. The personal
+    part is client state: kept in the client store, never sent, never in a server
+    checkpoint. null: none."""
     state_dir: Optional[str] = None
     """Where the client actors keep their clients' state between rounds (optimizer
     moments, error-feedback residuals, control variates, DP accountants, replay

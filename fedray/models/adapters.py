@@ -68,24 +68,34 @@ class RankedAdapters:
     """One adapter per rank that an actor's clients train, over one shared base model.
 
     A pool actor hosts clients of several ranks; each gets a real PEFT adapter of
-    its rank, and `activate` makes it the one that runs and trains.
+    its rank, and `activate` makes it the one that runs and trains. Adapters named
+    in `keep` (a client's personal one) stay active beside it and out of its
+    layout: they never travel.
     """
 
-    def __init__(self, model: "torch.nn.Module", peft: PeftConfig, ranks: Iterable[int]):
+    def __init__(self, model: "torch.nn.Module", peft: PeftConfig, ranks: Iterable[int],
+                 keep: tuple[str, ...] = ()):
         from fedray.models.flat import param_spec  # torch: only where models live
 
-        self.model, self.peft = model, peft
+        self.model, self.peft, self.keep = model, peft, keep
         self.specs: dict[int, ParamSpec] = {}
         for rank in sorted(set(ranks) | {peft.r}):
             if rank != peft.r:
                 model.add_adapter(adapter_name(rank, peft), lora_config(peft, rank))
-            model.set_adapter(adapter_name(rank, peft))
-            self.specs[rank] = param_spec(model)
-        model.set_adapter(adapter_name(peft.r, peft))
+            self._set(rank)
+            self.specs[rank] = param_spec(model, exclude=frozenset(
+                n for n in param_spec(model).names if any(f".{k}." in n for k in keep)))
+        self._set(peft.r)
+
+    def _set(self, rank: int) -> None:
+        if self.keep:
+            self.model.base_model.set_adapter([adapter_name(rank, self.peft), *self.keep])
+        else:
+            self.model.set_adapter(adapter_name(rank, self.peft))
 
     def activate(self, rank: int) -> ParamSpec:
-        """Make the rank's adapter the active, trainable one; its flat layout."""
-        self.model.set_adapter(adapter_name(rank, self.peft))
+        """Make the rank's adapter the active, trainable one (with those in `keep`); its flat layout."""
+        self._set(rank)
         return self.specs[rank]
 
 

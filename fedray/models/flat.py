@@ -40,9 +40,10 @@ def module_is_frozen(module: torch.nn.Module) -> bool:
     return bool(own) and not any(p.requires_grad for p in own)
 
 
-def param_spec(model: torch.nn.Module) -> ParamSpec:
-    """The layout of `travelling(model)` in the flat vector."""
-    named = travelling(model)
+def param_spec(model: torch.nn.Module, exclude: frozenset[str] = frozenset()) -> ParamSpec:
+    """The layout of `travelling(model)` in the flat vector, less the tensors named in
+    `exclude` (a client's personal ones, `fedray.personalization`): those never travel."""
+    named = {n: t for n, t in travelling(model).items() if n not in exclude}
     return ParamSpec(tuple(named), tuple(tuple(t.shape) for t in named.values()))
 
 

@@ -27,7 +27,8 @@ from fedray.lifecycle.watermark import ensure_keys, watermark_terms
 from fedray.models.adapters import FoldedMerges, client_ranks, lora_layout
 from fedray.models.build import build_model
 from fedray.models.device import assigned_device, limit_threads
-from fedray.models.flat import get_flat, param_spec, set_flat
+from fedray.models.flat import get_flat, set_flat
+from fedray.personalization import personalize, shared_spec
 from fedray.models.tasks import build_task
 from fedray.privacy import build_mechanism, build_secure_params, with_privacy
 from fedray.privacy.dpsgd import epsilon_column
@@ -82,8 +83,10 @@ class Server:
         self.run_dir = RunDirectory(run_dir)
         self.device = assigned_device()
         self.task = build_task(dataset.info, cfg)
-        self.model = build_model(cfg.model, dataset.info, cfg.seed).to(self.device)
-        self.spec = param_spec(self.model)
+        self.model = build_model(cfg.model, dataset.info, cfg.seed)
+        personalize(cfg, self.model)  # the server's own, untouched copy of a personal LoRA adapter
+        self.model = self.model.to(self.device)
+        self.spec = shared_spec(cfg, self.model)  # personal tensors never travel: the server keeps its own
         on_server = cfg.server.evaluation.on_server  # else the server loads no rows at all
         self.test_data = self.task.prepare(dataset.test, self.device) if on_server else None
         num_examples = np.diff(dataset.offsets)
@@ -133,7 +136,7 @@ class Server:
         ensure_keys(cfg.server.watermark, self.spec, dataset.info)  # the owners' keys, before they train
         self.pool = clients
         """Created by the driver (so the actors start alongside this one), stopped by it."""
-        self.transport = RayTransport(self.pool)
+        self.transport = clients.transport() if hasattr(clients, "transport") else RayTransport(self.pool)
         """How the rounds reach the clients."""
         if self.distiller is not None:  # made or loaded here, so the actors get it now
             self.pool.share_public(self.distiller.public_inputs)

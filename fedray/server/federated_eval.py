@@ -62,7 +62,8 @@ def evaluate_on_clients(ctx: RoundContext, state: ServerState, clients: Transpor
     up[cfg.clients.excluded] = False
     chosen = evaluating_clients(cfg, np.flatnonzero(up & ctx.simulation.online(state.sim_time_s)), server_round)
     sends = ctx.exchange.broadcast(state.params, state.merges, chosen.tolist(), clients.put, clients.put)
-    calls = [EvaluateCall(EvaluateInstructions(server_round, int(cid), tuple(sends[cid].refs)), sends[cid])
+    calls = [EvaluateCall(EvaluateInstructions(server_round, int(cid), tuple(sends[cid].refs),
+                                                  state.client_refs.get(int(cid))), sends[cid])
              for cid in chosen.tolist()]
     timeout_s = cfg.server.round_timeout_s
     deadline = None if timeout_s is None else started + timeout_s

@@ -163,11 +163,14 @@ class KeptState(NamedTuple):
     """The client chain's state (e.g. error-feedback residuals)."""
     privacy: Any = None
     """Local DP-SGD's account of the client's privacy spending so far (`train.dp`), else None."""
+    personal: Any = None
+    """The client's personal tensors ({name: array}: FedPer's layers, Ditto's model;
+    `fedray.personalization`), else None. Never sent."""
 
     def is_empty(self) -> bool:
         """Nothing worth keeping: no optimizer state, only empty tuples elsewhere."""
         return (self.optimizer is None and _empty(self.terms) and _empty(self.transforms)
-                and self.privacy is None)
+                and self.privacy is None and not self.personal)
 
 
 def _empty(state: Any) -> bool:

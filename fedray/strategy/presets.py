@@ -75,3 +75,11 @@ def scaffold(server_lr: float = 1.0) -> Strategy:
     """SCAFFOLD (Karimireddy et al. 2020): control variates correct client drift; the
     global model moves by server_lr x the mean delta."""
     return Strategy(_step(server_lr), (scaffold_term(),))
+
+
+@STRATEGIES.register("local")
+def local() -> Strategy:
+    """No federation: every tensor stays on its client (`fedray.personalization`), each
+    client trains its own model from its kept state, and nothing is sent or aggregated.
+    The baseline that shows what federation buys."""
+    return Strategy(identity())

@@ -6,6 +6,7 @@ the site and on GitHub):
 - `<!-- snippet: fragment -->` / `<!-- snippet: fragment of configs/x.yaml -->`: a YAML
   block that is part of a config, checked merged onto that base (default: the quickstart);
 - `<!-- snippet: not a fedray config -->`: YAML of another tool (Kubernetes, Ray);
+- `<!-- snippet: site config -->`: a site agent's YAML (`fedray site serve SITE.yaml`);
 - `<!-- output: real run ... -->` / `<!-- output: abridged ... -->`: sample console output,
   copied from a real run (say which and when) or shortened by hand.
 """

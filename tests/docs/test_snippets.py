@@ -40,6 +40,12 @@ def test_yaml_snippet_validates(block, tmp_path, monkeypatch):
     if block.marker == ("snippet", "not a fedray config"):
         assert yaml.safe_load(block.text) is not None, f"{block.where}: not even YAML"
         return
+    if block.marker == ("snippet", "site config"):  # `fedray site serve SITE.yaml`'s own YAML
+        from fedray.sites.config import load_site_config
+
+        (tmp_path / "site.yaml").write_text(block.text)
+        assert load_site_config(str(tmp_path / "site.yaml")).name
+        return
     monkeypatch.chdir(ROOT)  # dotted paths (examples.*) resolve from the repository root
     cfg = load_config_text(config_text(block), block.where, [f"output_dir={tmp_path}"])
     assert prepare(cfg, block.where).num_params > 0

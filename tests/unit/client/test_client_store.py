@@ -94,3 +94,22 @@ def test_the_state_dir_is_per_run(tmp_path):
     assert resolve_state_dir(None, str(tmp_path / "exp")) == str(tmp_path / "exp" / "clients")
     assert resolve_state_dir("/scratch/fedray", "s3://bucket/runs/exp") == "/scratch/fedray/exp"
     assert resolve_state_dir("file:///scratch", str(tmp_path / "exp-2")) == "/scratch/exp-2"
+
+
+def test_a_personal_part_commits_with_the_state_and_restores_on_a_fresh_actor(tmp_path):
+    """Personalisation's tensors (FedPer's head) are client state: committed only when the
+    update was aggregated, read back bit-identically by a restarted actor."""
+    rng = np.random.default_rng(7)
+    head = {"2.weight": rng.normal(size=(10, 16)).astype(np.float32), "2.bias": rng.normal(size=10).astype(np.float32)}
+    client = states(tmp_path)
+    before = kept(0)
+    mine = before._replace(personal=head)
+    client.stage(2, 11, mine, before)
+    client.stage(4, 12, kept(4)._replace(personal={"2.bias": np.zeros(10, np.float32)}), kept(4))
+    refs = client.commit(1, committed={2: 11}, spent={}, keep={})  # 4's update was not aggregated
+    assert set(refs) == {2}
+    state, _ = states(tmp_path).get(2, refs[2], lambda: pytest.fail("not lost"))
+    assert sorted(state.personal) == ["2.bias", "2.weight"]
+    for name, array in head.items():
+        np.testing.assert_array_equal(np.asarray(state.personal[name]), array)
+    assert digest(state) == digest(mine)
