@@ -36,6 +36,26 @@ def render(boxes: np.ndarray, means: np.ndarray, shape: tuple[int, int]) -> np.n
     return out
 
 
+def boxes_from_features(features: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The rectangles a graph's node features encode (centre and extent as shares of the
+    image, `segment._describe`'s normalisation undone): everything of a ball's place that
+    a GrBFL client's input carries, so rendering these is what an attacker who recovered
+    that input exactly could draw."""
+    h, w = shape
+    rows, cols = NODE_FEATURES.index("centre_row"), NODE_FEATURES.index("centre_col")
+    height = np.rint(features[:, NODE_FEATURES.index("height")] * h)
+    width = np.rint(features[:, NODE_FEATURES.index("width")] * w)
+    r0 = np.rint(features[:, rows] * max(h - 1, 1) - (height - 1) / 2)
+    c0 = np.rint(features[:, cols] * max(w - 1, 1) - (width - 1) / 2)
+    return np.stack([r0, c0, r0 + height - 1, c0 + width - 1], axis=1).astype(np.int64)
+
+
+def render_nodes(features: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The image rebuilt from its node features alone: each ball's rectangle filled with
+    its mean intensity (0-1)."""
+    return render(boxes_from_features(features, shape), features[:, MEAN], shape)
+
+
 def show_granules(dataset: FederatedDataset, granular: GranularConfig | None, out: str | os.PathLike,
                   cache_dir: str | os.PathLike | None = None, num_clients: int = 3,
                   per_client: int = 4) -> GranulesFigure:
