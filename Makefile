@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/fedray run $(CONFIG)
 
+# The in-process tests run on two workers; the integration tests share one local Ray and
+# run one at a time (several kill processes or count what a run leaves behind).
 test: install
-	$(VENV)/bin/python -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --durations=10 tests/unit tests/configs tests/docs
+	$(PY) -m pytest -q --durations=25 tests/integration
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -221,3 +221,16 @@ def pq_rows(run_dir):
     import pyarrow.parquet as pq
 
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
+
+
+def driver_object_sizes(ray) -> list[int]:
+    """Bytes of every object this process (the driver) holds a reference to, as the
+    raylet reports them (what the object store and the driver's memory store hold)."""
+    import os
+
+    from ray._private.internal_api import node_stats
+
+    node = next(n for n in ray.nodes() if n["Alive"] and n["NodeID"] == ray.get_runtime_context().get_node_id())
+    reply = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=True)
+    return [ref.object_size for stats in reply.core_workers_stats if stats.pid == os.getpid()
+            for ref in stats.object_refs]

@@ -27,8 +27,8 @@ def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
 
 
-def run_quiet(cfg, hook=None):
-    summary = run(prepare(cfg), console=hook or (lambda line: None))
+def run_quiet(cfg, hook=None, warm=None):
+    summary = run(prepare(cfg), console=hook or (lambda line: None), warm=warm)
     assert summary["status"] == "completed"
     return summary["run_dir"]
 
@@ -42,9 +42,10 @@ def watermark_config(tmp_path, *overrides):
         "server.clients_per_round=4", "server.rounds=5", *overrides])
 
 
-def test_owners_watermarks_are_embedded_survive_attacks_and_cost_no_accuracy(ray_cluster, tmp_path, capsys):
-    marked = run_quiet(watermark_config(tmp_path))
-    plain = run_quiet(watermark_config(tmp_path, "name=plain", "server.watermark.name=null"))
+def test_owners_watermarks_are_embedded_survive_attacks_and_cost_no_accuracy(ray_cluster, tmp_path, capsys,
+                                                                          warm_actors):
+    marked = run_quiet(watermark_config(tmp_path), warm=warm_actors)
+    plain = run_quiet(watermark_config(tmp_path, "name=plain", "server.watermark.name=null"), warm=warm_actors)
     keys = [key_path(tmp_path / "keys", c) for c in (0, 1)]
 
     # each owner proves its share, exit status 0 (keys come from fresh entropy every run,

@@ -9,7 +9,7 @@ import yaml
 
 from fedray.config import ConfigError, load_config
 from fedray.launcher import prepare, run
-from tests.helpers import untimed
+from tests.helpers import driver_object_sizes, untimed
 from tests.conftest import REPO, small_config
 
 METRIC_COLUMNS = {
@@ -132,12 +132,31 @@ def test_kept_state_stays_with_the_client_and_only_committed_state_counts(ray_cl
 
 
 @pytest.mark.slow
-def test_quickstart_reaches_the_target_accuracy(ray_cluster, tmp_path):
-    """configs/quickstart.yaml as shipped (only the output directory moved)."""
+def test_quickstart_reaches_the_target_accuracy_and_its_driver_puts_no_training_rows_into_the_object_store(
+        ray_cluster, tmp_path):
+    """configs/quickstart.yaml as shipped (only the output directory moved). Data stays at
+    its site: once round 1 has trained, the objects the driver holds weigh less than the
+    rows would, so the rows were built on the client actors, not shipped there."""
     cfg = load_config(f"{REPO}/configs/quickstart.yaml", [f"output_dir={tmp_path}"])
-    summary, _ = run_quiet(cfg)
+    prepared = prepare(cfg)
+    plan = prepared.dataset
+    features_bytes = len(plan.rows) * plan.info.num_features * 4  # float32: what the rows would weigh
+    seen: list[list[int]] = []
+
+    def console(line: str) -> None:
+        if line.split("/")[0] == "round  1":  # (padded to 20's width) the actors are up and trained
+            seen.append(driver_object_sizes(ray_cluster))
+
+    summary = run(prepared, console=console)
     assert summary["final_metrics"]["accuracy"] >= 0.90
     rows = metrics(summary["run_dir"])
     assert len(rows) == 20 and all(r["clients_succeeded"] == 10 for r in rows)
     accuracy = np.array([r["eval_accuracy"] for r in rows])
     assert accuracy[-5:].mean() > accuracy[:5].mean() + 0.2
+
+    assert len(seen) == 1
+    sizes = seen[0]
+    assert len(sizes) >= cfg.clients.num_actors  # the actors' shard plans are among them
+    assert sum(sizes) < features_bytes, (sum(sizes), features_bytes)  # the rows cannot be in there
+    clients = pq.read_table(f"{summary['run_dir']}/clients.parquet").to_pylist()
+    assert [c["data_source"] for c in clients] == [""] * cfg.clients.num_clients  # planned rows, no site files
