@@ -134,6 +134,8 @@ class Driver:
         self.last_round = self.cfg.server.rounds
         """The last round to run: `server.rounds`, or earlier when a privacy budget runs out."""
         self.stopped_by: str | None = None
+        self.signals: list[int] = []
+        """SIGTERMs received during the run (`sigterm_as_interrupt`): checked between rounds."""
         """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
         self.budget = None
         """`server.budget_mb`'s `fedray.server.budget.CommBudget`, once the server is up."""
@@ -290,6 +292,8 @@ class Driver:
 
         cfg = self.cfg
         while self.next_round <= self.last_round:
+            if self.signals:  # a SIGTERM whose exception something swallowed: stop here all the same
+                raise KeyboardInterrupt("SIGTERM")  # (the launcher and the CLI read the signal's record)
             try:
                 result, notes = ray.get(self.server.run_round.remote(self.next_round))
             except RayActorError as err:

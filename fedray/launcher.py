@@ -315,7 +315,7 @@ def run(
         ray_start = cleanup.enter_context(ray_session(cfg, start))
         startup.ray_s, startup.waited_s = ray_start.seconds, time.perf_counter() - waiting
         startup.ray_alongside = start is not None and ray_start.owned
-        cleanup.enter_context(sigterm_as_interrupt())
+        driver.signals = cleanup.enter_context(sigterm_as_interrupt())
         driver.reserve(cleanup)  # the cluster can place the run: now it may leave a trace
         status, begun = "failed", False  # until the rounds say otherwise
         try:
