@@ -234,3 +234,17 @@ def driver_object_sizes(ray) -> list[int]:
     reply = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=True)
     return [ref.object_size for stats in reply.core_workers_stats if stats.pid == os.getpid()
             for ref in stats.object_refs]
+
+
+def wait_until_answers(actor, limit_s=900.0):
+    """Block until a (restarting) actor answers a call; calls made while it restarts fail."""
+    import ray
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return ray.get(actor.describe.remote(), timeout=limit_s)
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise

@@ -2,7 +2,6 @@
 robust aggregation with async rounds, bugs that stop the run instead of hiding."""
 
 import pathlib
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,24 +10,11 @@ import ray
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import small_config
-from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed
+from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed, wait_until_answers
 
 
 def metrics(run_dir):
     return pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
-
-
-def wait_until_answers(actor, limit_s=900.0):
-    """Block until a (restarting) actor answers a call; calls made while it restarts fail."""
-    from ray.exceptions import ActorUnavailableError
-
-    deadline = time.monotonic() + limit_s
-    while True:
-        try:
-            return ray.get(actor.describe.remote(), timeout=limit_s)
-        except ActorUnavailableError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def run_quiet(cfg, hook=None, warm=None):

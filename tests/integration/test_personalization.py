@@ -116,3 +116,36 @@ def test_personal_lora_adapter_stays_home_and_exports_for_peft(ray_cluster, tmp_
     loaded = dict(model.named_parameters())
     for name, array in states[1].personal.items():
         np.testing.assert_array_equal(loaded[name].detach().numpy(), array)
+
+
+def test_a_restarted_actor_gives_its_clients_personal_models_back_bit_identically(ray_cluster, tmp_path):
+    """Ditto's personal models are client state: actor 0 of the pool, killed after round 2
+    and restarted by Ray, reads its clients' back from its store, and the run ends as one
+    without the restart (no warm actors: the restart finds its actor by name)."""
+    import ray
+
+    from fedray.launcher import run_key
+    from tests.helpers import wait_until_answers
+
+    common = [*SMALL, "clients.personalization={name: ditto, args: {lam: 0.1}}"]
+    reference = run_quiet(small_config(tmp_path / "ref", *common))
+    name = f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/client-actor-0"
+
+    def restart_actor_0_after_round_2(line):
+        if line.startswith("round 2/3"):
+            actor = ray.get_actor(name)
+            ray.kill(actor, no_restart=False)
+            wait_until_answers(actor)  # back up, with nothing of its clients in memory
+
+    cfg = small_config(tmp_path / "b", *common)
+    restarted = run(prepare(cfg), console=restart_actor_0_after_round_2)
+    assert restarted["status"] == "completed"
+    rows = table(restarted["run_dir"], "metrics")
+    assert all(r["clients_failed"] == 0 for r in rows)
+    assert untimed(rows) == untimed(table(reference["run_dir"], "metrics"))
+    assert untimed(table(restarted["run_dir"], "evaluation")) == untimed(table(reference["run_dir"], "evaluation"))
+    ours, theirs = kept_states(restarted["run_dir"], cfg), kept_states(reference["run_dir"], cfg)
+    assert sorted(ours) == sorted(theirs) != []
+    for cid, kept in ours.items():
+        for key, value in kept.personal.items():
+            np.testing.assert_array_equal(value, theirs[cid].personal[key])
