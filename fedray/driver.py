@@ -134,9 +134,9 @@ class Driver:
         self.last_round = self.cfg.server.rounds
         """The last round to run: `server.rounds`, or earlier when a privacy budget runs out."""
         self.stopped_by: str | None = None
+        """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
         self.signals: list[int] = []
         """SIGTERMs received during the run (`sigterm_as_interrupt`): checked between rounds."""
-        """`Ctrl-C` or `SIGTERM` once the user (or a scheduler) interrupted the run."""
         self.budget = None
         """`server.budget_mb`'s `fedray.server.budget.CommBudget`, once the server is up."""
 
