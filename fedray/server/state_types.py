@@ -115,14 +115,11 @@ class StateTypes:
         """fedray's table plus the `state_types` every plug-in in `cfg` (a config the user
         gave, or allowed with --allow-code) declares; ValueError naming the config key of
         a declaration that is not a tuple of record classes."""
-        from omegaconf import OmegaConf
-
         from fedray.config.registry import import_user_code
-        from fedray.config.trust import code_paths
+        from fedray.config.trust import code_paths, config_tree
 
-        tree = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
         found: list[type] = []
-        for key, path in code_paths(tree).items():
+        for key, path in code_paths(config_tree(cfg)).items():
             try:
                 factory = import_user_code(path, key)
             except ValueError:  # not code after all (a value in some args): building reports real misses

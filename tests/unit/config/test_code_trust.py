@@ -4,7 +4,7 @@ import pytest
 
 from fedray.config.errors import ConfigError
 from fedray.config.load import load_run_config, to_yaml
-from fedray.config.trust import AllowCode, code_paths, is_dotted
+from fedray.config.trust import AllowCode, code_paths, config_tree, is_dotted
 from tests.conftest import small_config
 
 PLUGIN = "examples.custom_algorithm.algorithm"
@@ -24,6 +24,24 @@ def test_code_paths_finds_code_in_lists_and_component_args():
             "output_dir": "s3://bucket/x"}
     assert code_paths(tree) == {"server.strategy.args.inner": "evil.mod:run",
                                 "clients.transforms[1].name": f"{PLUGIN}:damp_spikes"}
+
+
+@pytest.mark.parametrize("overrides", [
+    (), (f"clients.transforms=[{{name: '{PLUGIN}:damp_spikes', args: {{limit: 2.0}}}}]", "clients.placement=pool",
+         "server.strategy.args={inner: 'evil.mod:run', steps: [1, 2]}", "server.selection.name=oort"),
+])
+def test_config_tree_is_omegaconfs_container_of_the_config(tmp_path, overrides):
+    """The walk `StateTypes.of` and `AllowCode.check` read code paths from gives exactly
+    OmegaConf's plain container (enums by name), without OmegaConf's cost."""
+    from omegaconf import OmegaConf
+
+    cfg = small_config(tmp_path, *overrides)
+    tree = config_tree(cfg)
+    assert tree == OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert tree["clients"]["placement"] == "pool"
+    if overrides:
+        assert code_paths(tree) == {"clients.transforms[0].name": f"{PLUGIN}:damp_spikes",
+                                    "server.strategy.args.inner": "evil.mod:run"}
 
 
 def test_allow_code_covers_a_module_its_submodules_or_one_path():
