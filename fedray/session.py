@@ -29,8 +29,9 @@ from typing import Iterator
 from fedray.config.schema import RunConfig
 from fedray.cluster.reaper import start_reaper, stop_reaper
 
-PRELOAD = ("fedray.client.actor",)
-"""Modules every worker of a Ray started here imports when it starts."""
+PRELOAD = ("fedray.client.preload",)
+"""Modules every worker of a Ray started here imports when it starts: the client code,
+and what its imports made set aside from garbage collection (`fedray.client.preload`)."""
 
 
 def init_options(cfg: RunConfig) -> dict:
