@@ -2,7 +2,8 @@
 load falls on both alike: end-to-end wall time, phases and peak PSS per workload.
 
     python benchmarks/startup_ab.py --before 224f3e9 --workloads overhead scale --repeats 3
-    python benchmarks/startup_ab.py --before 5c3fa05 --before-tree /work/wt-before   # a worktree
+    git worktree add ../fedray-before 5c3fa05
+    python benchmarks/startup_ab.py --before 5c3fa05 --before-tree ../fedray-before   # a worktree
 
 Each run is `python -m fedray run CONFIG` in a fresh process (a fresh local Ray), timed
 and sampled as `benchmarks/run.py` does; medians of the repeats. The "after" side is

@@ -248,3 +248,18 @@ def wait_until_answers(actor, limit_s=900.0):
         except ActorUnavailableError:
             if time.monotonic() > deadline:
                 raise
+
+
+def restart_when(console_prefix: str, actor_name: str):
+    """A console hook that kills the named actor (Ray restarts it) when a line starts with
+    `console_prefix`, and returns once the restarted actor answers: the round that follows
+    meets an actor with nothing of its clients in memory."""
+    import ray
+
+    def hook(line: str) -> None:
+        if line.startswith(console_prefix):
+            actor = ray.get_actor(actor_name)
+            ray.kill(actor, no_restart=False)
+            wait_until_answers(actor)
+
+    return hook

@@ -10,7 +10,7 @@ import ray
 from fedray.launcher import prepare, run, run_key
 from fedray.server.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import small_config
-from tests.helpers import kept_states, private_arrays_in_checkpoint, untimed, wait_until_answers
+from tests.helpers import kept_states, private_arrays_in_checkpoint, restart_when, untimed
 
 
 def metrics(run_dir):
@@ -33,13 +33,7 @@ def test_scaffold_state_survives_an_actor_restart_bit_identically(ray_cluster, t
 
     reference = run_quiet(small_config(tmp_path / "ref", *SCAFFOLD))
     name = f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/client-actor-0"
-
-    def restart_actor_0_after_round_2(line):
-        if line.startswith("round 2/4"):
-            actor = ray.get_actor(name)
-            ray.kill(actor, no_restart=False)
-            wait_until_answers(actor)  # back up, without its shards
-
+    restart_actor_0_after_round_2 = restart_when("round 2/4", name)  # back up, without its shards
     restarted = run_quiet(small_config(tmp_path / "b", *SCAFFOLD), hook=restart_actor_0_after_round_2)
     assert restarted["status"] == "completed"
     rows = metrics(restarted["run_dir"])

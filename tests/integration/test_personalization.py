@@ -122,20 +122,13 @@ def test_a_restarted_actor_gives_its_clients_personal_models_back_bit_identicall
     """Ditto's personal models are client state: actor 0 of the pool, killed after round 2
     and restarted by Ray, reads its clients' back from its store, and the run ends as one
     without the restart (no warm actors: the restart finds its actor by name)."""
-    import ray
-
     from fedray.launcher import run_key
-    from tests.helpers import wait_until_answers
+    from tests.helpers import restart_when
 
     common = [*SMALL, "clients.personalization={name: ditto, args: {lam: 0.1}}"]
     reference = run_quiet(small_config(tmp_path / "ref", *common))
     name = f"fedray/{run_key(tmp_path / 'b' / 'test')}/0/client-actor-0"
-
-    def restart_actor_0_after_round_2(line):
-        if line.startswith("round 2/3"):
-            actor = ray.get_actor(name)
-            ray.kill(actor, no_restart=False)
-            wait_until_answers(actor)  # back up, with nothing of its clients in memory
+    restart_actor_0_after_round_2 = restart_when("round 2/3", name)  # back up, with nothing of its clients in memory
 
     cfg = small_config(tmp_path / "b", *common)
     restarted = run(prepare(cfg), console=restart_actor_0_after_round_2)
