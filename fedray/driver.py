@@ -220,6 +220,11 @@ class Driver:
         except GetTimeoutError:
             ray.kill(self.server)
             self.server = None
+            waiting = self.pool.unplaced()
+            if waiting:
+                raise ClusterError(
+                    f"the client actors were not placed within ray.start_timeout_s={timeout:g} s: they wait for "
+                    f"{waiting} (all at once; other work holds part of it: see `ray status`)") from None
             raise ClusterError(f"the run's actors were not ready within ray.start_timeout_s={timeout:g} s "
                                "(the cluster may lack free resources: see `ray status`)") from None
 

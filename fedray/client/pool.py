@@ -13,13 +13,15 @@ dataset, or their sites' paths) and builds its clients' shards on its own node. 
 pool keeps those small references, so a restarted actor (or the new pool of a
 restarted server) builds its shards again the same way.
 
+The actors a pool creates are placed as one gang (`fedray.cluster.gang`): all of
+them or none, so two runs sharing a cluster never each hold part of what both need.
 Actors are created with Ray's restart option. When one dies, its clients fail
 for that round and leave selection; a cheap probe call tells when Ray has
 brought the actor back (on another node if its node is gone), and they rejoin.
 
 Between runs of one process on one Ray instance (`fedray sweep`, a test session)
 a completed run's actors can stay warm (`WarmActors`): the next run whose actors
-ask for the same resources takes them over, loading its own config and shards,
+ask for the same resources takes them over, gang by gang, loading its own config and shards,
 instead of paying for new processes and their imports.
 """
 
@@ -33,6 +35,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError
 
+from fedray.cluster.gang import Gang
 from fedray.cluster.remote import remote_class
 from fedray.config.schema import Placement, RunConfig
 from fedray.client.store import StateCodec
@@ -111,21 +114,28 @@ class ClientPool:
         self._slot = {index: k for k, index in enumerate(self.indices)}
         self.data = data if data is not None else PoolData.put(cfg, dataset, public, schedule, self.indices)
         remote_cls = remote_class("fedray.client.actor:ClientActor")  # the driver imports no torch
-        self.actors, self._setups, self.keys = [], [], []
-        for i in self.indices:
-            hosted = hosted_clients(cfg, i)
-            hosted_ranks = None if ranks is None else {c: int(ranks[c]) for c in hosted}
-            # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
-            # restart the actor, and must not depend on objects that may be gone (ray#53727).
-            setup = (cfg, dataset.info, hosted, hosted_ranks, codec)
-            options = actor_options(cfg, i)
-            key = repr(sorted(options.items()))
-            actor = warm.take(key) if warm is not None else None
-            if actor is None:
-                actor = remote_cls.options(name=f"{name_prefix}/client-actor-{i}", **options).remote(*setup)
-            self.actors.append(actor)
-            self._setups.append(setup)
-            self.keys.append(key)
+        options = [actor_options(cfg, i) for i in self.indices]
+        self.keys = [repr(sorted(opts.items())) for opts in options]
+        """Each actor's Ray options as a key (what a warm actor must match to be reused)."""
+        # Constructor arguments stay small (a range, not 50,000 ids): Ray keeps them to
+        # restart the actor, and must not depend on objects that may be gone (ray#53727).
+        self._setups = [(cfg, dataset.info, hosted_clients(cfg, i),
+                         None if ranks is None else {c: int(ranks[c]) for c in hosted_clients(cfg, i)}, codec)
+                        for i in self.indices]
+        self.actors: list = [None] * len(self.indices)
+        self.gang_of: list[Gang | None] = [None] * len(self.indices)
+        """The gang (placement group) each actor runs in: warm actors keep their old one."""
+        if warm is not None:
+            for gang, kept in warm.take(self.keys):
+                for k, actor in kept:
+                    self.actors[k], self.gang_of[k] = actor, gang
+        fresh = [k for k, actor in enumerate(self.actors) if actor is None]
+        self.gang = Gang([options[k] for k in fresh], f"{name_prefix}/clients") if fresh else None
+        """The gang of the actors this pool created: placed whole or not at all."""
+        for j, k in enumerate(fresh):
+            self.actors[k] = remote_cls.options(name=f"{name_prefix}/client-actor-{self.indices[k]}",
+                                                **self.gang.actor_options(j, options[k])).remote(*self._setups[k])
+            self.gang_of[k] = self.gang
         self._probes: dict[int, ray.ObjectRef] = {}
         self._started = [self._load(i) for i in range(len(self.actors))]
         self._shared: list[ray.ObjectRef] = []
@@ -234,8 +244,18 @@ class ClientPool:
         return self._slot[actor_index(client_id, self.cfg)]
 
     def shutdown(self) -> None:
+        """Kill the actors and give their gangs' resources back."""
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
+        for gang in {id(g): g for g in self.gang_of if g is not None}.values():
+            gang.release()
+
+    def unplaced(self) -> str | None:
+        """What the actors this pool created still wait for, if Ray has not placed their
+        gang (for the error of a run whose actors did not come up)."""
+        if self.gang is None or self.gang.is_placed():
+            return None
+        return self.gang.describe()
 
 
 def actor_options(cfg: RunConfig, index: int) -> dict:
@@ -248,38 +268,67 @@ def actor_options(cfg: RunConfig, index: int) -> dict:
 
 
 class WarmActors:
-    """Idle client actors of completed runs, by their Ray options, for the next run.
+    """Idle client actors of completed runs, by gang, for the next run.
 
     Kept only within one process and one Ray instance; `release` (at the latest when
-    the sweep or session ends) kills them. A run evicts the ones it will not use
-    before it starts, so idle actors never hold resources another run needs.
+    the sweep or session ends) kills them. A run takes over whole gangs only: a gang
+    partly used would keep its unused bundles reserved, which another actor of the run
+    may need. A run evicts the gangs it will not take before it starts, so idle actors
+    never hold resources another run needs.
     """
 
     def __init__(self) -> None:
-        self._idle: dict[str, list] = {}
+        self._idle: list[tuple[Gang | None, list[tuple[str, Any]]]] = []
+        """(gang, [(options key, actor)]) per kept gang; actors without a bundle alone."""
 
     def __len__(self) -> int:
-        return sum(len(actors) for actors in self._idle.values())
+        return sum(len(members) for _, members in self._idle)
 
-    def take(self, key: str):
-        """An idle actor with these options (the first kept), or None."""
-        found = self._idle.get(key)
-        return found.pop(0) if found else None
+    def take(self, keys: Sequence[str]) -> list[tuple[Gang | None, list[tuple[int, Any]]]]:
+        """The kept gangs whose actors all fit the slots with these option keys, each
+        with the slot (index into `keys`) every actor of it fills; they are no longer idle."""
+        taken, kept = self._fitting(keys)
+        self._idle = kept
+        return taken
 
     def keep(self, pool: ClientPool) -> None:
-        """A completed run's actors stay up for the next run."""
-        for key, actor in zip(pool.keys, pool.actors):
-            self._idle.setdefault(key, []).append(actor)
+        """A completed run's actors stay up, in their gangs, for the next run."""
+        by_gang: dict[int, tuple[Gang | None, list]] = {}
+        for key, actor, gang in zip(pool.keys, pool.actors, pool.gang_of):
+            if gang is None or gang.group is None:
+                self._idle.append((gang, [(key, actor)]))
+            else:
+                by_gang.setdefault(id(gang), (gang, []))[1].append((key, actor))
+        self._idle.extend(by_gang.values())
 
     def evict(self, cfg: RunConfig | None = None) -> None:
-        """Kill the idle actors the run of `cfg` will not take over (all of them if None)."""
-        wanted: dict[str, int] = {}
-        for i in range(cfg.clients.num_actors if cfg is not None else 0):
-            key = repr(sorted(actor_options(cfg, i).items()))
-            wanted[key] = wanted.get(key, 0) + 1
-        for key, actors in self._idle.items():
-            while len(actors) > wanted.get(key, 0):
-                ray.kill(actors.pop(), no_restart=True)
+        """Kill the idle gangs the run of `cfg` will not take over (all of them if None)."""
+        keys = [] if cfg is None else [repr(sorted(actor_options(cfg, i).items()))
+                                       for i in range(cfg.clients.num_actors)]
+        taken, dropped = self._fitting(keys)
+        for gang, members in dropped:
+            for _, actor in members:
+                ray.kill(actor, no_restart=True)
+            if gang is not None:
+                gang.release()
+        self._idle = [(gang, [(keys[k], actor) for k, actor in members]) for gang, members in taken]
 
     def release(self) -> None:
         self.evict(None)
+
+    def _fitting(self, keys: Sequence[str]) -> tuple[list, list]:
+        """Split the kept gangs into those that fit free slots of `keys` (in order kept,
+        each with the slots its actors fill) and the rest."""
+        free: dict[str, list[int]] = {}
+        for k, key in enumerate(keys):
+            free.setdefault(key, []).append(k)
+        fits, rest = [], []
+        for gang, members in self._idle:
+            need: dict[str, int] = {}
+            for key, _ in members:
+                need[key] = need.get(key, 0) + 1
+            if all(len(free.get(key, ())) >= n for key, n in need.items()):
+                fits.append((gang, [(free[key].pop(0), actor) for key, actor in members]))
+            else:
+                rest.append((gang, members))
+        return fits, rest

@@ -1,9 +1,10 @@
 """Where a run's actors go: the server next to the driver, the server's workers in a placement group.
 
 Client actors are pinned by their own resources (`clients.resources`,
-`clients.pinned`: GPUs, custom resources, label selectors), which Ray honours
-directly. The server's foundation-model workers must come up together, so their
-bundles are reserved as one placement group with the configured strategy.
+`clients.pinned`: GPUs, custom resources, label selectors); a pool reserves them as
+one gang (`fedray.cluster.gang`), so runs sharing a cluster never deadlock on them.
+The server's foundation-model workers must come up together, so their bundles are
+reserved as one placement group with the configured strategy.
 """
 
 from __future__ import annotations

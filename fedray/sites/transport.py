@@ -247,6 +247,10 @@ class SitesPool:
     def share_public(self, inputs) -> None:
         raise ClusterError("sites do not take knowledge transfer's public inputs yet")
 
+    def unplaced(self) -> str | None:
+        """None: each site places its own actors (`fedray.sites.agent`)."""
+        return None
+
     def shutdown(self) -> None:
         if self._transport is not None:
             self._transport.close()
