@@ -27,11 +27,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/fedray run $(CONFIG)
 
-# The in-process tests run on two workers; the integration tests share one local Ray and
-# run one at a time (several kill processes or count what a run leaves behind).
+# Both runs use two workers. Integration tests go a file at a time per worker, each
+# worker with its own local Ray; tests that kill processes or count what a run leaves
+# behind look only at their own run's processes (tests/integration/conftest.py).
 test: install
 	$(PY) -m pytest -q -n 2 --durations=10 tests/unit tests/configs tests/docs
-	$(PY) -m pytest -q --durations=25 tests/integration
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests/integration
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from ray.util.placement_group import placement_group_table
 
+import pytest
+
 from fedray.client.pool import ClientPool
-from fedray.launcher import prepare
+from fedray.cluster.errors import ClusterError
+from fedray.launcher import prepare, run
 from tests.conftest import small_config
 
 
@@ -21,6 +24,12 @@ def test_two_pools_that_cannot_both_fit_are_placed_one_whole_then_the_other(ray_
     groups = [first.gang.group, second.gang.group]
     try:
         assert len(first.describe()) == 3  # placed: every actor up with its shards
+        # a run that cannot be placed meanwhile fails naming what it waits for, and gives it back
+        waiting = small_config(tmp_path / "waiting", "clients.pool_size=3", "ray.start_timeout_s=5")
+        with pytest.raises(ClusterError, match=r"wait for 3 x \{'CPU': 1\.0\} \(all at once"):
+            run(prepare(waiting), console=lambda line: None)
+        assert {g["state"] for g in placement_group_table().values()
+                if g["name"].startswith("fedray/") and g["name"].endswith("/clients")} == {"REMOVED"}
         assert second.unplaced() == "3 x {'CPU': 1.0}"
         assert placement_group_table(groups[1])["state"] == "PENDING"  # holds none of its bundles
         first.shutdown()
