@@ -27,12 +27,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/fedray run $(CONFIG)
 
-# Both runs use two workers. Integration tests go a file at a time per worker, each
-# worker with its own local Ray; tests that kill processes or count what a run leaves
-# behind look only at their own run's processes (tests/integration/conftest.py).
+# One pytest session on two workers, a file at a time per worker, each worker with its
+# own local Ray: the longest integration files first, the many small in-process files
+# last, where they fill the gaps (tests/integration/conftest.py). Tests that kill
+# processes or count what a run leaves behind look only at their own run's processes.
 test: install
-	$(PY) -m pytest -q -n 2 --durations=10 tests/unit tests/configs tests/docs
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests/integration
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests/integration tests/unit tests/configs tests/docs
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

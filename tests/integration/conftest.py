@@ -1,10 +1,12 @@
-"""Integration tests run on two pytest-xdist workers, a file at a time per worker
-(`make test`: `-n 2 --dist loadfile`), each worker with its own local Ray.
+"""Integration tests run on two pytest-xdist workers with the rest of the suite, a file
+at a time per worker (`make test`: `-n 2 --dist loadfile`), each worker with its own
+local Ray.
 
 The longest files go first: a worker that picks one of them up last would run it alone
 while the other idles (on 2 cores the suite's tail was minutes of one worker). The
-order below follows the serial wall times of a clean-clone run (longest first);
-files not named keep their collection order after these.
+order below follows the serial wall times of a clean-clone run (longest first); files
+not named keep their collection order after these (`make test` names the integration
+tests first and the many small in-process test files after them).
 """
 
 from __future__ import annotations
@@ -23,4 +25,9 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+    def order(item) -> int:
+        in_here = item.path.parent.name == "integration"
+        return rank.get(item.path.name, len(rank)) if in_here else len(rank)
+
+    items.sort(key=order)  # stable: everything else keeps its collection order
