@@ -28,11 +28,12 @@ run: install
 	$(VENV)/bin/fedray run $(CONFIG)
 
 # One pytest session on two workers, a file at a time per worker, each worker with its
-# own local Ray: the longest integration files first, the many small in-process files
-# last, where they fill the gaps (tests/integration/conftest.py). Tests that kill
+# own local Ray, in collection order (xdist would otherwise start with the files that
+# hold the most tests): the longest integration files first, the many small in-process
+# files last, where they fill the gaps (tests/integration/conftest.py). Tests that kill
 # processes or count what a run leaves behind look only at their own run's processes.
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests/integration tests/unit tests/configs tests/docs
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests/integration tests/unit tests/configs tests/docs
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
