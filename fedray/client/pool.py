@@ -130,7 +130,8 @@ class ClientPool:
                 for k, actor in kept:
                     self.actors[k], self.gang_of[k] = actor, gang
         fresh = [k for k, actor in enumerate(self.actors) if actor is None]
-        self.gang = Gang([options[k] for k in fresh], f"{name_prefix}/clients") if fresh else None
+        self.gang = Gang([cfg.clients.actor_resources(self.indices[k]) for k in fresh],
+                         f"{name_prefix}/clients") if fresh else None
         """The gang of the actors this pool created: placed whole or not at all."""
         for j, k in enumerate(fresh):
             self.actors[k] = remote_cls.options(name=f"{name_prefix}/client-actor-{self.indices[k]}",

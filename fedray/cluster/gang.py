@@ -21,29 +21,21 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     from ray.util.placement_group import PlacementGroup
 
+    from fedray.config.resources import ResourcesConfig
+
 
 class Gang:
-    """One placement group for a set of actors, given their Ray options in order."""
+    """One placement group for a set of actors, given each one's resources in order."""
 
-    def __init__(self, options: Sequence[dict], name: str):
+    def __init__(self, resources: Sequence["ResourcesConfig"], name: str):
         from ray.util.placement_group import placement_group
 
-        self._bundle_of: list[int | None] = []
-        bundles, selectors = [], []
-        for opts in options:
-            bundle = _bundle(opts)
-            if bundle:
-                self._bundle_of.append(len(bundles))
-                bundles.append(bundle)
-                selectors.append(dict(opts.get("label_selector") or {}))
-            else:
-                self._bundle_of.append(None)
-        self.bundles = bundles
-        """The resources reserved, a dict per actor that asks for any."""
+        self._bundle_of, self.bundles, selectors = plan_bundles(resources)
+        """`bundles`: the resources reserved, a dict per actor that asks for any."""
         self.group: PlacementGroup | None = None
-        if bundles:
+        if self.bundles:
             extra = {"bundle_label_selector": selectors} if any(selectors) else {}
-            self.group = placement_group(bundles, strategy="PACK", name=name, **extra)
+            self.group = placement_group(self.bundles, strategy="PACK", name=name, **extra)
 
     def actor_options(self, k: int, options: dict) -> dict:
         """`options` of actor `k` with its bundle as where it runs (the label selector
@@ -83,8 +75,18 @@ class Gang:
             self.group = None
 
 
-def _bundle(options: dict) -> dict[str, float]:
-    """The bundle an actor with these Ray options needs (`as_ray_options`' keys)."""
-    bundle = {"CPU": options.get("num_cpus") or 0, "GPU": options.get("num_gpus") or 0,
-              "memory": options.get("memory") or 0, **(options.get("resources") or {})}
-    return {key: float(value) for key, value in bundle.items() if value}
+def plan_bundles(resources: Sequence["ResourcesConfig"]) -> tuple[list[int | None], list[dict], list[dict]]:
+    """(bundle index of each actor, None for one that asks for nothing; the bundles;
+    each bundle's label selector)."""
+    bundle_of: list[int | None] = []
+    bundles: list[dict] = []
+    selectors: list[dict] = []
+    for resource in resources:
+        bundle = resource.as_bundle()
+        if bundle:
+            bundle_of.append(len(bundles))
+            bundles.append(bundle)
+            selectors.append(dict(resource.label_selector))
+        else:
+            bundle_of.append(None)
+    return bundle_of, bundles, selectors

@@ -1,16 +1,19 @@
-"""Gang placement's bookkeeping: bundles from actor options, and warm gangs taken whole."""
+"""Gang placement's bookkeeping: a bundle per actor from its resources, and warm gangs taken whole."""
 
 from __future__ import annotations
 
 from fedray.client.pool import WarmActors
-from fedray.cluster.gang import _bundle
+from fedray.cluster.gang import plan_bundles
+from fedray.config.resources import ResourcesConfig
 
 
-def test_an_actors_bundle_is_its_own_request_without_zeros():
-    options = {"num_cpus": 0.5, "num_gpus": 0, "memory": 2**30, "resources": {"silo_a": 1},
-               "label_selector": {"silo": "b"}, "max_restarts": 3}
-    assert _bundle(options) == {"CPU": 0.5, "memory": float(2**30), "silo_a": 1.0}
-    assert _bundle({"num_cpus": 0, "num_gpus": 0, "max_restarts": 3}) == {}
+def test_each_actor_gets_its_own_request_as_a_bundle_and_one_asking_nothing_gets_none():
+    pinned = ResourcesConfig(num_cpus=0.5, memory=2**30, custom={"silo_a": 1}, label_selector={"silo": "b"})
+    free = ResourcesConfig(num_cpus=0.0)
+    bundle_of, bundles, selectors = plan_bundles([pinned, free, ResourcesConfig(num_gpus=0.25)])
+    assert bundle_of == [0, None, 1]
+    assert bundles == [{"CPU": 0.5, "memory": float(2**30), "silo_a": 1.0}, {"CPU": 1.0, "GPU": 0.25}]
+    assert selectors == [{"silo": "b"}, {}]
 
 
 def test_a_warm_gang_is_taken_only_if_all_its_actors_fit_the_next_run():
