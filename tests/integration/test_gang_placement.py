@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ray.util.placement_group import placement_group_table
-
 import pytest
+from ray.util.placement_group import placement_group_table
 
 from fedray.client.pool import ClientPool
 from fedray.cluster.errors import ClusterError
