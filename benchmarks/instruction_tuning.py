@@ -1,7 +1,7 @@
 """Benchmark of examples/instruction_tuning: held-out verifier accuracy of SmolLM2-135M-Instruct
 per reasoning-gym family for the base model, local-only training, FedAvg and FedProx.
 
-    python benchmarks/instruction_tuning.py [--variants base,local,fedavg,fedprox] [key=value ...]
+    python benchmarks/instruction_tuning.py [--variants base,local,fedavg,fedprox] [--run NAME=RUN_DIR] [key=value ...]
 
 One local Ray, the example's config and seed for every variant:
   base     the model as shipped: one round at lr 1e-12 (LoRA's B starts at zero, so the
@@ -47,15 +47,27 @@ def one_run(name: str, overrides: list[str], output_dir: Path) -> dict:
 
     cfg = load_config(CONFIG, [f"output_dir={output_dir}", f"name=instruct-{name}", *overrides])
     summary = run(prepare(cfg), console=lambda line: print(f"  [{name}] {line}", flush=True))
-    run_dir = Path(summary["run_dir"])
+    return summarise(Path(summary["run_dir"]), summary)
+
+
+def summarise(run_dir: Path, summary: dict | None = None) -> dict:
+    """A finished run's figures, from its run directory (`--run NAME=DIR` reads one made
+    elsewhere, e.g. by the README's `fedray run`)."""
+    from fedray.config import load_config
+
+    cfg = load_config(run_dir / "config.yaml", [])
+    summary = summary or json.loads((run_dir / "summary.json").read_text())
     rounds = pq.read_table(run_dir / "metrics.parquet").to_pylist()
     clients = pq.read_table(run_dir / "clients.parquet").to_pylist()
     last = rounds[-1]
     tokens = cfg.train.local_steps * cfg.train.batch_size * cfg.data.seq_len  # padded tokens per fit
     return {
         "status": summary["status"],
+        "run_dir": str(run_dir),
         "rounds": len(rounds),
         "accuracy": last["eval_accuracy"],
+        "accuracy_by_round": [r["eval_accuracy"] for r in rounds],
+        "eval_loss": last.get("eval_loss"),
         "per_task": {k[4:]: v for k, v in last.items() if k.startswith("acc/")},
         "median_round_s": round(statistics.median(r["round_wall_s"] for r in rounds), 1),
         "mb_per_round": round(statistics.median((r["bytes_up"] + r["bytes_down"]) / 1e6 for r in rounds), 2),
@@ -101,12 +113,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="base,local,fedavg,fedprox")
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "bench_instruct")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="take variant NAME from a finished run instead of running it")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. server.rounds=3)")
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     out = REPO / "benchmarks" / "results" / "instruction_tuning.json"
     saved = json.loads(out.read_text()) if out.is_file() else {"results": {}}  # earlier variants are kept
     results = {}
+    for given in args.run:
+        name, _, run_dir = given.partition("=")
+        results[name] = summarise(Path(run_dir))
+        saved["results"][name] = {**results[name], "uptime": load, "overrides": args.overrides}
+    if not args.variants.strip(","):
+        out.write_text(json.dumps(saved, indent=2))
+        print(table(results))
+        return
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-start wait
         try:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -117,7 +139,7 @@ def main() -> None:
     else:
         raise SystemExit("could not start a local Ray")
     try:
-        for name in args.variants.split(","):
+        for name in filter(None, args.variants.split(",")):
             if name == "local":
                 results[name] = local_only(args.overrides, args.output_dir)
             else:

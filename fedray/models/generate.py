@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -36,10 +38,11 @@ def _decode(model, ids: torch.Tensor, attention: torch.Tensor, max_new_tokens: i
     done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     generated, cache, step_ids = [], None, ids
     positions = (attention.cumsum(1) - 1).clamp_min(0)
+    last_only = {"logits_to_keep": 1} if _can_keep_last_logits(model) else {}
     for _ in range(max_new_tokens):
         step_positions = positions if cache is None else positions[:, -1:]
         result = model(input_ids=step_ids, attention_mask=attention, position_ids=step_positions,
-                       cache=cache, use_cache=True)
+                       cache=cache, use_cache=True, **last_only)
         cache = result.cache
         token = result.logits[:, -1].argmax(-1)
         token = torch.where(done, torch.full_like(token, eos_id), token)
@@ -52,3 +55,15 @@ def _decode(model, ids: torch.Tensor, attention: torch.Tensor, max_new_tokens: i
         positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
     tokens = torch.stack(generated, dim=1).cpu().numpy()
     return [row[: int(np.argmax(row == eos_id))] if (row == eos_id).any() else row for row in tokens]
+
+
+def _can_keep_last_logits(model) -> bool:
+    """Whether the model (under a PEFT wrapper or not) takes `logits_to_keep`: then the
+    prompt's pass computes the vocabulary projection for the last position only, not
+    for every prompt token (a fifth of a small model's prefill, and a
+    [batch, prompt, vocab] tensor)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False

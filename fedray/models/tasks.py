@@ -140,13 +140,32 @@ class CausalLM:
         return masked_row_scores(model, data, data >= 0, batch_size)
 
 
+def trim_right_padding(ids: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`ids` and the tensors `aligned` with it cut after the batch's last real token.
+
+    Rows are right-padded to `data.seq_len` (padding id < 0), and with a causal model
+    what follows a row's last token changes nothing before it, so the columns where
+    every row is padding are pure cost: instruction rows fill about 60 of 160 columns.
+    """
+    real = (ids >= 0).any(0)
+    width = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+    if width == ids.shape[1]:
+        return (ids, *aligned)
+    return (ids[:, :width], *(t[:, :width] for t in aligned))
+
+
 def masked_lm_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor,
                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token loss over the tokens where `loss_mask` is True (their prediction
     from the token before). Padding (id < 0) is never attended to; right padding keeps
-    every row's positions counting from 0. With `position_ids` (packed rows,
-    `fedray.data.packing`) no 2D mask is passed: transformers reads each restart of the
-    positions as a sequence boundary and masks attention across it."""
+    every row's positions counting from 0, and columns of padding alone are cut
+    (`trim_right_padding`). With `position_ids` (packed rows, `fedray.data.packing`) no
+    2D mask is passed: transformers reads each restart of the positions as a sequence
+    boundary and masks attention across it."""
+    if position_ids is None:
+        ids, loss_mask = trim_right_padding(ids, loss_mask)
+    else:
+        ids, loss_mask, position_ids = trim_right_padding(ids, loss_mask, position_ids)
     labels = ids.masked_fill(~loss_mask, -100)
     if position_ids is not None:
         return model(input_ids=ids.clamp_min(0), position_ids=position_ids, labels=labels, use_cache=False).loss
@@ -162,7 +181,7 @@ def masked_row_scores(model, ids: torch.Tensor, loss_mask: torch.Tensor,
     rows = max(1, min(batch_size, _MAX_LOGITS // (ids.shape[1] * vocab)))
     out = []
     for start in range(0, len(ids), rows):
-        batch, mask = ids[start : start + rows], loss_mask[start : start + rows]
+        batch, mask = trim_right_padding(ids[start : start + rows], loss_mask[start : start + rows])
         logits = model(input_ids=batch.clamp_min(0), attention_mask=batch >= 0, use_cache=False).logits
         logits, targets, valid = logits[:, :-1].float(), batch[:, 1:], mask[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")

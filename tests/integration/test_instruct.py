@@ -100,3 +100,19 @@ def test_the_budget_stops_the_run_after_the_last_round_that_fits(ray_cluster, tm
     with pytest.raises(Exception, match=r"server.budget_mb=0.0001 does not fit one round"):
         prepare(config(tmp_path / "small", "server.budget_mb=0.0001"))
 
+
+
+def test_clients_score_generated_answers_to_their_own_held_out_prompts(ray_cluster, tmp_path):
+    """Federated evaluation of an instruction run: each owner holds out a quarter of its
+    conversations, answers them with the broadcast model and returns its scores alone."""
+    cfg = config(tmp_path, "server.rounds=1", "data.client_test_fraction=0.25", "server.evaluation.where=both")
+    summary = run(prepare(cfg), console=lambda line: None)
+    assert summary["status"] == "completed"
+    rows = pq.read_table(f"{summary['run_dir']}/evaluation.parquet").to_pylist()
+    # alice has 12 conversations and bob 10; the split is per client, seeded, about a quarter
+    assert sorted(r["client_id"] for r in rows) == [0, 1] and {r["model"] for r in rows} == {"global"}
+    assert all(2 <= r["examples"] <= 4 and 0 <= r["accuracy"] <= 1 and np.isfinite(r["loss"]) for r in rows)
+    metrics = pq.read_table(f"{summary['run_dir']}/metrics.parquet").to_pylist()[-1]
+    assert metrics["fed_clients"] == 2 and 0 <= metrics["acc/alice"] <= 1  # the server's split, scored per owner
+    assert metrics["fed_global_accuracy"] == pytest.approx(np.average(
+        [r["accuracy"] for r in rows], weights=[r["examples"] for r in rows]))

@@ -13,7 +13,7 @@ from fedray.data.instructions import ChatExample, Conversations, encode_conversa
 from fedray.data.tokenize import ByteTokenizer
 from fedray.models.generate import greedy_generate
 from fedray.models.instruct_task import InstructLM, score_answer
-from fedray.models.tasks import masked_lm_loss
+from fedray.models.tasks import masked_lm_loss, masked_row_scores
 
 import transformers  # noqa: E402
 
@@ -53,10 +53,36 @@ def test_the_loss_is_the_mean_nll_of_the_response_tokens_only():
     assert not torch.isclose(everything, loss)
 
 
+def test_columns_of_padding_alone_are_not_computed_and_change_nothing():
+    data, table = rows([("2+2?", "4"), ("Name a colour", "red")], seq_len=96)
+    model = tiny_llama()
+    prepared = InstructLM(ByteTokenizer()).prepare(table, torch.device("cpu"))
+    ids, mask = prepared.ids, prepared.loss_mask
+    longest = int((ids >= 0).sum(1).max())
+    assert longest < ids.shape[1] - 30  # the rows really are padded
+    widths = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    with torch.no_grad():
+        loss = masked_lm_loss(model, ids, mask)
+        nll, hits, count = masked_row_scores(model, ids, mask, batch_size=2)
+    hook.remove()
+    assert widths == [longest, longest]
+    with torch.no_grad():  # the same model over every column, padding included
+        logits = model(input_ids=ids.clamp_min(0), attention_mask=ids >= 0).logits[:, :-1]
+        full = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:].clamp_min(0), reduction="none") * mask[:, 1:]
+    torch.testing.assert_close(loss, full.sum() / mask[:, 1:].sum(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(nll, full.sum(1).double(), rtol=1e-5, atol=1e-5)
+    assert count.tolist() == mask[:, 1:].sum(1).tolist()
+
+
 def test_batched_greedy_decoding_matches_generate_one_prompt_at_a_time():
     model = tiny_llama(seed=1)
     prompts = [np.array([5, 6, 7, 8, 9, 10]), np.array([40, 41]), np.array([100, 3, 99])]
+    projected = []  # positions the vocabulary projection ran on, per forward pass
+    hook = model.lm_head.register_forward_hook(lambda m, a, out: projected.append(out.shape[1]))
     batched = greedy_generate(model, prompts, max_new_tokens=6, eos_id=256, batch_size=3)
+    hook.remove()
+    assert projected and set(projected) == {1}  # the prompts' pass included: last position only
     for prompt, got in zip(prompts, batched):
         ref = model.generate(torch.from_numpy(prompt[None]), max_new_tokens=6, do_sample=False, eos_token_id=256,
                              pad_token_id=256)[0, len(prompt):]
